@@ -1,0 +1,349 @@
+//! JWT verification and minting, following RFC 8725: the algorithm is pinned per key, `kid`
+//! selects a key from a fixed map, `exp` and `sub` are required, `nbf` is checked, and `iss`
+//! and `aud` are checked when configured.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, Principal};
+use crate::config::{AuthSettings, ConfigError, MIN_HS_SECRET_BYTES};
+use crate::ids::UserId;
+use crate::time::now_unix_s;
+
+/// The claims authchat reads and writes. Unknown claims are ignored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// A key a token may be verified with, and the validation rules pinned to it.
+struct VerifyingKey {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// The key minted tokens are signed with.
+struct SigningKey {
+    kid: String,
+    algorithm: Algorithm,
+    key: EncodingKey,
+}
+
+/// A freshly minted access token.
+pub struct MintedToken {
+    pub token: SecretString,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// Verifies tokens against the configured keys and mints new ones.
+pub struct TokenService {
+    keys: HashMap<String, VerifyingKey>,
+    /// Key used for tokens without a `kid` header.
+    default_kid: String,
+    signer: Option<SigningKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    access_ttl: Duration,
+    max_token_bytes: usize,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("default_kid", &self.default_kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// Builds the key set; a key that cannot be read or parsed is an error naming its config key.
+    /// `hs_secret` is the effective `auth.secret` (dev mode may have generated it).
+    pub fn from_settings(auth: &AuthSettings, hs_secret: &SecretString) -> Result<Self, ConfigError> {
+        let issuer = Some(auth.issuer.clone()).filter(|s| !s.is_empty());
+        let audience = Some(auth.audience.clone()).filter(|s| !s.is_empty());
+        let leeway = auth.leeway.as_secs();
+        let validation_for = |algorithm: Algorithm| {
+            let mut v = Validation::new(algorithm);
+            v.set_required_spec_claims(&["exp", "sub"]);
+            v.validate_nbf = true;
+            v.leeway = leeway;
+            match &issuer {
+                Some(iss) => v.set_issuer(&[iss]),
+                None => v.iss = None,
+            }
+            match &audience {
+                Some(aud) => v.set_audience(&[aud]),
+                None => v.validate_aud = false,
+            }
+            v
+        };
+
+        let mut keys = HashMap::new();
+        let mut signers: HashMap<String, (Algorithm, EncodingKey)> = HashMap::new();
+        let secret = hs_secret.expose_secret().as_bytes();
+        if secret.len() >= MIN_HS_SECRET_BYTES {
+            let decoding = DecodingKey::from_secret(secret)
+                .map_err(|e| ConfigError::invalid("auth.secret", e.to_string()))?;
+            let encoding = EncodingKey::from_secret(secret)
+                .map_err(|e| ConfigError::invalid("auth.secret", e.to_string()))?;
+            keys.insert(auth.secret_kid.clone(), VerifyingKey { key: decoding, validation: validation_for(Algorithm::HS256) });
+            signers.insert(auth.secret_kid.clone(), (Algorithm::HS256, encoding));
+        }
+        for (i, entry) in auth.keys.iter().enumerate() {
+            let at = |field: &str| format!("auth.keys[{i}].{field}");
+            if entry.kid.is_empty() || keys.contains_key(&entry.kid) {
+                return Err(ConfigError::invalid(at("kid"), "must be non-empty and unique (also against auth.secret_kid)"));
+            }
+            let algorithm = parse_algorithm(&entry.algorithm).ok_or_else(|| {
+                ConfigError::invalid(at("algorithm"), "must be one of HS256, RS256, ES256, EdDSA")
+            })?;
+            let (decoding, encoding) = if algorithm == Algorithm::HS256 {
+                let secret = entry.secret.as_ref().map(|s| s.expose_secret().as_bytes()).unwrap_or_default();
+                if secret.len() < MIN_HS_SECRET_BYTES {
+                    return Err(ConfigError::invalid(at("secret"), format!("HS256 keys need a secret of at least {MIN_HS_SECRET_BYTES} bytes")));
+                }
+                let bad = |e: jsonwebtoken::errors::Error| ConfigError::invalid(at("secret"), e.to_string());
+                (DecodingKey::from_secret(secret).map_err(bad)?, Some(EncodingKey::from_secret(secret).map_err(bad)?))
+            } else {
+                let path = entry.public_key.as_deref().ok_or_else(|| {
+                    ConfigError::invalid(at("public_key"), format!("{} keys need a public_key PEM file", entry.algorithm))
+                })?;
+                let pem = read_pem(path, &at("public_key"))?;
+                let decoding = match algorithm {
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
+                    _ => DecodingKey::from_ed_pem(&pem),
+                }
+                .map_err(|e| ConfigError::invalid(at("public_key"), format!("{}: not a {} public key: {e}", path.display(), entry.algorithm)))?;
+                let encoding = match &entry.private_key {
+                    None => None,
+                    Some(path) => {
+                        let pem = read_pem(path, &at("private_key"))?;
+                        let key = match algorithm {
+                            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+                            _ => EncodingKey::from_ed_pem(&pem),
+                        }
+                        .map_err(|e| ConfigError::invalid(at("private_key"), format!("{}: not a {} private key: {e}", path.display(), entry.algorithm)))?;
+                        Some(key)
+                    }
+                };
+                (decoding, encoding)
+            };
+            keys.insert(entry.kid.clone(), VerifyingKey { key: decoding, validation: validation_for(algorithm) });
+            if let Some(encoding) = encoding {
+                signers.insert(entry.kid.clone(), (algorithm, encoding));
+            }
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::invalid("auth.secret", "no verification key is configured: set auth.secret or add auth.keys"));
+        }
+        let signer = match signers.remove(&auth.signing_kid) {
+            Some((algorithm, key)) => Some(SigningKey { kid: auth.signing_kid.clone(), algorithm, key }),
+            None if auth.signing_kid.is_empty() => None,
+            None => {
+                return Err(ConfigError::invalid(
+                    "auth.signing_kid",
+                    format!("{:?} names no key that can sign (auth.secret_kid or an auth.keys entry with a private_key)", auth.signing_kid),
+                ))
+            }
+        };
+        let default_kid = if keys.contains_key(&auth.signing_kid) { auth.signing_kid.clone() } else { auth.secret_kid.clone() };
+        Ok(Self {
+            keys,
+            default_kid,
+            signer,
+            issuer,
+            audience,
+            access_ttl: auth.access_ttl,
+            max_token_bytes: auth.max_token_bytes,
+        })
+    }
+
+    /// Lifetime of tokens minted without an explicit TTL.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    /// Checks signature and claims. Revocation is the caller's second step.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::InvalidToken("token is longer than auth.max_token_bytes"));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("not a JWT"))?;
+        let kid = header.kid.as_deref().unwrap_or(&self.default_kid);
+        let key = self.keys.get(kid).ok_or(AuthError::InvalidToken("unknown kid"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(map_jwt_error)?;
+        let claims = data.claims;
+        // Leeway forgives clock skew on `nbf` only: a socket is closed at `exp` exactly, so a
+        // token already past it must not open one.
+        if claims.exp <= now_unix_s() {
+            return Err(AuthError::TokenExpired);
+        }
+        if claims.sub.is_empty() {
+            return Err(AuthError::InvalidToken("empty sub"));
+        }
+        Ok(Principal {
+            user: UserId::new(claims.sub),
+            roles: claims.roles,
+            token_id: claims.jti,
+            expires_at: claims.exp,
+            issued_at: claims.iat.unwrap_or(0),
+        })
+    }
+
+    /// Signs a new access token for `user`, valid for `ttl` (the configured one when `None`).
+    pub fn mint(&self, user: &UserId, roles: &[String], ttl: Option<Duration>) -> Result<MintedToken, MintError> {
+        let signer = self.signer.as_ref().ok_or(MintError::NoSigningKey)?;
+        let now = now_unix_s();
+        let expires_at = now + ttl.unwrap_or(self.access_ttl).as_secs().max(1);
+        let claims = Claims {
+            sub: user.as_str().to_owned(),
+            exp: expires_at,
+            iat: Some(now),
+            nbf: Some(now),
+            jti: Some(random_id(16)),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            roles: roles.to_vec(),
+        };
+        let mut header = Header::new(signer.algorithm);
+        header.kid = Some(signer.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| MintError::Sign(e.to_string()))?;
+        Ok(MintedToken { token: token.into(), expires_at })
+    }
+}
+
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("no signing key is configured (auth.signing_kid)")]
+    NoSigningKey,
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// A random URL-safe identifier of `bytes` random bytes (token ids, generated secrets).
+pub fn random_id(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "HS256" => Some(Algorithm::HS256),
+        "RS256" => Some(Algorithm::RS256),
+        "ES256" => Some(Algorithm::ES256),
+        "EdDSA" => Some(Algorithm::EdDSA),
+        _ => None,
+    }
+}
+
+fn read_pem(path: &Path, key: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+        ErrorKind::InvalidSignature => AuthError::InvalidToken("bad signature"),
+        ErrorKind::InvalidAlgorithm => AuthError::InvalidToken("algorithm does not match the key"),
+        ErrorKind::ImmatureSignature => AuthError::InvalidToken("not valid yet (nbf)"),
+        ErrorKind::InvalidIssuer => AuthError::InvalidToken("wrong issuer"),
+        ErrorKind::InvalidAudience => AuthError::InvalidToken("wrong audience"),
+        ErrorKind::MissingRequiredClaim(_) => AuthError::InvalidToken("a required claim (exp, sub) is missing"),
+        _ => AuthError::InvalidToken("malformed token"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LoadOptions, Settings};
+
+    fn service(overrides: &str) -> TokenService {
+        let settings = Settings::load(&LoadOptions {
+            env_vars: Some(Default::default()),
+            overrides: vec![overrides.to_owned()],
+            ..Default::default()
+        })
+        .unwrap();
+        TokenService::from_settings(&settings.auth, &settings.auth.secret).unwrap()
+    }
+
+    const SECRET: &str = "[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"";
+
+    fn sign(claims: serde_json::Value, alg: Algorithm, kid: Option<&str>, secret: &[u8]) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let svc = service(SECRET);
+        let minted = svc.mint(&UserId::new("alice"), &["admin".into()], None).unwrap();
+        let p = svc.verify(minted.token.expose_secret()).unwrap();
+        assert_eq!(p.user.as_str(), "alice");
+        assert!(p.is_admin());
+        assert_eq!(p.expires_at, minted.expires_at);
+        assert!(p.token_id.is_some());
+    }
+
+    #[test]
+    fn refuses_alg_none_wrong_alg_unknown_kid_and_missing_claims() {
+        let svc = service(SECRET);
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let exp = now_unix_s() + 60;
+        let good = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":"authchat"});
+        assert!(svc.verify(&sign(good.clone(), Algorithm::HS256, None, secret)).is_ok());
+        // alg confusion: same secret, other HMAC algorithm
+        assert_eq!(
+            svc.verify(&sign(good.clone(), Algorithm::HS384, None, secret)),
+            Err(AuthError::InvalidToken("algorithm does not match the key"))
+        );
+        // alg=none: header {"alg":"none"} with an empty signature
+        let none = format!("eyJhbGciOiJub25lIn0.{}.", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(good.to_string()));
+        assert!(matches!(svc.verify(&none), Err(AuthError::InvalidToken(_))));
+        assert_eq!(svc.verify(&sign(good.clone(), Algorithm::HS256, Some("nope"), secret)), Err(AuthError::InvalidToken("unknown kid")));
+        let no_sub = serde_json::json!({"exp":exp,"iss":"authchat","aud":"authchat"});
+        assert!(matches!(svc.verify(&sign(no_sub, Algorithm::HS256, None, secret)), Err(AuthError::InvalidToken(_))));
+        let wrong_aud = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":"other"});
+        assert_eq!(svc.verify(&sign(wrong_aud, Algorithm::HS256, None, secret)), Err(AuthError::InvalidToken("wrong audience")));
+        let future = serde_json::json!({"sub":"a","exp":exp,"nbf":exp,"iss":"authchat","aud":"authchat"});
+        assert_eq!(svc.verify(&sign(future, Algorithm::HS256, None, secret)), Err(AuthError::InvalidToken("not valid yet (nbf)")));
+        let expired = serde_json::json!({"sub":"a","exp":now_unix_s() - 30,"iss":"authchat","aud":"authchat"});
+        assert_eq!(svc.verify(&sign(expired, Algorithm::HS256, None, secret)), Err(AuthError::TokenExpired));
+        assert!(matches!(svc.verify(&sign(good, Algorithm::HS256, None, b"another-secret-another-secret-xx")), Err(AuthError::InvalidToken("bad signature"))));
+    }
+
+    #[test]
+    fn debug_print_shows_no_key_material() {
+        let svc = service(SECRET);
+        assert!(!format!("{svc:?}").contains("0123456789abcdef"));
+    }
+}

@@ -1,0 +1,56 @@
+//! Authentication: who a credential belongs to, and whether it is still good.
+//!
+//! Nothing here knows about HTTP or WebSockets; the transport modules extract a credential
+//! and hand it to [`jwt::TokenService`] and a [`revocation::RevocationStore`].
+
+pub mod jwt;
+pub mod password;
+pub mod revocation;
+
+use crate::ids::UserId;
+
+/// The identity proven by a valid token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user: UserId,
+    pub roles: Vec<String>,
+    /// The token's `jti`, when it has one: lets operators tell a user's sockets apart.
+    pub token_id: Option<String>,
+    /// The token's `exp`, Unix seconds: the registry closes the socket at this instant.
+    pub expires_at: u64,
+    /// The token's `iat`, Unix seconds; a token without one counts as issued at the epoch,
+    /// so any revocation of its user covers it.
+    pub issued_at: u64,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+}
+
+/// Why a credential was refused. The `code` is what clients see; the detail is safe to show
+/// (it never contains the credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials were presented")]
+    MissingCredentials,
+    #[error("the token is not valid: {0}")]
+    InvalidToken(&'static str),
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token was revoked")]
+    TokenRevoked,
+}
+
+impl AuthError {
+    /// The stable, machine-readable reason (`error` in HTTP bodies, metric label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+        }
+    }
+}

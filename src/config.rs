@@ -1,0 +1,401 @@
+//! Typed configuration: the embedded `config/default.toml`, then `config/<AUTHCHAT_ENV>.toml`,
+//! then an optional `--config` file, then `AUTHCHAT__SECTION__KEY` environment variables.
+//! Unknown keys and unsafe settings stop start-up with a message that names the key to fix.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The development configuration compiled into the binary, so `cargo run` needs no files.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Shortest HMAC secret accepted outside dev mode (RFC 7518 §3.2: at least the hash size).
+pub const MIN_HS_SECRET_BYTES: usize = 32;
+
+/// A configuration problem, always naming the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read configuration: {0}")]
+    Load(String),
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid { key: key.into(), problem: problem.into() }
+    }
+}
+
+/// Everything the server reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Development conveniences: a generated HS secret when none is set, the server's own
+    /// origin allowed at the upgrade. Never on in production.
+    pub dev_mode: bool,
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub ws: WsSettings,
+    pub chat: ChatSettings,
+    pub log: LogSettings,
+    /// Accounts that may use `POST /api/login`.
+    #[serde(default)]
+    pub users: Vec<UserEntry>,
+}
+
+/// The listener and process-wide behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: IpAddr,
+    /// 0 picks a free port (tests do this).
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Name of this node in `welcome` and the admin API; empty means the host name.
+    pub node_id: String,
+    /// Exact `Origin` values allowed to open a WebSocket and to call the REST API cross-site.
+    pub allowed_origins: Vec<String>,
+    /// How long a graceful stop waits for connections to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Folder served at `/` (the web UI).
+    pub static_dir: PathBuf,
+}
+
+/// How credentials are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for tokens this server mints; empty in dev mode means "generate one".
+    pub secret: SecretString,
+    /// `kid` stamped on tokens signed with `secret`.
+    pub secret_kid: String,
+    /// Which key signs the tokens this server mints: `secret_kid` or a `kid` from `keys`.
+    pub signing_kid: String,
+    /// Further verification (and optionally signing) keys, for rotation and asymmetric algorithms.
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    /// Expected `iss`; empty disables the check.
+    pub issuer: String,
+    /// Expected `aud`; empty disables the check.
+    pub audience: String,
+    /// Clock skew tolerated on `nbf` and `exp` at validation.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Lifetime of access tokens minted by `/api/login` and `authchat token`.
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    /// Accept `?token=` on the upgrade (always redacted from logs).
+    pub query_token: bool,
+    /// Open sockets with no credential and wait for `{"type":"auth"}`.
+    pub first_message: bool,
+    /// How long such a socket may stay unauthenticated.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// Longest token accepted, in bytes; longer ones are refused before any parsing.
+    pub max_token_bytes: usize,
+}
+
+/// One verification key, selected by the token's `kid`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    pub kid: String,
+    /// HS256, RS256, ES256 or EdDSA. Pinned: a token's own `alg` must match.
+    pub algorithm: String,
+    /// For HS256 only.
+    pub secret: Option<SecretString>,
+    /// PEM file with the public key (RS256, ES256, EdDSA).
+    pub public_key: Option<PathBuf>,
+    /// PEM file with the private key, needed only to sign with this key.
+    pub private_key: Option<PathBuf>,
+}
+
+/// Per-socket behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSettings {
+    /// Largest message after reassembly of fragments, in bytes; over it the socket closes 1009.
+    pub max_message_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A peer silent this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub client_timeout: Duration,
+    /// How long before `exp` the client is sent `expiring`.
+    #[serde(with = "humantime_serde")]
+    pub warn_before: Duration,
+    /// Sockets waiting for first-message auth, per client IP.
+    pub max_unauthenticated_per_ip: usize,
+    /// Authenticated sockets per user on this node.
+    pub max_connections_per_user: usize,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Token bucket applied to every client message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained messages per second.
+    pub per_second: f64,
+    /// Messages allowed in a burst.
+    pub burst: f64,
+    /// Refused messages in a row before the socket is closed with 4008.
+    pub max_violations: u32,
+}
+
+/// Rooms and history.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Messages kept per room.
+    pub history_size: usize,
+    /// Longest `send` text, in characters.
+    pub max_text_chars: usize,
+    pub max_rooms_per_connection: usize,
+    /// Rooms this node keeps; joining a new room past this is refused.
+    pub max_rooms: usize,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+/// One account of the built-in user directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    /// Argon2 PHC string, as printed by `authchat hash-password`.
+    pub password_hash: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Where the layers come from; [`LoadOptions::from_process`] reads the real environment.
+#[derive(Debug, Default, Clone)]
+pub struct LoadOptions {
+    /// `AUTHCHAT_ENV`: the name of the `config/<env>.toml` layer, if any.
+    pub env_name: Option<String>,
+    /// Folder holding `<env>.toml`.
+    pub config_dir: PathBuf,
+    /// An extra file given with `--config`.
+    pub extra_file: Option<PathBuf>,
+    /// `AUTHCHAT__…` variables; `None` reads the process environment.
+    pub env_vars: Option<HashMap<String, String>>,
+    /// TOML text layered last (tests use this).
+    pub overrides: Vec<String>,
+}
+
+impl LoadOptions {
+    pub fn from_process(extra_file: Option<PathBuf>) -> Self {
+        Self {
+            env_name: std::env::var("AUTHCHAT_ENV").ok().filter(|e| !e.is_empty()),
+            config_dir: std::env::var_os("AUTHCHAT_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("config")),
+            extra_file,
+            env_vars: None,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads every layer and validates the result.
+    pub fn load(options: &LoadOptions) -> Result<Self, ConfigError> {
+        use config::{Config, Environment, File, FileFormat};
+
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(env) = &options.env_name {
+            let path = options.config_dir.join(format!("{env}.toml"));
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "AUTHCHAT_ENV={env} but {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        if let Some(path) = &options.extra_file {
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+        }
+        for text in &options.overrides {
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+        }
+        let env = Environment::with_prefix("AUTHCHAT")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("server.allowed_origins")
+            .try_parsing(true)
+            .source(options.env_vars.clone());
+        let settings: Settings = builder
+            .add_source(env)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks that need no files; key files are checked when the key set is built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let secret_len = self.auth.secret.expose_secret().len();
+        let signs_with_secret = self.auth.signing_kid == self.auth.secret_kid;
+        if !self.dev_mode && secret_len < MIN_HS_SECRET_BYTES && (signs_with_secret || secret_len > 0) {
+            return Err(ConfigError::invalid(
+                "auth.secret",
+                format!(
+                    "must be at least {MIN_HS_SECRET_BYTES} bytes outside dev mode (it has {secret_len}); \
+                     set AUTHCHAT__AUTH__SECRET, e.g. to the output of `openssl rand -base64 48`"
+                ),
+            ));
+        }
+        if self.auth.access_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("auth.access_ttl", "must be at least 1s"));
+        }
+        if self.auth.max_token_bytes < 256 {
+            return Err(ConfigError::invalid("auth.max_token_bytes", "must be at least 256"));
+        }
+        if self.ws.heartbeat_interval.is_zero() || self.ws.client_timeout <= self.ws.heartbeat_interval {
+            return Err(ConfigError::invalid(
+                "ws.client_timeout",
+                "must be longer than ws.heartbeat_interval (which must be above 0)",
+            ));
+        }
+        if self.ws.max_message_size < 1024 {
+            return Err(ConfigError::invalid("ws.max_message_size", "must be at least 1024 bytes"));
+        }
+        if !(self.ws.rate_limit.per_second > 0.0 && self.ws.rate_limit.burst >= 1.0) {
+            return Err(ConfigError::invalid(
+                "ws.rate_limit",
+                "per_second must be above 0 and burst at least 1",
+            ));
+        }
+        if self.chat.history_size == 0 || self.chat.max_text_chars == 0 {
+            return Err(ConfigError::invalid("chat", "history_size and max_text_chars must be above 0"));
+        }
+        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
+            if !is_plain_origin(origin) {
+                return Err(ConfigError::invalid(
+                    format!("server.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin like https://chat.example.com (scheme, host, optional port, no path)"),
+                ));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            if user.name.is_empty() || !names.insert(user.name.as_str()) {
+                return Err(ConfigError::invalid(format!("users[{i}].name"), "must be non-empty and unique"));
+            }
+            if argon2::PasswordHash::new(&user.password_hash).is_err() {
+                return Err(ConfigError::invalid(
+                    format!("users[{i}].password_hash"),
+                    "is not a PHC hash string; make one with `authchat hash-password`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective HS256 secret: `auth.secret`, or in dev mode a random one when that is
+    /// shorter than allowed (the flag says so, for a warning).
+    pub fn hs_secret(&self) -> (SecretString, bool) {
+        if self.dev_mode && self.auth.secret.expose_secret().len() < MIN_HS_SECRET_BYTES {
+            return (SecretString::from(crate::auth::jwt::random_id(48)), true);
+        }
+        (self.auth.secret.clone(), false)
+    }
+
+    /// The node name used in `welcome` and the admin API.
+    pub fn node_id(&self) -> String {
+        if !self.server.node_id.is_empty() {
+            return self.server.node_id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".to_owned())
+    }
+}
+
+/// `scheme://host[:port]` with nothing after it: what browsers send in `Origin`.
+fn is_plain_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(overrides: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load(&LoadOptions {
+            env_vars: Some(env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            ..LoadOptions::default()
+        })
+    }
+
+    #[test]
+    fn embedded_default_loads() {
+        let settings = load_with(&[], &[]).expect("default config is valid");
+        assert!(settings.dev_mode);
+        assert_eq!(settings.server.port, 8080);
+        assert!(!settings.users.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = load_with(&["[server]\nprot = 1"], &[]).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn env_vars_override_nested_keys() {
+        let settings = load_with(
+            &[],
+            &[("AUTHCHAT__SERVER__PORT", "9999"), ("AUTHCHAT__SERVER__ALLOWED_ORIGINS", "https://a.example,https://b.example")],
+        )
+        .unwrap();
+        assert_eq!(settings.server.port, 9999);
+        assert_eq!(settings.server.allowed_origins, ["https://a.example", "https://b.example"]);
+    }
+
+    #[test]
+    fn short_secret_outside_dev_mode_names_the_key() {
+        let err = load_with(&["dev_mode = false\n[auth]\nsecret = \"short\""], &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+        let err = load_with(&["dev_mode = false"], &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.secret"), "{err}");
+    }
+
+    #[test]
+    fn origins_must_be_plain() {
+        let err = load_with(&["[server]\nallowed_origins = [\"https://x.example/path\"]"], &[]).unwrap_err();
+        assert!(err.to_string().contains("server.allowed_origins[0]"), "{err}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The one error type of the HTTP boundary: a status and a JSON body `{"error","message"}`.
+//! 4xx bodies say what was wrong; 5xx bodies never carry internals.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::auth::revocation::{RevocationCheckError, StoreError};
+use crate::auth::AuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("unknown user or wrong password")]
+    InvalidCredentials,
+    #[error("this Origin may not open a WebSocket here")]
+    OriginNotAllowed,
+    #[error("this endpoint needs the admin role")]
+    Forbidden,
+    #[error("{0}")]
+    TooManyConnections(&'static str),
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("a backing store is unavailable; try again")]
+    StoreUnavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Auth(e) => e.code(),
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::Forbidden => "forbidden",
+            Self::TooManyConnections(_) => "too_many_connections",
+            Self::BadRequest { code, .. } => code,
+            Self::NotFound(_) => "not_found",
+            Self::ShuttingDown => "shutting_down",
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { code, message: message.into() }
+    }
+}
+
+impl From<RevocationCheckError> for ApiError {
+    fn from(e: RevocationCheckError) -> Self {
+        match e {
+            RevocationCheckError::Auth(e) => Self::Auth(e),
+            RevocationCheckError::Store(e) => Self::StoreUnavailable(e),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Auth(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::OriginNotAllowed | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::ShuttingDown | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Internal(detail) => tracing::error!(%detail, "internal error"),
+            Self::StoreUnavailable(e) => tracing::warn!(error = %e, "store unavailable"),
+            _ => {}
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Auth(_)) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.insert_header(("Cache-Control", "no-store"));
+        response.json(json!({ "error": self.code(), "message": self.to_string() }))
+    }
+}

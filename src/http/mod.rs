@@ -1,0 +1,60 @@
+//! The HTTP surface: routes, CORS for the REST API, and the access log.
+
+pub mod admin;
+pub mod api;
+pub mod error;
+pub mod extract;
+pub mod ops;
+
+use std::time::Instant;
+
+use actix_cors::Cors;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{http::Method, web};
+
+use crate::state::AppState;
+use crate::telemetry::redact_target;
+
+/// Every route of the server.
+pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
+    cfg.route("/ws", web::get().to(crate::ws::upgrade))
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(web::scope("/api").wrap(cors(state)).configure(api::routes))
+        .service(web::scope("/admin").wrap(cors(state)).configure(admin::routes));
+}
+
+/// CORS for the REST API, from the same allowlist as the WebSocket Origin check.
+fn cors(state: &AppState) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods([Method::GET, Method::POST, Method::DELETE])
+        .allowed_headers(["authorization", "content-type"])
+        .supports_credentials()
+        .max_age(600);
+    for origin in &state.allowed_origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
+/// One line per request, with credential query parameters redacted.
+pub async fn access_log(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let target = redact_target(req.path(), req.query_string()).into_owned();
+    let peer = req.peer_addr();
+    let response = next.call(req).await?;
+    tracing::info!(
+        target: "authchat::access",
+        %method,
+        %target,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        peer = ?peer,
+        "request"
+    );
+    Ok(response)
+}

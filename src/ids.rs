@@ -1,0 +1,105 @@
+//! Newtype identifiers, so a connection id can never be passed where a message id is expected.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// One WebSocket connection on this node. Allocated by [`ConnIdAllocator`], never reused while
+/// the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Hands out connection ids; shared by every worker thread.
+#[derive(Debug, Default)]
+pub struct ConnIdAllocator(AtomicU64);
+
+impl ConnIdAllocator {
+    pub fn next(&self) -> ConnId {
+        ConnId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// A user name: the `sub` claim of a token, or a name from the user directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A chat room name: 1 to 64 characters of `[A-Za-z0-9._-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomId(String);
+
+/// Why a string is not a valid [`RoomId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("room names are 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+pub struct InvalidRoomName;
+
+impl RoomId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(name: &str) -> Result<Self, InvalidRoomName> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if name.is_empty() || name.len() > Self::MAX_LEN || !name.chars().all(valid_char) {
+            return Err(InvalidRoomName);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_follow_the_documented_alphabet() {
+        assert!(RoomId::parse("general").is_ok());
+        assert!(RoomId::parse("a.b_c-D9").is_ok());
+        assert!(RoomId::parse(&"x".repeat(64)).is_ok());
+        assert_eq!(RoomId::parse(""), Err(InvalidRoomName));
+        assert_eq!(RoomId::parse(&"x".repeat(65)), Err(InvalidRoomName));
+        assert_eq!(RoomId::parse("with space"), Err(InvalidRoomName));
+        assert_eq!(RoomId::parse("ünï"), Err(InvalidRoomName));
+    }
+
+    #[test]
+    fn conn_ids_are_unique_and_increasing() {
+        let ids = ConnIdAllocator::default();
+        let a = ids.next();
+        let b = ids.next();
+        assert!(b > a);
+    }
+}

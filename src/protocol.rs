@@ -1,0 +1,200 @@
+//! The JSON messages exchanged over the socket. Every frame is one JSON object with a `type`.
+//!
+//! Parsing is strict about what it needs and says exactly what was wrong, so a client gets a
+//! useful `error` and keeps its connection.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConnId, RoomId, UserId};
+
+/// What a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First-message authentication, on a socket opened without a credential.
+    Auth { token: SecretString },
+    /// In-band renewal: a fresh token for the same user moves the connection's expiry.
+    Reauth { token: SecretString },
+    /// Join a room; `since` asks only for messages after that id (after a reconnect).
+    Join { room: String, since: Option<u64> },
+    Leave { room: String },
+    /// Post to a room; `ref` is echoed in the `ack`.
+    Send {
+        room: String,
+        text: String,
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
+    },
+    /// Older messages of a room: ids below `before`, at most `limit`.
+    History { room: String, before: Option<u64>, limit: Option<usize> },
+}
+
+const CLIENT_TYPES: &[&str] = &["auth", "reauth", "join", "leave", "send", "history"];
+
+/// Why a client frame was not understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ClientMessage {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ParseError {
+            code: ErrorCode::BadJson,
+            message: format!("not a JSON object: {e}"),
+        })?;
+        let Some(kind) = value.get("type") else {
+            return Err(ParseError { code: ErrorCode::MissingField, message: "missing field `type`".into() });
+        };
+        let Some(kind) = kind.as_str().filter(|k| CLIENT_TYPES.contains(k)) else {
+            return Err(ParseError {
+                code: ErrorCode::UnknownType,
+                message: format!("unknown message type; expected one of {}", CLIENT_TYPES.join(", ")),
+            });
+        };
+        let kind = kind.to_owned();
+        serde_json::from_value(value).map_err(|e| {
+            let message = format!("{kind}: {e}");
+            let code = if message.contains("missing field") { ErrorCode::MissingField } else { ErrorCode::InvalidField };
+            ParseError { code, message }
+        })
+    }
+}
+
+/// A chat message as stored in history and broadcast to a room.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub room: RoomId,
+    /// Increases by one per message within the room.
+    pub id: u64,
+    pub from: UserId,
+    pub text: String,
+    /// Server time, Unix milliseconds.
+    pub ts: u64,
+}
+
+/// Presence changes announced to a room.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    Join,
+    Leave,
+}
+
+/// Machine-readable error codes sent in `{"type":"error"}`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    MissingField,
+    InvalidField,
+    InvalidRoom,
+    NotMember,
+    TextTooLong,
+    EmptyText,
+    TooManyRooms,
+    RateLimited,
+    BinaryNotSupported,
+    AlreadyAuthenticated,
+    ReauthFailed,
+    Internal,
+}
+
+/// What the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome { conn_id: ConnId, user: UserId, auth: &'static str, expires_at: u64, node: String },
+    /// The token runs out soon: renew with `reauth` or be closed with 4001 at `expires_at`.
+    Expiring { expires_at: u64, seconds_left: u64 },
+    Reauthed { expires_at: u64 },
+    Joined { room: RoomId, members: Vec<UserId>, history: Vec<Arc<ChatMessage>> },
+    Left { room: RoomId },
+    Message(Arc<ChatMessage>),
+    Ack {
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
+        room: RoomId,
+        id: u64,
+    },
+    Presence { room: RoomId, user: UserId, event: PresenceEvent },
+    History { room: RoomId, messages: Vec<Arc<ChatMessage>> },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        client_ref: Option<serde_json::Value>,
+    },
+    /// Sent before close 1001 when the server stops.
+    ServerShutdown,
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into(), client_ref: None }
+    }
+
+    /// The frame text. Serialising these types cannot fail (no maps with non-string keys).
+    pub fn to_json(&self) -> bytestring::ByteString {
+        serde_json::to_string(self).expect("server messages always serialise").into()
+    }
+}
+
+/// Close codes: the RFC 6455 ones used here and authchat's own (4000-4999).
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_UTF8: u16 = 1007;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
+    pub const AUTH_REQUIRED: u16 = 4000;
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    pub const SESSION_ENDED: u16 = 4002;
+    pub const REVOKED: u16 = 4003;
+    pub const DISCONNECTED: u16 = 4004;
+    pub const RATE_LIMITED: u16 = 4008;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_are_classified() {
+        assert_eq!(ClientMessage::parse("nope").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(ClientMessage::parse("{}").unwrap_err().code, ErrorCode::MissingField);
+        assert_eq!(ClientMessage::parse(r#"{"type":"dance"}"#).unwrap_err().code, ErrorCode::UnknownType);
+        let e = ClientMessage::parse(r#"{"type":"send","room":"a"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MissingField);
+        assert!(e.message.contains("text"), "{}", e.message);
+        assert_eq!(ClientMessage::parse(r#"{"type":"join","room":5}"#).unwrap_err().code, ErrorCode::InvalidField);
+        assert!(matches!(ClientMessage::parse(r#"{"type":"join","room":"a"}"#), Ok(ClientMessage::Join { .. })));
+    }
+
+    #[test]
+    fn tokens_in_client_messages_do_not_show_in_debug() {
+        let msg = ClientMessage::parse(r#"{"type":"auth","token":"eyJ.secret.sig"}"#).unwrap();
+        assert!(!format!("{msg:?}").contains("secret"));
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let msg = ServerMessage::Message(Arc::new(ChatMessage {
+            room: RoomId::parse("r").unwrap(),
+            id: 7,
+            from: UserId::new("alice"),
+            text: "hi".into(),
+            ts: 1,
+        }));
+        let v: serde_json::Value = serde_json::from_str(&msg.to_json()).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"message","room":"r","id":7,"from":"alice","text":"hi","ts":1}));
+        let v: serde_json::Value = serde_json::from_str(&ServerMessage::ServerShutdown.to_json()).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"server_shutdown"}));
+    }
+}

@@ -1,0 +1,124 @@
+//! Building and running the server: [`Application::build`] binds the listener and wires the
+//! parts; [`Application::run_until_stopped`] serves until the shutdown future resolves, then
+//! drains. Tests bind port 0 and pass their own shutdown future.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+
+use crate::auth::jwt::TokenService;
+use crate::auth::password::UserDirectory;
+use crate::auth::revocation::MemoryRevocationStore;
+use crate::config::{Settings, MIN_HS_SECRET_BYTES};
+use crate::http::error::ApiError;
+use crate::metrics::Metrics;
+use crate::protocol::{close, ServerMessage};
+use crate::registry::{CloseAll, Registry, RegistryConfig};
+use crate::state::AppState;
+
+/// A bound, wired server, not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (hs_secret, generated) = settings.hs_secret();
+        if generated {
+            tracing::warn!(
+                "dev mode: auth.secret is shorter than {MIN_HS_SECRET_BYTES} bytes, so a random one was generated; \
+                 tokens stop verifying when the process restarts (set AUTHCHAT__AUTH__SECRET to keep them)"
+            );
+        }
+        let tokens = Arc::new(TokenService::from_settings(&settings.auth, &hs_secret)?);
+        let users = Arc::new(UserDirectory::new(&settings.users));
+        let node = settings.node_id();
+
+        let (host, port) = (settings.server.host, settings.server.port);
+        let listener = std::net::TcpListener::bind((host, port))
+            .with_context(|| format!("cannot listen on {host}:{port} (server.host, server.port)"))?;
+        let port = listener.local_addr()?.port();
+
+        let mut allowed_origins: HashSet<String> = settings.server.allowed_origins.iter().cloned().collect();
+        if settings.dev_mode {
+            // The bundled UI talks to the server it was served from.
+            for name in ["127.0.0.1", "localhost", &host.to_string()] {
+                allowed_origins.insert(format!("http://{name}:{port}"));
+            }
+        }
+
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
+        let settings = Arc::new(settings);
+        let state = web::Data::new(AppState::new(
+            settings.clone(),
+            tokens,
+            users,
+            Arc::new(MemoryRevocationStore::default()),
+            registry,
+            metrics,
+            node,
+            allowed_origins,
+        ));
+
+        let app_state = state.clone();
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            let state = app_state.clone();
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
+                    ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
+                }))
+                .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()))
+                .wrap(from_fn(crate::http::access_log))
+                .configure(|cfg| crate::http::routes(cfg, &state))
+                .default_service(web::to(|| async {
+                    HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "message": "no such route"}))
+                }))
+        })
+        .workers(workers)
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        tracing::info!(address = %format!("{host}:{port}"), node = %state.node, dev_mode = settings.dev_mode, "listening");
+        Ok(Self { port, server, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, every socket gets
+    /// `server_shutdown` and close 1001, and open connections get `server.shutdown_timeout`.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        tokio::select! {
+            result = &mut server => return result,
+            () = shutdown => {}
+        }
+        self.state.start_draining();
+        let farewell = CloseAll {
+            farewell: Some(ServerMessage::ServerShutdown.to_json()),
+            code: close::GOING_AWAY,
+            reason: "server shutting down",
+        };
+        let closed = self.state.registry.send(farewell).await.unwrap_or(0);
+        tracing::info!(closed, "draining: sockets told to close");
+        handle.stop(true).await;
+        server.await
+    }
+}

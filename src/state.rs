@@ -1,0 +1,70 @@
+//! What every request handler and socket shares.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+
+use crate::auth::jwt::TokenService;
+use crate::auth::password::UserDirectory;
+use crate::auth::revocation::RevocationStore;
+use crate::config::Settings;
+use crate::ids::ConnIdAllocator;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Shared, read-mostly state of one server.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub tokens: Arc<TokenService>,
+    pub users: Arc<UserDirectory>,
+    pub revocations: Arc<dyn RevocationStore>,
+    pub registry: Addr<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub conn_ids: ConnIdAllocator,
+    /// This node's name.
+    pub node: String,
+    /// `Origin` values allowed at the upgrade and by CORS (config plus, in dev mode, our own).
+    pub allowed_origins: HashSet<String>,
+    /// Set when a graceful stop begins: `/readyz` fails and new upgrades are refused.
+    draining: AtomicBool,
+    pub started: Instant,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Settings>,
+        tokens: Arc<TokenService>,
+        users: Arc<UserDirectory>,
+        revocations: Arc<dyn RevocationStore>,
+        registry: Addr<Registry>,
+        metrics: Arc<Metrics>,
+        node: String,
+        allowed_origins: HashSet<String>,
+    ) -> Self {
+        Self {
+            settings,
+            tokens,
+            users,
+            revocations,
+            registry,
+            metrics,
+            conn_ids: ConnIdAllocator::default(),
+            node,
+            allowed_origins,
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,148 @@
+//! `GET /ws`: the credential is checked before the upgrade, then the socket becomes a
+//! [`session::WsSession`] actor registered with the registry.
+//!
+//! Credentials, first match wins: `Sec-WebSocket-Protocol: authchat.v1, authchat.bearer.<jwt>`,
+//! `Authorization: Bearer <jwt>`, `?token=<jwt>`, and otherwise (when enabled) a socket that
+//! must send `{"type":"auth"}` within `auth.auth_timeout`.
+
+pub mod session;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::auth::revocation::check_not_revoked;
+use crate::auth::{AuthError, Principal};
+use crate::http::error::ApiError;
+use crate::registry::{Refusal, Register};
+use crate::state::AppState;
+use session::{identity_of, WsSession};
+
+/// The application subprotocol; the server answers with it when the client offers it.
+pub const PROTOCOL: &str = "authchat.v1";
+/// Prefix of the subprotocol entry that carries a bearer token.
+pub const BEARER_PROTOCOL_PREFIX: &str = "authchat.bearer.";
+
+/// Where the credential came from.
+enum Credential<'a> {
+    Token { token: &'a str, method: &'static str },
+    /// `?token=` (owned: it had to be percent-decoded).
+    QueryToken(String),
+    /// None presented: first-message auth.
+    Deferred,
+}
+
+pub async fn upgrade(req: HttpRequest, stream: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let result = accept(&req, stream, &state).await;
+    if let Err(e) = &result {
+        state.metrics.upgrades_refused.with_label_values(&[e.code()]).inc();
+        tracing::info!(reason = e.code(), peer = ?req.peer_addr(), "websocket upgrade refused");
+    }
+    result
+}
+
+async fn accept(req: &HttpRequest, stream: web::Payload, state: &web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
+    check_origin(req, state)?;
+    let principal = match credential(req, state)? {
+        Credential::Token { token, method } => Some((verify(state, token).await?, method)),
+        Credential::QueryToken(token) => Some((verify(state, &token).await?, "query")),
+        Credential::Deferred => None,
+    };
+
+    let conn_id = state.conn_ids.next();
+    let identity = principal.as_ref().map(|(p, method)| identity_of(p, method));
+    let method = principal.as_ref().map(|(_, m)| *m);
+    let user = principal.as_ref().map(|(p, _)| p.user.clone());
+    let session = WsSession::new(conn_id, state.clone().into_inner(), principal);
+    let (addr, response) = session.start(req, stream, &[PROTOCOL]).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
+    // Registered before the response goes out, so nothing the socket sends can overtake it;
+    // when refused, the actor is dropped unstarted along with the response.
+    let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let register = Register { conn_id, outbox: addr.recipient(), ip, identity };
+    match state.registry.send(register).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Refusal::TooManyConnections)) => {
+            let what = if user.is_some() { "this user has too many connections open" } else { "too many unauthenticated connections from this address" };
+            return Err(ApiError::TooManyConnections(what));
+        }
+        Ok(Err(Refusal::UnknownConnection)) | Err(_) => return Err(ApiError::ShuttingDown),
+    }
+    if let Some(method) = method {
+        state.metrics.upgrades_accepted.with_label_values(&[method]).inc();
+    }
+    tracing::info!(%conn_id, user = user.as_ref().map(|u| u.as_str()), method = method.unwrap_or("first_message"), "websocket accepted");
+    Ok(response)
+}
+
+/// Browsers send `Origin` on every WebSocket handshake and do not apply CORS to it, so this
+/// exact-match allowlist is what stops cross-site WebSocket hijacking. No `Origin` means a
+/// non-browser client, which is allowed.
+fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    match req.headers().get(header::ORIGIN) {
+        None => Ok(()),
+        Some(origin) => match origin.to_str() {
+            Ok(origin) if state.allowed_origins.contains(origin) => Ok(()),
+            _ => Err(ApiError::OriginNotAllowed),
+        },
+    }
+}
+
+fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'a>, ApiError> {
+    let offered: Vec<&str> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if let Some(token) = offered.iter().find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX)) {
+        if !offered.contains(&PROTOCOL) {
+            return Err(ApiError::bad_request(
+                "protocol_required",
+                format!("offer {PROTOCOL} alongside {BEARER_PROTOCOL_PREFIX}<token>; the server answers with {PROTOCOL}"),
+            ));
+        }
+        return Ok(Credential::Token { token, method: "subprotocol" });
+    }
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or_default();
+        return match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                Ok(Credential::Token { token: token.trim(), method: "header" })
+            }
+            _ => Err(AuthError::InvalidToken("Authorization must use the Bearer scheme").into()),
+        };
+    }
+    if let Some(token) = query_param(req.query_string(), "token") {
+        if !state.settings.auth.query_token {
+            return Err(ApiError::bad_request(
+                "query_token_disabled",
+                "?token= is disabled on this server (auth.query_token); use the subprotocol or the Authorization header",
+            ));
+        }
+        return Ok(Credential::QueryToken(token));
+    }
+    if state.settings.auth.first_message {
+        return Ok(Credential::Deferred);
+    }
+    Err(AuthError::MissingCredentials.into())
+}
+
+/// The first value of `name` in a query string, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    web::Query::<Vec<(String, String)>>::from_query(query)
+        .ok()?
+        .into_inner()
+        .into_iter()
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+async fn verify(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let principal = state.tokens.verify(token)?;
+    check_not_revoked(state.revocations.as_ref(), &principal).await?;
+    Ok(principal)
+}
