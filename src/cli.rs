@@ -71,7 +71,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { user, roles, ttl } => {
             let settings = load()?;
-            if settings.auth.signing_kid == settings.auth.secret_kid && settings.auth.secret.expose_secret().is_empty() {
+            if settings.auth.signing_kid == settings.auth.secret_kid && settings.auth.secret.expose_secret().is_empty()
+            {
                 anyhow::bail!(
                     "auth.secret is empty: in dev mode the server generates a random secret per process, so a token \
                      minted here would not verify. Set AUTHCHAT__AUTH__SECRET (32+ bytes) for both, or use POST /api/login"
@@ -92,7 +93,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             stdin.lock().read_line(&mut line)?;
             let password = line.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "the password is empty");
-            let hash = hash_password(&SecretString::from(password)).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            let hash =
+                hash_password(&SecretString::from(password)).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
             println!("{hash}");
             Ok(())
         }

@@ -218,15 +218,11 @@ impl Settings {
     pub fn load(options: &LoadOptions) -> Result<Self, ConfigError> {
         use config::{Config, Environment, File, FileFormat};
 
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(env) = &options.env_name {
             let path = options.config_dir.join(format!("{env}.toml"));
             if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "AUTHCHAT_ENV={env} but {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError::Load(format!("AUTHCHAT_ENV={env} but {} does not exist", path.display())));
             }
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
@@ -281,10 +277,7 @@ impl Settings {
             return Err(ConfigError::invalid("ws.max_message_size", "must be at least 1024 bytes"));
         }
         if !(self.ws.rate_limit.per_second > 0.0 && self.ws.rate_limit.burst >= 1.0) {
-            return Err(ConfigError::invalid(
-                "ws.rate_limit",
-                "per_second must be above 0 and burst at least 1",
-            ));
+            return Err(ConfigError::invalid("ws.rate_limit", "per_second must be above 0 and burst at least 1"));
         }
         if self.chat.history_size == 0 || self.chat.max_text_chars == 0 {
             return Err(ConfigError::invalid("chat", "history_size and max_text_chars must be above 0"));
@@ -343,9 +336,7 @@ fn is_plain_origin(origin: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
         return false;
     };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && !rest.contains(['/', '?', '#', '@', ' '])
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', '@', ' '])
 }
 
 #[cfg(test)]
@@ -378,7 +369,10 @@ mod tests {
     fn env_vars_override_nested_keys() {
         let settings = load_with(
             &[],
-            &[("AUTHCHAT__SERVER__PORT", "9999"), ("AUTHCHAT__SERVER__ALLOWED_ORIGINS", "https://a.example,https://b.example")],
+            &[
+                ("AUTHCHAT__SERVER__PORT", "9999"),
+                ("AUTHCHAT__SERVER__ALLOWED_ORIGINS", "https://a.example,https://b.example"),
+            ],
         )
         .unwrap();
         assert_eq!(settings.server.port, 9999);

@@ -23,7 +23,8 @@ impl Metrics {
         let registry = Registry::new_custom(Some("authchat".into()), None).expect("valid prefix");
         let connections_open = IntGauge::new("connections_open", "WebSocket connections open now").unwrap();
         let upgrades_accepted =
-            IntCounterVec::new(Opts::new("upgrades_accepted_total", "WebSocket upgrades accepted"), &["method"]).unwrap();
+            IntCounterVec::new(Opts::new("upgrades_accepted_total", "WebSocket upgrades accepted"), &["method"])
+                .unwrap();
         let upgrades_refused =
             IntCounterVec::new(Opts::new("upgrades_refused_total", "WebSocket upgrades refused"), &["reason"]).unwrap();
         let closes = IntCounterVec::new(Opts::new("closes_total", "WebSocket connections ended"), &["code"]).unwrap();
@@ -45,7 +46,16 @@ impl Metrics {
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, connections_open, upgrades_accepted, upgrades_refused, closes, messages_in, messages_out, expiry_lag }
+        Self {
+            registry,
+            connections_open,
+            upgrades_accepted,
+            upgrades_refused,
+            closes,
+            messages_in,
+            messages_out,
+            expiry_lag,
+        }
     }
 
     /// The Prometheus text exposition.

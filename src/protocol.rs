@@ -15,12 +15,21 @@ use crate::ids::{ConnId, RoomId, UserId};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// First-message authentication, on a socket opened without a credential.
-    Auth { token: SecretString },
+    Auth {
+        token: SecretString,
+    },
     /// In-band renewal: a fresh token for the same user moves the connection's expiry.
-    Reauth { token: SecretString },
+    Reauth {
+        token: SecretString,
+    },
     /// Join a room; `since` asks only for messages after that id (after a reconnect).
-    Join { room: String, since: Option<u64> },
-    Leave { room: String },
+    Join {
+        room: String,
+        since: Option<u64>,
+    },
+    Leave {
+        room: String,
+    },
     /// Post to a room; `ref` is echoed in the `ack`.
     Send {
         room: String,
@@ -29,7 +38,11 @@ pub enum ClientMessage {
         client_ref: Option<serde_json::Value>,
     },
     /// Older messages of a room: ids below `before`, at most `limit`.
-    History { room: String, before: Option<u64>, limit: Option<usize> },
+    History {
+        room: String,
+        before: Option<u64>,
+        limit: Option<usize>,
+    },
 }
 
 const CLIENT_TYPES: &[&str] = &["auth", "reauth", "join", "leave", "send", "history"];
@@ -43,10 +56,8 @@ pub struct ParseError {
 
 impl ClientMessage {
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ParseError {
-            code: ErrorCode::BadJson,
-            message: format!("not a JSON object: {e}"),
-        })?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ParseError { code: ErrorCode::BadJson, message: format!("not a JSON object: {e}") })?;
         let Some(kind) = value.get("type") else {
             return Err(ParseError { code: ErrorCode::MissingField, message: "missing field `type`".into() });
         };
@@ -59,7 +70,8 @@ impl ClientMessage {
         let kind = kind.to_owned();
         serde_json::from_value(value).map_err(|e| {
             let message = format!("{kind}: {e}");
-            let code = if message.contains("missing field") { ErrorCode::MissingField } else { ErrorCode::InvalidField };
+            let code =
+                if message.contains("missing field") { ErrorCode::MissingField } else { ErrorCode::InvalidField };
             ParseError { code, message }
         })
     }
@@ -109,12 +121,29 @@ pub enum ErrorCode {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    Welcome { conn_id: ConnId, user: UserId, auth: &'static str, expires_at: u64, node: String },
+    Welcome {
+        conn_id: ConnId,
+        user: UserId,
+        auth: &'static str,
+        expires_at: u64,
+        node: String,
+    },
     /// The token runs out soon: renew with `reauth` or be closed with 4001 at `expires_at`.
-    Expiring { expires_at: u64, seconds_left: u64 },
-    Reauthed { expires_at: u64 },
-    Joined { room: RoomId, members: Vec<UserId>, history: Vec<Arc<ChatMessage>> },
-    Left { room: RoomId },
+    Expiring {
+        expires_at: u64,
+        seconds_left: u64,
+    },
+    Reauthed {
+        expires_at: u64,
+    },
+    Joined {
+        room: RoomId,
+        members: Vec<UserId>,
+        history: Vec<Arc<ChatMessage>>,
+    },
+    Left {
+        room: RoomId,
+    },
     Message(Arc<ChatMessage>),
     Ack {
         #[serde(rename = "ref")]
@@ -122,8 +151,15 @@ pub enum ServerMessage {
         room: RoomId,
         id: u64,
     },
-    Presence { room: RoomId, user: UserId, event: PresenceEvent },
-    History { room: RoomId, messages: Vec<Arc<ChatMessage>> },
+    Presence {
+        room: RoomId,
+        user: UserId,
+        event: PresenceEvent,
+    },
+    History {
+        room: RoomId,
+        messages: Vec<Arc<ChatMessage>>,
+    },
     Error {
         code: ErrorCode,
         message: String,

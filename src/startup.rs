@@ -81,7 +81,10 @@ impl Application {
                 .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
                     ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
                 }))
-                .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()))
+                .app_data(
+                    web::QueryConfig::default()
+                        .error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()),
+                )
                 .wrap(from_fn(crate::http::access_log))
                 .configure(|cfg| crate::http::routes(cfg, &state))
                 .default_service(web::to(|| async {
@@ -118,7 +121,8 @@ impl Application {
         };
         let closed = self.state.registry.send(farewell).await.unwrap_or(0);
         tracing::info!(closed, "draining: sockets told to close");
-        handle.stop(true).await;
-        server.await
+        // The stop command is carried out by the server future itself, so both are polled.
+        let ((), result) = tokio::join!(handle.stop(true), server);
+        result
     }
 }

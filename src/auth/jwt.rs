@@ -104,31 +104,42 @@ impl TokenService {
         let mut signers: HashMap<String, (Algorithm, EncodingKey)> = HashMap::new();
         let secret = hs_secret.expose_secret().as_bytes();
         if secret.len() >= MIN_HS_SECRET_BYTES {
-            let decoding = DecodingKey::from_secret(secret)
-                .map_err(|e| ConfigError::invalid("auth.secret", e.to_string()))?;
-            let encoding = EncodingKey::from_secret(secret)
-                .map_err(|e| ConfigError::invalid("auth.secret", e.to_string()))?;
-            keys.insert(auth.secret_kid.clone(), VerifyingKey { key: decoding, validation: validation_for(Algorithm::HS256) });
+            let decoding =
+                DecodingKey::from_secret(secret).map_err(|e| ConfigError::invalid("auth.secret", e.to_string()))?;
+            let encoding =
+                EncodingKey::from_secret(secret).map_err(|e| ConfigError::invalid("auth.secret", e.to_string()))?;
+            keys.insert(
+                auth.secret_kid.clone(),
+                VerifyingKey { key: decoding, validation: validation_for(Algorithm::HS256) },
+            );
             signers.insert(auth.secret_kid.clone(), (Algorithm::HS256, encoding));
         }
         for (i, entry) in auth.keys.iter().enumerate() {
             let at = |field: &str| format!("auth.keys[{i}].{field}");
             if entry.kid.is_empty() || keys.contains_key(&entry.kid) {
-                return Err(ConfigError::invalid(at("kid"), "must be non-empty and unique (also against auth.secret_kid)"));
+                return Err(ConfigError::invalid(
+                    at("kid"),
+                    "must be non-empty and unique (also against auth.secret_kid)",
+                ));
             }
-            let algorithm = parse_algorithm(&entry.algorithm).ok_or_else(|| {
-                ConfigError::invalid(at("algorithm"), "must be one of HS256, RS256, ES256, EdDSA")
-            })?;
+            let algorithm = parse_algorithm(&entry.algorithm)
+                .ok_or_else(|| ConfigError::invalid(at("algorithm"), "must be one of HS256, RS256, ES256, EdDSA"))?;
             let (decoding, encoding) = if algorithm == Algorithm::HS256 {
                 let secret = entry.secret.as_ref().map(|s| s.expose_secret().as_bytes()).unwrap_or_default();
                 if secret.len() < MIN_HS_SECRET_BYTES {
-                    return Err(ConfigError::invalid(at("secret"), format!("HS256 keys need a secret of at least {MIN_HS_SECRET_BYTES} bytes")));
+                    return Err(ConfigError::invalid(
+                        at("secret"),
+                        format!("HS256 keys need a secret of at least {MIN_HS_SECRET_BYTES} bytes"),
+                    ));
                 }
                 let bad = |e: jsonwebtoken::errors::Error| ConfigError::invalid(at("secret"), e.to_string());
                 (DecodingKey::from_secret(secret).map_err(bad)?, Some(EncodingKey::from_secret(secret).map_err(bad)?))
             } else {
                 let path = entry.public_key.as_deref().ok_or_else(|| {
-                    ConfigError::invalid(at("public_key"), format!("{} keys need a public_key PEM file", entry.algorithm))
+                    ConfigError::invalid(
+                        at("public_key"),
+                        format!("{} keys need a public_key PEM file", entry.algorithm),
+                    )
                 })?;
                 let pem = read_pem(path, &at("public_key"))?;
                 let decoding = match algorithm {
@@ -136,7 +147,12 @@ impl TokenService {
                     Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
                     _ => DecodingKey::from_ed_pem(&pem),
                 }
-                .map_err(|e| ConfigError::invalid(at("public_key"), format!("{}: not a {} public key: {e}", path.display(), entry.algorithm)))?;
+                .map_err(|e| {
+                    ConfigError::invalid(
+                        at("public_key"),
+                        format!("{}: not a {} public key: {e}", path.display(), entry.algorithm),
+                    )
+                })?;
                 let encoding = match &entry.private_key {
                     None => None,
                     Some(path) => {
@@ -146,7 +162,12 @@ impl TokenService {
                             Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
                             _ => EncodingKey::from_ed_pem(&pem),
                         }
-                        .map_err(|e| ConfigError::invalid(at("private_key"), format!("{}: not a {} private key: {e}", path.display(), entry.algorithm)))?;
+                        .map_err(|e| {
+                            ConfigError::invalid(
+                                at("private_key"),
+                                format!("{}: not a {} private key: {e}", path.display(), entry.algorithm),
+                            )
+                        })?;
                         Some(key)
                     }
                 };
@@ -158,19 +179,25 @@ impl TokenService {
             }
         }
         if keys.is_empty() {
-            return Err(ConfigError::invalid("auth.secret", "no verification key is configured: set auth.secret or add auth.keys"));
+            return Err(ConfigError::invalid(
+                "auth.secret",
+                "no verification key is configured: set auth.secret or add auth.keys",
+            ));
         }
-        let signer = match signers.remove(&auth.signing_kid) {
-            Some((algorithm, key)) => Some(SigningKey { kid: auth.signing_kid.clone(), algorithm, key }),
-            None if auth.signing_kid.is_empty() => None,
-            None => {
-                return Err(ConfigError::invalid(
+        let signer =
+            match signers.remove(&auth.signing_kid) {
+                Some((algorithm, key)) => Some(SigningKey { kid: auth.signing_kid.clone(), algorithm, key }),
+                None if auth.signing_kid.is_empty() => None,
+                None => return Err(ConfigError::invalid(
                     "auth.signing_kid",
-                    format!("{:?} names no key that can sign (auth.secret_kid or an auth.keys entry with a private_key)", auth.signing_kid),
-                ))
-            }
-        };
-        let default_kid = if keys.contains_key(&auth.signing_kid) { auth.signing_kid.clone() } else { auth.secret_kid.clone() };
+                    format!(
+                        "{:?} names no key that can sign (auth.secret_kid or an auth.keys entry with a private_key)",
+                        auth.signing_kid
+                    ),
+                )),
+            };
+        let default_kid =
+            if keys.contains_key(&auth.signing_kid) { auth.signing_kid.clone() } else { auth.secret_kid.clone() };
         Ok(Self {
             keys,
             default_kid,
@@ -327,18 +354,33 @@ mod tests {
             Err(AuthError::InvalidToken("algorithm does not match the key"))
         );
         // alg=none: header {"alg":"none"} with an empty signature
-        let none = format!("eyJhbGciOiJub25lIn0.{}.", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(good.to_string()));
+        let none = format!(
+            "eyJhbGciOiJub25lIn0.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(good.to_string())
+        );
         assert!(matches!(svc.verify(&none), Err(AuthError::InvalidToken(_))));
-        assert_eq!(svc.verify(&sign(good.clone(), Algorithm::HS256, Some("nope"), secret)), Err(AuthError::InvalidToken("unknown kid")));
+        assert_eq!(
+            svc.verify(&sign(good.clone(), Algorithm::HS256, Some("nope"), secret)),
+            Err(AuthError::InvalidToken("unknown kid"))
+        );
         let no_sub = serde_json::json!({"exp":exp,"iss":"authchat","aud":"authchat"});
         assert!(matches!(svc.verify(&sign(no_sub, Algorithm::HS256, None, secret)), Err(AuthError::InvalidToken(_))));
         let wrong_aud = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":"other"});
-        assert_eq!(svc.verify(&sign(wrong_aud, Algorithm::HS256, None, secret)), Err(AuthError::InvalidToken("wrong audience")));
+        assert_eq!(
+            svc.verify(&sign(wrong_aud, Algorithm::HS256, None, secret)),
+            Err(AuthError::InvalidToken("wrong audience"))
+        );
         let future = serde_json::json!({"sub":"a","exp":exp,"nbf":exp,"iss":"authchat","aud":"authchat"});
-        assert_eq!(svc.verify(&sign(future, Algorithm::HS256, None, secret)), Err(AuthError::InvalidToken("not valid yet (nbf)")));
+        assert_eq!(
+            svc.verify(&sign(future, Algorithm::HS256, None, secret)),
+            Err(AuthError::InvalidToken("not valid yet (nbf)"))
+        );
         let expired = serde_json::json!({"sub":"a","exp":now_unix_s() - 30,"iss":"authchat","aud":"authchat"});
         assert_eq!(svc.verify(&sign(expired, Algorithm::HS256, None, secret)), Err(AuthError::TokenExpired));
-        assert!(matches!(svc.verify(&sign(good, Algorithm::HS256, None, b"another-secret-another-secret-xx")), Err(AuthError::InvalidToken("bad signature"))));
+        assert!(matches!(
+            svc.verify(&sign(good, Algorithm::HS256, None, b"another-secret-another-secret-xx")),
+            Err(AuthError::InvalidToken("bad signature"))
+        ));
     }
 
     #[test]

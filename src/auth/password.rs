@@ -71,7 +71,8 @@ mod tests {
     #[test]
     fn right_password_wrong_password_and_unknown_user() {
         let hash = hash_password(&"s3cret-pass".into()).unwrap();
-        let dir = UserDirectory::new(&[UserEntry { name: "alice".into(), password_hash: hash, roles: vec!["admin".into()] }]);
+        let dir =
+            UserDirectory::new(&[UserEntry { name: "alice".into(), password_hash: hash, roles: vec!["admin".into()] }]);
         let account = dir.verify("alice", &"s3cret-pass".into()).unwrap();
         assert_eq!(account.user.as_str(), "alice");
         assert_eq!(account.roles, ["admin"]);

@@ -117,7 +117,13 @@ impl Rooms {
     }
 
     /// Kept messages with `after < id < before`, the newest `limit` of them, oldest first.
-    pub fn history(&self, room: &RoomId, after: Option<u64>, before: Option<u64>, limit: usize) -> Vec<Arc<ChatMessage>> {
+    pub fn history(
+        &self,
+        room: &RoomId,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Vec<Arc<ChatMessage>> {
         let Some(r) = self.rooms.get(room) else { return Vec::new() };
         let after = after.unwrap_or(0);
         let before = before.unwrap_or(u64::MAX);

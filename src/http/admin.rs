@@ -41,12 +41,15 @@ async fn list_connections(
 }
 
 /// `DELETE /admin/connections/{conn_id}`: closes it with 4004.
-async fn disconnect(Admin(admin): Admin, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn disconnect(
+    Admin(admin): Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
-    let conn_id = raw
-        .parse()
-        .map(ConnId)
-        .map_err(|_| ApiError::bad_request("invalid_conn_id", format!("{raw:?} is not a connection id (a positive integer)")))?;
+    let conn_id = raw.parse().map(ConnId).map_err(|_| {
+        ApiError::bad_request("invalid_conn_id", format!("{raw:?} is not a connection id (a positive integer)"))
+    })?;
     let closed = state
         .registry
         .send(CloseConnection { conn_id, code: close::DISCONNECTED, reason: "disconnected by an operator" })
@@ -60,7 +63,11 @@ async fn disconnect(Admin(admin): Admin, state: web::Data<AppState>, path: web::
 }
 
 /// `DELETE /admin/users/{user}/connections`: closes all of them with 4004.
-async fn disconnect_user(Admin(admin): Admin, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn disconnect_user(
+    Admin(admin): Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let user = UserId::new(path.into_inner());
     let closed = state
         .registry
@@ -73,7 +80,11 @@ async fn disconnect_user(Admin(admin): Admin, state: web::Data<AppState>, path: 
 
 /// `POST /admin/users/{user}/revoke`: every token of the user issued until now is refused from
 /// now on, and the user's live sockets close with 4003.
-async fn revoke_user(Admin(admin): Admin, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn revoke_user(
+    Admin(admin): Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let user = UserId::new(path.into_inner());
     let at = now_unix_s();
     state.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;

@@ -38,7 +38,8 @@ async fn login(state: web::Data<AppState>, body: web::Json<LoginRequest>) -> Res
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::InvalidCredentials)?;
-    let minted = state.tokens.mint(&account.user, &account.roles, None).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let minted =
+        state.tokens.mint(&account.user, &account.roles, None).map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(user = %account.user, "login");
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(TokenResponse {
         access_token: minted.token.expose_secret().to_owned(),

@@ -41,7 +41,10 @@ fn cors(state: &AppState) -> Cors {
 }
 
 /// One line per request, with credential query parameters redacted.
-pub async fn access_log(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn access_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().clone();
     let target = redact_target(req.path(), req.query_string()).into_owned();

@@ -325,7 +325,8 @@ impl Registry {
         // timer was armed, nothing is due yet and the timer is simply re-armed.
         let now = now_unix_ms();
         for (conn_id, due) in self.deadlines.pop_due(now) {
-            let Some(expires_at) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()).map(|i| i.expires_at) else {
+            let Some(expires_at) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()).map(|i| i.expires_at)
+            else {
                 continue;
             };
             match due {
@@ -368,7 +369,11 @@ impl Registry {
                 }
                 for room in &conn.rooms {
                     if self.rooms.leave(room, conn_id, now) == Some(true) {
-                        let event = ServerMessage::Presence { room: room.clone(), user: identity.user.clone(), event: PresenceEvent::Leave };
+                        let event = ServerMessage::Presence {
+                            room: room.clone(),
+                            user: identity.user.clone(),
+                            event: PresenceEvent::Leave,
+                        };
                         self.broadcast(room, &event);
                     }
                 }
@@ -475,11 +480,8 @@ impl Handler<Renew> for Registry {
 
     /// Replaces the connection's expiry (and warning) with the new token's.
     fn handle(&mut self, msg: Renew, ctx: &mut Context<Self>) -> Self::Result {
-        let identity = self
-            .conns
-            .get_mut(&msg.conn_id)
-            .and_then(|c| c.identity.as_mut())
-            .ok_or(Refusal::UnknownConnection)?;
+        let identity =
+            self.conns.get_mut(&msg.conn_id).and_then(|c| c.identity.as_mut()).ok_or(Refusal::UnknownConnection)?;
         identity.expires_at = msg.expires_at;
         identity.token_id = msg.token_id;
         self.schedule_expiry(msg.conn_id, msg.expires_at, ctx);
@@ -508,7 +510,11 @@ impl Handler<Join> for Registry {
         let conn_rooms = self.conns.get(&msg.conn_id).map(|c| c.rooms.len()).unwrap_or(0);
         if !self.rooms.is_member(&msg.room, msg.conn_id) && conn_rooms >= self.config.max_rooms_per_connection {
             let limit = self.config.max_rooms_per_connection;
-            return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, format!("a connection may be in at most {limit} rooms"));
+            return self.send_error(
+                msg.conn_id,
+                ErrorCode::TooManyRooms,
+                format!("a connection may be in at most {limit} rooms"),
+            );
         }
         let joined = match self.rooms.join(&msg.room, msg.conn_id, &user, now_unix_ms()) {
             Ok(joined) => joined,
@@ -518,7 +524,8 @@ impl Handler<Join> for Registry {
             conn.rooms.insert(msg.room.clone());
         }
         if joined.user_arrived {
-            let event = ServerMessage::Presence { room: msg.room.clone(), user: user.clone(), event: PresenceEvent::Join };
+            let event =
+                ServerMessage::Presence { room: msg.room.clone(), user: user.clone(), event: PresenceEvent::Join };
             let frame = event.to_json();
             for member in self.rooms.members(&msg.room).filter(|m| *m != msg.conn_id) {
                 if let Some(conn) = self.conns.get(&member) {
@@ -546,7 +553,10 @@ impl Handler<Leave> for Registry {
             conn.rooms.remove(&msg.room);
         }
         if user_left {
-            self.broadcast(&msg.room, &ServerMessage::Presence { room: msg.room.clone(), user, event: PresenceEvent::Leave });
+            self.broadcast(
+                &msg.room,
+                &ServerMessage::Presence { room: msg.room.clone(), user, event: PresenceEvent::Leave },
+            );
         }
         self.send(msg.conn_id, &ServerMessage::Left { room: msg.room });
     }
@@ -582,7 +592,11 @@ impl Handler<FetchHistory> for Registry {
             return;
         }
         if !self.rooms.is_member(&msg.room, msg.conn_id) {
-            return self.send_error(msg.conn_id, ErrorCode::NotMember, format!("join {} to read its history", msg.room));
+            return self.send_error(
+                msg.conn_id,
+                ErrorCode::NotMember,
+                format!("join {} to read its history", msg.room),
+            );
         }
         let messages = self.rooms.history(&msg.room, None, msg.before, msg.limit);
         self.send(msg.conn_id, &ServerMessage::History { room: msg.room, messages });

@@ -26,14 +26,21 @@ pub const BEARER_PROTOCOL_PREFIX: &str = "authchat.bearer.";
 
 /// Where the credential came from.
 enum Credential<'a> {
-    Token { token: &'a str, method: &'static str },
+    Token {
+        token: &'a str,
+        method: &'static str,
+    },
     /// `?token=` (owned: it had to be percent-decoded).
     QueryToken(String),
     /// None presented: first-message auth.
     Deferred,
 }
 
-pub async fn upgrade(req: HttpRequest, stream: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let result = accept(&req, stream, &state).await;
     if let Err(e) = &result {
         state.metrics.upgrades_refused.with_label_values(&[e.code()]).inc();
@@ -42,7 +49,11 @@ pub async fn upgrade(req: HttpRequest, stream: web::Payload, state: web::Data<Ap
     result
 }
 
-async fn accept(req: &HttpRequest, stream: web::Payload, state: &web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn accept(
+    req: &HttpRequest,
+    stream: web::Payload,
+    state: &web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
@@ -58,7 +69,8 @@ async fn accept(req: &HttpRequest, stream: web::Payload, state: &web::Data<AppSt
     let method = principal.as_ref().map(|(_, m)| *m);
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
     let session = WsSession::new(conn_id, state.clone().into_inner(), principal);
-    let (addr, response) = session.start(req, stream, &[PROTOCOL]).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
+    let (addr, response) =
+        session.start(req, stream, &[PROTOCOL]).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
     // Registered before the response goes out, so nothing the socket sends can overtake it;
     // when refused, the actor is dropped unstarted along with the response.
     let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -66,7 +78,11 @@ async fn accept(req: &HttpRequest, stream: web::Payload, state: &web::Data<AppSt
     match state.registry.send(register).await {
         Ok(Ok(())) => {}
         Ok(Err(Refusal::TooManyConnections)) => {
-            let what = if user.is_some() { "this user has too many connections open" } else { "too many unauthenticated connections from this address" };
+            let what = if user.is_some() {
+                "this user has too many connections open"
+            } else {
+                "too many unauthenticated connections from this address"
+            };
             return Err(ApiError::TooManyConnections(what));
         }
         Ok(Err(Refusal::UnknownConnection)) | Err(_) => return Err(ApiError::ShuttingDown),
@@ -103,7 +119,9 @@ fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'
         if !offered.contains(&PROTOCOL) {
             return Err(ApiError::bad_request(
                 "protocol_required",
-                format!("offer {PROTOCOL} alongside {BEARER_PROTOCOL_PREFIX}<token>; the server answers with {PROTOCOL}"),
+                format!(
+                    "offer {PROTOCOL} alongside {BEARER_PROTOCOL_PREFIX}<token>; the server answers with {PROTOCOL}"
+                ),
             ));
         }
         return Ok(Credential::Token { token, method: "subprotocol" });

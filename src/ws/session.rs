@@ -15,13 +15,13 @@ use actix_web_actors::ws;
 use bytes::BytesMut;
 use secrecy::ExposeSecret;
 
-use crate::state::AppState;
 use crate::auth::revocation::{check_not_revoked, RevocationCheckError};
 use crate::auth::{AuthError, Principal};
 use crate::ids::{ConnId, RoomId};
 use crate::protocol::{close, ClientMessage, ErrorCode, ServerMessage};
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{self, Identity, Outbound, Refusal};
+use crate::state::AppState;
 
 /// Most messages one `history` request returns.
 const MAX_HISTORY_LIMIT: usize = 100;
@@ -159,20 +159,32 @@ impl WsSession {
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,
             Err(_) if matches!(self.auth, AuthState::Pending) => {
-                return self.close(ctx, close::AUTH_REQUIRED, "authentication required: send {\"type\":\"auth\",\"token\":…}");
+                return self.close(
+                    ctx,
+                    close::AUTH_REQUIRED,
+                    "authentication required: send {\"type\":\"auth\",\"token\":…}",
+                );
             }
             Err(e) => return self.send_error(ctx, e.code, e.message),
         };
         if matches!(self.auth, AuthState::Pending) {
             return match message {
                 ClientMessage::Auth { token } => self.authenticate(token.expose_secret(), ctx),
-                _ => self.close(ctx, close::AUTH_REQUIRED, "authentication required: send {\"type\":\"auth\",\"token\":…}"),
+                _ => self.close(
+                    ctx,
+                    close::AUTH_REQUIRED,
+                    "authentication required: send {\"type\":\"auth\",\"token\":…}",
+                ),
             };
         }
         let registry = &self.deps.registry;
         let chat = &self.deps.settings.chat;
         match message {
-            ClientMessage::Auth { .. } => self.send_error(ctx, ErrorCode::AlreadyAuthenticated, "this connection is authenticated already; use reauth to renew"),
+            ClientMessage::Auth { .. } => self.send_error(
+                ctx,
+                ErrorCode::AlreadyAuthenticated,
+                "this connection is authenticated already; use reauth to renew",
+            ),
             ClientMessage::Reauth { token } => self.reauthenticate(token.expose_secret(), ctx),
             ClientMessage::Join { room, since } => match RoomId::parse(&room) {
                 Ok(room) => registry.do_send(registry::Join { conn_id: self.conn_id, room, since }),
@@ -183,7 +195,8 @@ impl WsSession {
                 Err(e) => self.send_error(ctx, ErrorCode::InvalidRoom, e.to_string()),
             },
             ClientMessage::Send { room, text, client_ref } => {
-                let refuse = |code, message: String| ServerMessage::Error { code, message, client_ref: client_ref.clone() };
+                let refuse =
+                    |code, message: String| ServerMessage::Error { code, message, client_ref: client_ref.clone() };
                 let room = match RoomId::parse(&room) {
                     Ok(room) => room,
                     Err(e) => return self.send(ctx, &refuse(ErrorCode::InvalidRoom, e.to_string())),
@@ -191,7 +204,10 @@ impl WsSession {
                 let chars = text.chars().count();
                 if chars > chat.max_text_chars {
                     let limit = chat.max_text_chars;
-                    return self.send(ctx, &refuse(ErrorCode::TextTooLong, format!("text has {chars} characters; the limit is {limit}")));
+                    return self.send(
+                        ctx,
+                        &refuse(ErrorCode::TextTooLong, format!("text has {chars} characters; the limit is {limit}")),
+                    );
                 }
                 if text.trim().is_empty() {
                     return self.send(ctx, &refuse(ErrorCode::EmptyText, "text is empty".into()));
@@ -270,7 +286,8 @@ impl WsSession {
                 RevocationCheckError::Auth(e) => e.to_string(),
                 RevocationCheckError::Store(_) => "the revocation store is unavailable; try again".to_owned(),
             })?;
-            let renew = registry::Renew { conn_id, token_id: principal.token_id.clone(), expires_at: principal.expires_at };
+            let renew =
+                registry::Renew { conn_id, token_id: principal.token_id.clone(), expires_at: principal.expires_at };
             match deps.registry.send(renew).await {
                 Ok(Ok(())) => Ok(principal),
                 _ => Err("the connection is closing".to_owned()),
@@ -311,7 +328,11 @@ impl WsSession {
         let Fragments { text, buf } = self.fragments.take().expect("fragments in progress");
         if !text {
             self.deps.metrics.messages_in.inc();
-            return self.send_error(ctx, ErrorCode::BinaryNotSupported, "binary messages are not supported; send JSON text");
+            return self.send_error(
+                ctx,
+                ErrorCode::BinaryNotSupported,
+                "binary messages are not supported; send JSON text",
+            );
         }
         match std::str::from_utf8(&buf) {
             Ok(text) => self.on_text(text, ctx),
@@ -414,7 +435,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             ws::Message::Text(text) if self.fragments.is_none() => self.on_text(&text, ctx),
             ws::Message::Binary(_) if self.fragments.is_none() => {
                 self.deps.metrics.messages_in.inc();
-                self.send_error(ctx, ErrorCode::BinaryNotSupported, "binary messages are not supported; send JSON text");
+                self.send_error(
+                    ctx,
+                    ErrorCode::BinaryNotSupported,
+                    "binary messages are not supported; send JSON text",
+                );
             }
             ws::Message::Text(_) | ws::Message::Binary(_) => {
                 self.close(ctx, close::PROTOCOL_ERROR, "new message before the fragmented one ended")

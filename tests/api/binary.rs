@@ -1,0 +1,208 @@
+//! The real `authchat` binary: its logs never carry a credential, SIGTERM drains and exits 0,
+//! and the CLI mints tokens and rejects bad configuration with the key's name.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_authchat");
+
+fn authchat() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("AUTHCHAT_ENV").env_remove("AUTHCHAT_CONFIG").env_remove("RUST_LOG");
+    cmd
+}
+
+/// A running server process with its stdout captured line by line.
+struct Process {
+    child: Child,
+    port: u16,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+fn start_server() -> Process {
+    let mut child = authchat()
+        .arg("serve")
+        .env("AUTHCHAT__SERVER__PORT", "0")
+        .env("AUTHCHAT__SERVER__WORKERS", "1")
+        .env("AUTHCHAT__AUTH__SECRET", SECRET)
+        .env("AUTHCHAT__LOG__FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (port_tx, port_rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let logs = logs.clone();
+        let port_tx = port_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["fields"]["message"] == "listening" {
+                        let address = v["fields"]["address"].as_str().unwrap_or_default().to_owned();
+                        let _ = port_tx.send(address.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+                    }
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+    }
+    let port = port_rx.recv_timeout(WAIT).expect("the server logs its address");
+    Process { child, port, logs }
+}
+
+impl Process {
+    fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[actix_web::test]
+async fn logs_never_contain_a_credential_and_sigterm_drains_then_exits_0() {
+    let mut server = start_server();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let ws_base = format!("ws://127.0.0.1:{}", server.port);
+    let http = reqwest::Client::new();
+
+    let login: Value = http
+        .post(format!("{base}/api/login"))
+        .json(&json!({"username":"alice","password":"alice-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login_token = login["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(http.get(format!("{base}/api/me")).bearer_auth(&login_token).send().await.unwrap().status(), 200);
+
+    let (mut by_query, _) = connect(&format!("{ws_base}/ws?token={login_token}"), &[]).await.unwrap();
+    by_query.next_of("welcome").await;
+    let protocol_token = sign("bob", 300, &[]);
+    let offered = format!("authchat.v1, authchat.bearer.{protocol_token}");
+    let (mut by_protocol, _) =
+        connect(&format!("{ws_base}/ws"), &[("Sec-WebSocket-Protocol", &offered)]).await.unwrap();
+    by_protocol.next_of("welcome").await;
+    let first_message_token = sign("carol", 300, &[]);
+    let (mut by_message, _) = connect(&format!("{ws_base}/ws"), &[]).await.unwrap();
+    by_message.send(json!({"type":"auth","token": first_message_token})).await;
+    by_message.next_of("welcome").await;
+    let reauth_token = sign("carol", 600, &[]);
+    by_message.send(json!({"type":"reauth","token": reauth_token})).await;
+    by_message.next_of("reauthed").await;
+    let bad_token = "bad-token-value-that-must-not-be-logged";
+    expect_refused(
+        &format!("{ws_base}/ws?token={bad_token}&ticket=ticket-value-not-logged"),
+        &[],
+        401,
+        "invalid_token",
+    )
+    .await;
+
+    server.sigterm();
+    for ws in [&mut by_query, &mut by_protocol, &mut by_message] {
+        assert_eq!(ws.next_json().await["type"], "server_shutdown");
+        assert_eq!(ws.expect_close().await.0, 1001);
+    }
+    let status = server.wait_exit(Duration::from_secs(8));
+    assert_eq!(status.code(), Some(0), "graceful stop exits 0");
+
+    let logs = server.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("[REDACTED]"), "the access log shows where a token was, redacted");
+    assert!(logs.contains("websocket accepted"), "logs were captured at debug level");
+    for secret in [
+        &login_token,
+        &protocol_token,
+        &first_message_token,
+        &reauth_token,
+        bad_token,
+        "ticket-value-not-logged",
+        "alice-password",
+        SECRET,
+    ] {
+        assert!(!logs.contains(secret), "a credential leaked into the logs: {}…", &secret[..12]);
+    }
+}
+
+#[test]
+fn check_config_names_the_key_to_fix() {
+    let out = authchat().arg("check-config").env("AUTHCHAT__DEV_MODE", "false").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("auth.secret"), "{stderr}");
+
+    let out = authchat().arg("check-config").env("AUTHCHAT__SERVER__PROT", "1").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prot"));
+
+    let out = authchat().arg("check-config").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_token_command_mints_a_token_the_server_accepts() {
+    let out = authchat()
+        .args(["token", "--user", "ops", "--role", "admin", "--ttl", "15m"])
+        .env("AUTHCHAT__AUTH__SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["authchat"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], "ops");
+    assert_eq!(claims["roles"], json!(["admin"]));
+    let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(ttl, 900);
+
+    let out = authchat().args(["token", "--user", "ops"]).output().unwrap();
+    assert!(!out.status.success(), "without a configured secret the token would not verify");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.secret"));
+}
+
+#[test]
+fn hash_password_prints_a_phc_string() {
+    use std::io::Write;
+    let mut child = authchat().arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("correct horse"));
+}

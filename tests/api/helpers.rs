@@ -1,0 +1,305 @@
+//! One way to start the real server in-process on port 0, and a small WebSocket client.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use authchat::config::{LoadOptions, Settings};
+use authchat::startup::Application;
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The HS256 secret every test server uses, so tests can sign their own tokens.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub port: u16,
+    pub http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Test settings: the embedded default, a fixed secret, port 0, one worker, no process env.
+pub fn test_settings(overrides: &str) -> Settings {
+    let base = format!(
+        "[server]\nport = 0\nworkers = 1\nnode_id = \"test-node\"\nshutdown_timeout = \"3s\"\n[auth]\nsecret = \"{SECRET}\"\n"
+    );
+    Settings::load(&LoadOptions {
+        env_vars: Some(Default::default()),
+        overrides: vec![base, overrides.to_owned()],
+        ..LoadOptions::default()
+    })
+    .expect("test settings are valid")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+/// Starts a server with `overrides` (TOML) layered over the test settings.
+pub async fn spawn_app_with(overrides: &str) -> TestApp {
+    let app = Application::build(test_settings(overrides)).await.expect("server builds");
+    let port = app.port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = actix_web::rt::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        port,
+        http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+        shutdown: Some(tx),
+        stopped: Some(stopped),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Logs in through the API and returns the access token.
+    pub async fn login(&self, user: &str) -> String {
+        let res = self
+            .http
+            .post(self.url("/api/login"))
+            .json(&json!({"username": user, "password": format!("{user}-password")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "login of {user}");
+        res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Begins a graceful stop and waits for the server to finish.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.begin_stop();
+        tokio::time::timeout(WAIT, self.stopped.take().unwrap()).await.expect("server stops in time").unwrap()
+    }
+
+    /// Begins a graceful stop without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Opens a socket with `?token=`.
+    pub async fn connect(&self, token: &str) -> WsClient {
+        let (client, _) = connect(&self.ws_url(&format!("/ws?token={token}")), &[]).await.expect("upgrade accepted");
+        client
+    }
+
+    /// Opens a socket as `user` and reads its welcome.
+    pub async fn connect_as(&self, user: &str) -> (WsClient, Value) {
+        let token = sign(user, 300, &[]);
+        let mut client = self.connect(&token).await;
+        let welcome = client.next_of("welcome").await;
+        (client, welcome)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.begin_stop();
+    }
+}
+
+pub fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Signs `claims` with the test secret (HS256, kid hs1).
+pub fn sign_claims(claims: Value) -> String {
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("hs1".into());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap()).unwrap()
+}
+
+/// A valid token for `user` that lives `ttl_s` seconds from now.
+pub fn sign(user: &str, ttl_s: i64, roles: &[&str]) -> String {
+    let now = now_s() as i64;
+    sign_claims(json!({
+        "sub": user, "exp": now + ttl_s, "iat": now, "iss": "authchat", "aud": "authchat",
+        "jti": format!("{user}-{}", now_ms()), "roles": roles,
+    }))
+}
+
+/// What a socket received next.
+#[derive(Debug)]
+pub enum Event {
+    Json(Value),
+    Close(u16, String),
+    /// The stream ended without a close frame.
+    Ended,
+}
+
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// A refused upgrade: status and JSON body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Connects with extra request headers; on refusal returns the HTTP status and body.
+pub async fn connect(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(WsClient, tokio_tungstenite::tungstenite::handshake::client::Response), Refused> {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("handshake in time") {
+        Ok((stream, response)) => Ok((WsClient { stream }, response)),
+        Err(WsError::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null);
+            Err(Refused { status, body })
+        }
+        Err(e) => panic!("handshake failed unexpectedly: {e}"),
+    }
+}
+
+/// Expects a refusal with this status and `error` code.
+pub async fn expect_refused(url: &str, headers: &[(&str, &str)], status: u16, code: &str) {
+    match connect(url, headers).await {
+        Ok(_) => panic!("upgrade to {url} was accepted; expected {status} {code}"),
+        Err(refused) => {
+            assert_eq!(refused.status, status, "{:?}", refused.body);
+            assert_eq!(refused.body["error"], code, "{:?}", refused.body);
+            assert!(refused.body["message"].as_str().is_some_and(|m| !m.is_empty()), "a refusal says what was wrong");
+        }
+    }
+}
+
+impl WsClient {
+    pub async fn send(&mut self, value: Value) {
+        self.stream.send(Message::text(value.to_string())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream.send(Message::text(text.to_owned())).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.stream.send(Message::binary(data.to_vec())).await.unwrap();
+    }
+
+    /// Sends one raw frame (fragments, invalid UTF-8).
+    pub async fn send_frame(&mut self, data: Vec<u8>, opcode: OpCode, is_final: bool) {
+        self.stream.send(Message::Frame(Frame::message(data, opcode, is_final))).await.unwrap();
+    }
+
+    pub const TEXT: OpCode = OpCode::Data(Data::Text);
+    pub const CONTINUE: OpCode = OpCode::Data(Data::Continue);
+
+    /// The next JSON message or close, skipping pings; fails after [`WAIT`].
+    pub async fn recv(&mut self) -> Event {
+        self.recv_within(WAIT).await.expect("a message in time")
+    }
+
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let next = tokio::time::timeout(left, self.stream.next()).await.ok()?;
+            return Some(match next {
+                Some(Ok(Message::Text(text))) => Event::Json(serde_json::from_str(&text).expect("server sends JSON")),
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) =
+                        frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                    Event::Close(code, reason)
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => Event::Ended,
+            });
+        }
+    }
+
+    /// The next JSON message of type `kind`, skipping others (presence, expiring, …).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            match self.recv().await {
+                Event::Json(v) if v["type"] == kind => return v,
+                Event::Json(_) => continue,
+                other => panic!("expected {kind}, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message, which must be JSON (not a close).
+    pub async fn next_json(&mut self) -> Value {
+        match self.recv().await {
+            Event::Json(v) => v,
+            other => panic!("expected a JSON message, got {other:?}"),
+        }
+    }
+
+    /// Reads until the close frame, skipping JSON; returns code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.recv().await {
+                Event::Json(_) => continue,
+                Event::Close(code, reason) => return (code, reason),
+                Event::Ended => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Proves the connection still works: a join answers `joined`.
+    pub async fn assert_alive(&mut self) {
+        self.send(json!({"type":"join","room":"alive-check"})).await;
+        let joined = self.next_of("joined").await;
+        assert_eq!(joined["room"], "alive-check");
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}

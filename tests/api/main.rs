@@ -1,0 +1,12 @@
+//! Integration tests: the real server on port 0, driven over real HTTP and WebSocket
+//! connections. One binary, so the crate is linked once.
+
+mod admin;
+mod binary;
+mod chat;
+mod expiry;
+mod frames;
+mod helpers;
+mod keys;
+mod ops;
+mod upgrade;

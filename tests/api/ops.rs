@@ -1,0 +1,43 @@
+//! Health, readiness, metrics, and graceful shutdown of the in-process server.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app().await;
+    assert_eq!(app.get_json("/healthz", None).await, (200, json!({"status":"ok"})));
+    assert_eq!(app.get_json("/readyz", None).await, (200, json!({"status":"ready"})));
+    let (status, body) = app.get_json("/nope", None).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+
+    let (mut ws, _) = app.connect_as("alice").await;
+    ws.send(json!({"type":"join","room":"m"})).await;
+    ws.next_of("joined").await;
+    let res = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    for line in [
+        "authchat_connections_open 1",
+        "authchat_upgrades_accepted_total{method=\"query\"} 1",
+        "authchat_messages_in_total 1",
+        "authchat_messages_out_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    ws.close().await;
+}
+
+#[actix_web::test]
+async fn shutdown_says_goodbye_closes_1001_and_flips_readiness() {
+    let mut app = spawn_app().await;
+    let (mut ws, _) = app.connect_as("alice").await;
+    let port = app.port;
+    app.begin_stop();
+    assert_eq!(ws.next_json().await, json!({"type":"server_shutdown"}));
+    assert_eq!(ws.expect_close().await, (1001, "server shutting down".into()));
+    app.stop().await.expect("the server stops cleanly");
+    // and the port is closed
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_err());
+}
