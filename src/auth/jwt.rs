@@ -184,18 +184,19 @@ impl TokenService {
                 "no verification key is configured: set auth.secret or add auth.keys",
             ));
         }
-        let signer =
-            match signers.remove(&auth.signing_kid) {
-                Some((algorithm, key)) => Some(SigningKey { kid: auth.signing_kid.clone(), algorithm, key }),
-                None if auth.signing_kid.is_empty() => None,
-                None => return Err(ConfigError::invalid(
+        let signer = match signers.remove(&auth.signing_kid) {
+            Some((algorithm, key)) => Some(SigningKey { kid: auth.signing_kid.clone(), algorithm, key }),
+            None if auth.signing_kid.is_empty() => None,
+            None => {
+                return Err(ConfigError::invalid(
                     "auth.signing_kid",
                     format!(
                         "{:?} names no key that can sign (auth.secret_kid or an auth.keys entry with a private_key)",
                         auth.signing_kid
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let default_kid =
             if keys.contains_key(&auth.signing_kid) { auth.signing_kid.clone() } else { auth.secret_kid.clone() };
         Ok(Self {
