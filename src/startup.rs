@@ -22,6 +22,21 @@ use crate::protocol::{close, ServerMessage};
 use crate::registry::{CloseAll, Registry, RegistryConfig};
 use crate::state::AppState;
 
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "message": "no such route"}))
+}
+
+/// A listening socket with SO_REUSEADDR, so a restarted server gets its port back at once.
+fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let address = std::net::SocketAddr::new(host, port);
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// A bound, wired server, not yet running.
 pub struct Application {
     port: u16,
@@ -43,8 +58,8 @@ impl Application {
         let node = settings.node_id();
 
         let (host, port) = (settings.server.host, settings.server.port);
-        let listener = std::net::TcpListener::bind((host, port))
-            .with_context(|| format!("cannot listen on {host}:{port} (server.host, server.port)"))?;
+        let listener =
+            bind(host, port).with_context(|| format!("cannot listen on {host}:{port} (server.host, server.port)"))?;
         let port = listener.local_addr()?.port();
 
         let mut allowed_origins: HashSet<String> = settings.server.allowed_origins.iter().cloned().collect();
@@ -85,11 +100,10 @@ impl Application {
                     web::QueryConfig::default()
                         .error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()),
                 )
+                .wrap(crate::http::security_headers())
                 .wrap(from_fn(crate::http::access_log))
                 .configure(|cfg| crate::http::routes(cfg, &state))
-                .default_service(web::to(|| async {
-                    HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "message": "no such route"}))
-                }))
+                .default_service(web::to(not_found))
         })
         .workers(workers)
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))

@@ -10,7 +10,7 @@ use crate::state::AppState;
 use crate::time::now_unix_s;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/login", web::post().to(login)).route("/me", web::get().to(me));
+    cfg.route("/login", web::post().to(login)).route("/me", web::get().to(me)).route("/config", web::get().to(config));
 }
 
 /// `POST /api/login` body.
@@ -55,5 +55,19 @@ async fn me(Authenticated(principal): Authenticated) -> HttpResponse {
         "user": principal.user,
         "roles": principal.roles,
         "expires_at": principal.expires_at,
+    }))
+}
+
+/// `GET /api/config`: what a client needs to know to connect (no secrets).
+async fn config(state: web::Data<AppState>) -> HttpResponse {
+    let settings = &state.settings;
+    HttpResponse::Ok().json(serde_json::json!({
+        "mode": "jwt",
+        "node": state.node,
+        "first_message": settings.auth.first_message,
+        "query_token": settings.auth.query_token,
+        "access_ttl_seconds": settings.auth.access_ttl.as_secs(),
+        "warn_before_seconds": settings.ws.warn_before.as_secs(),
+        "max_text_chars": settings.chat.max_text_chars,
     }))
 }

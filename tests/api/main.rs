@@ -6,6 +6,7 @@ mod binary;
 mod chat;
 mod expiry;
 mod frames;
+#[path = "../support/mod.rs"]
 mod helpers;
 mod keys;
 mod ops;

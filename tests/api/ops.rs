@@ -41,3 +41,23 @@ async fn shutdown_says_goodbye_closes_1001_and_flips_readiness() {
     // and the port is closed
     assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_err());
 }
+
+#[actix_web::test]
+async fn responses_carry_security_headers_and_config_is_public() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/api/config")).send().await.unwrap();
+    let headers = res.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'")
+            && csp.contains("connect-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let config: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(config["mode"], "jwt");
+    assert_eq!(config["first_message"], true);
+    assert!(!config.to_string().contains(SECRET));
+}

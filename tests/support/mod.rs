@@ -1,4 +1,5 @@
-//! One way to start the real server in-process on port 0, and a small WebSocket client.
+//! Shared by the test binaries: start the real server in-process on port 0, and a small WebSocket client.
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
