@@ -64,6 +64,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init(&settings.log);
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings).await?;
+                let reload = app.reload_handle();
+                actix_web::rt::spawn(async move {
+                    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                        return tracing::warn!("cannot listen for SIGHUP; reloads need a restart");
+                    };
+                    while hangups.recv().await.is_some() {
+                        tracing::info!("SIGHUP received: reloading");
+                        reload.reload();
+                    }
+                });
                 app.run_until_stopped(shutdown_signal()).await?;
                 tracing::info!("stopped");
                 Ok(())
@@ -79,7 +89,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let tokens = TokenService::from_settings(&settings.auth, &settings.auth.secret)?;
-            let minted = tokens.mint(&UserId::new(user), &roles, ttl)?;
+            let minted = tokens.mint(&UserId::new(user), &roles, ttl, None)?;
             println!("{}", minted.token.expose_secret());
             Ok(())
         }

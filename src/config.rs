@@ -100,6 +100,21 @@ pub struct AuthSettings {
     pub auth_timeout: Duration,
     /// Longest token accepted, in bytes; longer ones are refused before any parsing.
     pub max_token_bytes: usize,
+    /// Lifetime of a refresh token; each refresh issues a new one for this long.
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    /// Lifetime of a one-time WebSocket ticket (never beyond its access token's `exp`).
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// Mark cookies `Secure` even without TLS here (TLS terminated by a proxy in front).
+    pub secure_cookies: bool,
+    /// Verify-only mode: keys come from this JWKS file (an identity provider's), `iss` and
+    /// `aud` are required, and login and refresh are off.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// How often the JWKS file is checked for changes; 0s turns polling off (SIGHUP still re-reads).
+    #[serde(with = "humantime_serde")]
+    pub jwks_poll_interval: Duration,
 }
 
 /// One verification key, selected by the token's `kid`.
@@ -252,7 +267,9 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let secret_len = self.auth.secret.expose_secret().len();
         let signs_with_secret = self.auth.signing_kid == self.auth.secret_kid;
-        if !self.dev_mode && secret_len < MIN_HS_SECRET_BYTES && (signs_with_secret || secret_len > 0) {
+        let verify_only = self.auth.jwks_file.is_some();
+        if !self.dev_mode && secret_len < MIN_HS_SECRET_BYTES && ((signs_with_secret && !verify_only) || secret_len > 0)
+        {
             return Err(ConfigError::invalid(
                 "auth.secret",
                 format!(
@@ -263,6 +280,12 @@ impl Settings {
         }
         if self.auth.access_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid("auth.access_ttl", "must be at least 1s"));
+        }
+        if self.auth.ticket_ttl < Duration::from_secs(1) || self.auth.refresh_ttl < self.auth.access_ttl {
+            return Err(ConfigError::invalid(
+                "auth.ticket_ttl",
+                "ticket_ttl must be at least 1s and refresh_ttl at least access_ttl",
+            ));
         }
         if self.auth.max_token_bytes < 256 {
             return Err(ConfigError::invalid("auth.max_token_bytes", "must be at least 256"));

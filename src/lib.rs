@@ -4,9 +4,11 @@
 //! - [`config`]: typed, layered configuration, validated at start.
 //! - [`startup`]: [`startup::Application`] binds, wires and runs the server.
 //! - [`auth`]: token verification and minting ([`auth::jwt`]), the user directory
-//!   ([`auth::password`]), revocation marks ([`auth::revocation`]). No HTTP in here.
+//!   ([`auth::password`]), the revocation check ([`auth::revocation`]), JWKS files ([`auth::jwks`]). No HTTP in here.
 //! - [`registry`]: the actor that knows every connection, its expiry and its rooms; it warns,
 //!   force-closes at `exp`, fans messages out and serves the admin API.
+//! - [`store`]: refresh tokens, tickets and revocation marks behind small async traits; in
+//!   memory by default.
 //! - [`chat`]: rooms, membership and history as plain data.
 //! - [`protocol`]: the JSON messages and close codes.
 //! - [`ws`]: the upgrade (credential checked first) and the per-socket actor.
@@ -25,6 +27,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod ws;

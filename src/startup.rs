@@ -14,13 +14,50 @@ use anyhow::Context as _;
 
 use crate::auth::jwt::TokenService;
 use crate::auth::password::UserDirectory;
-use crate::auth::revocation::MemoryRevocationStore;
 use crate::config::{Settings, MIN_HS_SECRET_BYTES};
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 use crate::registry::{CloseAll, Registry, RegistryConfig};
 use crate::state::AppState;
+use crate::store::Stores;
+
+/// Re-reads reloadable inputs without dropping connections.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tokens: Arc<TokenService>,
+}
+
+impl ReloadHandle {
+    pub fn reload(&self) {
+        if self.tokens.is_verify_only() {
+            match self.tokens.reload_jwks() {
+                Ok(keys) => tracing::info!(keys, "JWKS re-read"),
+                Err(e) => tracing::error!(error = %e, "JWKS re-read failed; the previous keys stay in use"),
+            }
+        }
+    }
+}
+
+/// Re-reads the JWKS file whenever its modification time or size changes.
+async fn watch_jwks(tokens: Arc<TokenService>, path: std::path::PathBuf, interval: std::time::Duration) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut seen = stamp(&path);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let now = stamp(&path);
+        if now != seen && now.is_some() {
+            seen = now;
+            match tokens.reload_jwks() {
+                Ok(keys) => tracing::info!(keys, file = %path.display(), "JWKS file changed; keys reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "JWKS file changed but could not be used; the previous keys stay")
+                }
+            }
+        }
+    }
+}
 
 async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(serde_json::json!({"error": "not_found", "message": "no such route"}))
@@ -70,6 +107,11 @@ impl Application {
             }
         }
 
+        if let (Some(path), interval) = (tokens.jwks_file(), settings.auth.jwks_poll_interval) {
+            if !interval.is_zero() {
+                actix_web::rt::spawn(watch_jwks(tokens.clone(), path.to_path_buf(), interval));
+            }
+        }
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
         let settings = Arc::new(settings);
@@ -77,7 +119,7 @@ impl Application {
             settings.clone(),
             tokens,
             users,
-            Arc::new(MemoryRevocationStore::default()),
+            Stores::memory(),
             registry,
             metrics,
             node,
@@ -116,6 +158,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Something that re-reads what can change under a running server (the JWKS file), for SIGHUP.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle { tokens: self.state.tokens.clone() }
     }
 
     /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, every socket gets

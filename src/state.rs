@@ -9,18 +9,18 @@ use actix::Addr;
 
 use crate::auth::jwt::TokenService;
 use crate::auth::password::UserDirectory;
-use crate::auth::revocation::RevocationStore;
 use crate::config::Settings;
 use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::store::Stores;
 
 /// Shared, read-mostly state of one server.
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub tokens: Arc<TokenService>,
     pub users: Arc<UserDirectory>,
-    pub revocations: Arc<dyn RevocationStore>,
+    pub stores: Stores,
     pub registry: Addr<Registry>,
     pub metrics: Arc<Metrics>,
     pub conn_ids: ConnIdAllocator,
@@ -39,7 +39,7 @@ impl AppState {
         settings: Arc<Settings>,
         tokens: Arc<TokenService>,
         users: Arc<UserDirectory>,
-        revocations: Arc<dyn RevocationStore>,
+        stores: Stores,
         registry: Addr<Registry>,
         metrics: Arc<Metrics>,
         node: String,
@@ -49,7 +49,7 @@ impl AppState {
             settings,
             tokens,
             users,
-            revocations,
+            stores,
             registry,
             metrics,
             conn_ids: ConnIdAllocator::default(),

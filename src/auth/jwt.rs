@@ -3,7 +3,10 @@
 //! and `aud` are checked when configured.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -32,6 +35,8 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
 }
@@ -58,9 +63,13 @@ pub struct MintedToken {
 
 /// Verifies tokens against the configured keys and mints new ones.
 pub struct TokenService {
-    keys: HashMap<String, VerifyingKey>,
-    /// Key used for tokens without a `kid` header.
-    default_kid: String,
+    /// Swapped whole when the JWKS file is re-read; readers never wait.
+    keys: ArcSwap<HashMap<String, VerifyingKey>>,
+    /// Key used for tokens without a `kid` header (none in JWKS mode: there `kid` is required).
+    default_kid: Option<String>,
+    /// Verify-only mode: keys come from this JWKS file and nothing is minted here.
+    jwks_file: Option<PathBuf>,
+    leeway: u64,
     signer: Option<SigningKey>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -71,7 +80,7 @@ pub struct TokenService {
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenService")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("kids", &self.keys.load().keys().cloned().collect::<Vec<_>>())
             .field("default_kid", &self.default_kid)
             .finish_non_exhaustive()
     }
@@ -84,21 +93,30 @@ impl TokenService {
         let issuer = Some(auth.issuer.clone()).filter(|s| !s.is_empty());
         let audience = Some(auth.audience.clone()).filter(|s| !s.is_empty());
         let leeway = auth.leeway.as_secs();
-        let validation_for = |algorithm: Algorithm| {
-            let mut v = Validation::new(algorithm);
-            v.set_required_spec_claims(&["exp", "sub"]);
-            v.validate_nbf = true;
-            v.leeway = leeway;
-            match &issuer {
-                Some(iss) => v.set_issuer(&[iss]),
-                None => v.iss = None,
+        let validation_for =
+            |algorithm: Algorithm| validation(algorithm, leeway, issuer.as_deref(), audience.as_deref());
+
+        if let Some(path) = &auth.jwks_file {
+            if issuer.is_none() || audience.is_none() {
+                return Err(ConfigError::invalid(
+                    if issuer.is_none() { "auth.issuer" } else { "auth.audience" },
+                    "must be set when auth.jwks_file is: tokens from an identity provider are checked for both",
+                ));
             }
-            match &audience {
-                Some(aud) => v.set_audience(&[aud]),
-                None => v.validate_aud = false,
-            }
-            v
-        };
+            let service = Self {
+                keys: ArcSwap::from_pointee(HashMap::new()),
+                default_kid: None,
+                jwks_file: Some(path.clone()),
+                leeway,
+                signer: None,
+                issuer,
+                audience,
+                access_ttl: auth.access_ttl,
+                max_token_bytes: auth.max_token_bytes,
+            };
+            service.reload_jwks().map_err(|e| ConfigError::invalid("auth.jwks_file", e))?;
+            return Ok(service);
+        }
 
         let mut keys = HashMap::new();
         let mut signers: HashMap<String, (Algorithm, EncodingKey)> = HashMap::new();
@@ -200,14 +218,49 @@ impl TokenService {
         let default_kid =
             if keys.contains_key(&auth.signing_kid) { auth.signing_kid.clone() } else { auth.secret_kid.clone() };
         Ok(Self {
-            keys,
-            default_kid,
+            keys: ArcSwap::from_pointee(keys),
+            default_kid: Some(default_kid),
+            jwks_file: None,
+            leeway,
             signer,
             issuer,
             audience,
             access_ttl: auth.access_ttl,
             max_token_bytes: auth.max_token_bytes,
         })
+    }
+
+    /// True when keys come from an identity provider's JWKS and this server mints nothing.
+    pub fn is_verify_only(&self) -> bool {
+        self.jwks_file.is_some()
+    }
+
+    /// The JWKS file, in verify-only mode.
+    pub fn jwks_file(&self) -> Option<&Path> {
+        self.jwks_file.as_deref()
+    }
+
+    /// Re-reads the JWKS file and swaps the key set in one step; on any error the old set stays.
+    /// Returns how many keys are now in use.
+    pub fn reload_jwks(&self) -> Result<usize, String> {
+        let path = self.jwks_file.as_deref().ok_or("no auth.jwks_file is configured")?;
+        let (loaded, skipped) = super::jwks::load(path)?;
+        for why in &skipped {
+            tracing::warn!(file = %path.display(), %why, "JWKS key skipped");
+        }
+        if loaded.is_empty() {
+            return Err(format!("{} holds no usable key", path.display()));
+        }
+        let keys: HashMap<String, VerifyingKey> = loaded
+            .into_iter()
+            .map(|k| {
+                let validation = validation(k.algorithm, self.leeway, self.issuer.as_deref(), self.audience.as_deref());
+                (k.kid, VerifyingKey { key: k.key, validation })
+            })
+            .collect();
+        let count = keys.len();
+        self.keys.store(Arc::new(keys));
+        Ok(count)
     }
 
     /// Lifetime of tokens minted without an explicit TTL.
@@ -221,8 +274,9 @@ impl TokenService {
             return Err(AuthError::InvalidToken("token is longer than auth.max_token_bytes"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("not a JWT"))?;
-        let kid = header.kid.as_deref().unwrap_or(&self.default_kid);
-        let key = self.keys.get(kid).ok_or(AuthError::InvalidToken("unknown kid"))?;
+        let kid = header.kid.as_deref().or(self.default_kid.as_deref()).ok_or(AuthError::InvalidToken("no kid"))?;
+        let keys = self.keys.load();
+        let key = keys.get(kid).ok_or(AuthError::InvalidToken("unknown kid"))?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(map_jwt_error)?;
         let claims = data.claims;
         // Leeway forgives clock skew on `nbf` only: a socket is closed at `exp` exactly, so a
@@ -239,11 +293,19 @@ impl TokenService {
             token_id: claims.jti,
             expires_at: claims.exp,
             issued_at: claims.iat.unwrap_or(0),
+            session_id: claims.sid,
         })
     }
 
-    /// Signs a new access token for `user`, valid for `ttl` (the configured one when `None`).
-    pub fn mint(&self, user: &UserId, roles: &[String], ttl: Option<Duration>) -> Result<MintedToken, MintError> {
+    /// Signs a new access token for `user`, valid for `ttl` (the configured one when `None`),
+    /// tied to login session `sid` when given.
+    pub fn mint(
+        &self,
+        user: &UserId,
+        roles: &[String],
+        ttl: Option<Duration>,
+        sid: Option<&str>,
+    ) -> Result<MintedToken, MintError> {
         let signer = self.signer.as_ref().ok_or(MintError::NoSigningKey)?;
         let now = now_unix_s();
         let expires_at = now + ttl.unwrap_or(self.access_ttl).as_secs().max(1);
@@ -255,6 +317,7 @@ impl TokenService {
             jti: Some(random_id(16)),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            sid: sid.map(str::to_owned),
             roles: roles.to_vec(),
         };
         let mut header = Header::new(signer.algorithm);
@@ -278,6 +341,24 @@ pub fn random_id(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The rules pinned to one key: its algorithm, `exp` and `sub` required, `nbf` checked,
+/// `iss`/`aud` checked when configured.
+fn validation(algorithm: Algorithm, leeway: u64, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+    let mut v = Validation::new(algorithm);
+    v.set_required_spec_claims(&["exp", "sub"]);
+    v.validate_nbf = true;
+    v.leeway = leeway;
+    match issuer {
+        Some(iss) => v.set_issuer(&[iss]),
+        None => v.iss = None,
+    }
+    match audience {
+        Some(aud) => v.set_audience(&[aud]),
+        None => v.validate_aud = false,
+    }
+    v
 }
 
 fn parse_algorithm(name: &str) -> Option<Algorithm> {
@@ -334,12 +415,13 @@ mod tests {
     #[test]
     fn minted_tokens_verify() {
         let svc = service(SECRET);
-        let minted = svc.mint(&UserId::new("alice"), &["admin".into()], None).unwrap();
+        let minted = svc.mint(&UserId::new("alice"), &["admin".into()], None, Some("fam")).unwrap();
         let p = svc.verify(minted.token.expose_secret()).unwrap();
         assert_eq!(p.user.as_str(), "alice");
         assert!(p.is_admin());
         assert_eq!(p.expires_at, minted.expires_at);
         assert!(p.token_id.is_some());
+        assert_eq!(p.session_id.as_deref(), Some("fam"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or WebSockets; the transport modules extract a credential
 //! and hand it to [`jwt::TokenService`] and a [`revocation::RevocationStore`].
 
+pub mod jwks;
 pub mod jwt;
 pub mod password;
 pub mod revocation;
@@ -21,6 +22,9 @@ pub struct Principal {
     /// The token's `iat`, Unix seconds; a token without one counts as issued at the epoch,
     /// so any revocation of its user covers it.
     pub issued_at: u64,
+    /// The token's `sid`: the login (refresh token family) it came from, so a logout can end
+    /// every token and socket of that login.
+    pub session_id: Option<String>,
 }
 
 impl Principal {
@@ -41,6 +45,8 @@ pub enum AuthError {
     TokenExpired,
     #[error("the token was revoked")]
     TokenRevoked,
+    #[error("the ticket is unknown, used or expired")]
+    InvalidTicket,
 }
 
 impl AuthError {
@@ -51,6 +57,7 @@ impl AuthError {
             Self::InvalidToken(_) => "invalid_token",
             Self::TokenExpired => "token_expired",
             Self::TokenRevoked => "token_revoked",
+            Self::InvalidTicket => "invalid_ticket",
         }
     }
 }

@@ -87,7 +87,7 @@ async fn revoke_user(
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::new(path.into_inner());
     let at = now_unix_s();
-    state.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
+    state.stores.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
     let closed = state
         .registry
         .send(CloseUser { user: user.clone(), code: close::REVOKED, reason: "token revoked" })

@@ -5,8 +5,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::auth::revocation::{RevocationCheckError, StoreError};
+use crate::auth::revocation::RevocationCheckError;
 use crate::auth::AuthError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -24,6 +25,10 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("{message}")]
+    NotFoundWithCode { code: &'static str, message: &'static str },
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: &'static str },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("a backing store is unavailable; try again")]
@@ -42,10 +47,15 @@ impl ApiError {
             Self::TooManyConnections(_) => "too_many_connections",
             Self::BadRequest { code, .. } => code,
             Self::NotFound(_) => "not_found",
+            Self::NotFoundWithCode { code, .. } | Self::Unauthorized { code, .. } => code,
             Self::ShuttingDown => "shutting_down",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal_error",
         }
+    }
+
+    pub fn unauthorized(code: &'static str, message: &'static str) -> Self {
+        Self::Unauthorized { code, message }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -69,7 +79,8 @@ impl ResponseError for ApiError {
             Self::OriginNotAllowed | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NotFoundWithCode { .. } => StatusCode::NOT_FOUND,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::ShuttingDown | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

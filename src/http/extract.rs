@@ -26,7 +26,7 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
 
 async fn authenticate(state: web::Data<AppState>, token: Result<String, ApiError>) -> Result<Principal, ApiError> {
     let principal = state.tokens.verify(&token?)?;
-    check_not_revoked(state.revocations.as_ref(), &principal).await?;
+    check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
     Ok(principal)
 }
 
@@ -41,6 +41,13 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let (state, token) = (state_of(req), bearer(req));
         Box::pin(async move { authenticate(state, token).await.map(Self) })
+    }
+}
+
+impl Authenticated {
+    /// For handlers that look for another credential first.
+    pub async fn from_request_async(req: &HttpRequest) -> Result<Self, ApiError> {
+        authenticate(state_of(req), bearer(req)).await.map(Self)
     }
 }
 

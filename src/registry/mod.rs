@@ -54,6 +54,8 @@ pub struct Identity {
     pub expires_at: u64,
     /// How the socket authenticated: `subprotocol`, `header`, `query`, `first_message`, ….
     pub method: &'static str,
+    /// The login the token belongs to (`sid`): ending it closes the socket.
+    pub session_id: Option<String>,
 }
 
 /// Add a connection. Refused when its user or (unauthenticated) IP is at its cap.
@@ -75,13 +77,14 @@ pub struct Authenticate {
     pub identity: Identity,
 }
 
-/// A connection renewed its token in-band: move its deadlines.
+/// A connection renewed its token in-band: move its deadlines (and follow the new token's login).
 #[derive(Message)]
 #[rtype(result = "Result<(), Refusal>")]
 pub struct Renew {
     pub conn_id: ConnId,
     pub token_id: Option<String>,
     pub expires_at: u64,
+    pub session_id: Option<String>,
 }
 
 /// A connection is gone (sent by the socket as it stops; harmless if already removed).
@@ -149,6 +152,15 @@ pub struct CloseConnection {
 #[rtype(result = "usize")]
 pub struct CloseUser {
     pub user: UserId,
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Close every connection of one login (`sid`); answers how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseSession {
+    pub session_id: String,
     pub code: u16,
     pub reason: &'static str,
 }
@@ -246,6 +258,7 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     conns: HashMap<ConnId, Connection>,
     by_user: HashMap<UserId, HashSet<ConnId>>,
+    by_session: HashMap<String, HashSet<ConnId>>,
     /// Unauthenticated sockets per client IP.
     pending_by_ip: HashMap<IpAddr, usize>,
     deadlines: Deadlines,
@@ -262,6 +275,7 @@ impl Registry {
             metrics,
             conns: HashMap::new(),
             by_user: HashMap::new(),
+            by_session: HashMap::new(),
             pending_by_ip: HashMap::new(),
             deadlines: Deadlines::default(),
             timer: None,
@@ -361,11 +375,9 @@ impl Registry {
         let now = now_unix_ms();
         match &conn.identity {
             Some(identity) => {
-                if let Some(set) = self.by_user.get_mut(&identity.user) {
-                    set.remove(&conn_id);
-                    if set.is_empty() {
-                        self.by_user.remove(&identity.user);
-                    }
+                unindex(&mut self.by_user, &identity.user, conn_id);
+                if let Some(sid) = &identity.session_id {
+                    unindex(&mut self.by_session, sid, conn_id);
                 }
                 for room in &conn.rooms {
                     if self.rooms.leave(room, conn_id, now) == Some(true) {
@@ -399,6 +411,9 @@ impl Registry {
 
     fn add_identity(&mut self, conn_id: ConnId, identity: &Identity, ctx: &mut Context<Self>) {
         self.by_user.entry(identity.user.clone()).or_default().insert(conn_id);
+        if let Some(sid) = &identity.session_id {
+            self.by_session.entry(sid.clone()).or_default().insert(conn_id);
+        }
         self.schedule_expiry(conn_id, identity.expires_at, ctx);
     }
 
@@ -414,6 +429,16 @@ impl Registry {
             rooms: conn.rooms.iter().cloned().collect(),
             connected_at: conn.connected_at,
             ip: conn.ip,
+        }
+    }
+}
+
+/// Removes `conn_id` from an index entry, dropping the entry when it empties.
+fn unindex<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<ConnId>>, key: &K, conn_id: ConnId) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(&conn_id);
+        if set.is_empty() {
+            index.remove(key);
         }
     }
 }
@@ -484,6 +509,15 @@ impl Handler<Renew> for Registry {
             self.conns.get_mut(&msg.conn_id).and_then(|c| c.identity.as_mut()).ok_or(Refusal::UnknownConnection)?;
         identity.expires_at = msg.expires_at;
         identity.token_id = msg.token_id;
+        let old_session = std::mem::replace(&mut identity.session_id, msg.session_id.clone());
+        if old_session != msg.session_id {
+            if let Some(sid) = old_session {
+                unindex(&mut self.by_session, &sid, msg.conn_id);
+            }
+            if let Some(sid) = msg.session_id {
+                self.by_session.entry(sid).or_default().insert(msg.conn_id);
+            }
+        }
         self.schedule_expiry(msg.conn_id, msg.expires_at, ctx);
         Ok(())
     }
@@ -638,6 +672,17 @@ impl Handler<CloseUser> for Registry {
 
     fn handle(&mut self, msg: CloseUser, ctx: &mut Context<Self>) -> usize {
         let ids: Vec<ConnId> = self.by_user.get(&msg.user).into_iter().flatten().copied().collect();
+        let closed = ids.into_iter().filter(|id| self.close(*id, msg.code, msg.reason)).count();
+        self.arm_timer(ctx);
+        closed
+    }
+}
+
+impl Handler<CloseSession> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) -> usize {
+        let ids: Vec<ConnId> = self.by_session.get(&msg.session_id).into_iter().flatten().copied().collect();
         let closed = ids.into_iter().filter(|id| self.close(*id, msg.code, msg.reason)).count();
         self.arm_timer(ctx);
         closed

@@ -1,7 +1,7 @@
 //! `GET /ws`: the credential is checked before the upgrade, then the socket becomes a
 //! [`session::WsSession`] actor registered with the registry.
 //!
-//! Credentials, first match wins: `Sec-WebSocket-Protocol: authchat.v1, authchat.bearer.<jwt>`,
+//! Credentials, first match wins: `?ticket=<one-time ticket>`, `Sec-WebSocket-Protocol: authchat.v1, authchat.bearer.<jwt>`,
 //! `Authorization: Bearer <jwt>`, `?token=<jwt>`, and otherwise (when enabled) a socket that
 //! must send `{"type":"auth"}` within `auth.auth_timeout`.
 
@@ -17,6 +17,8 @@ use crate::auth::{AuthError, Principal};
 use crate::http::error::ApiError;
 use crate::registry::{Refusal, Register};
 use crate::state::AppState;
+use crate::store::SecretHash;
+use crate::time::now_unix_s;
 use session::{identity_of, WsSession};
 
 /// The application subprotocol; the server answers with it when the client offers it.
@@ -26,6 +28,8 @@ pub const BEARER_PROTOCOL_PREFIX: &str = "authchat.bearer.";
 
 /// Where the credential came from.
 enum Credential<'a> {
+    /// `?ticket=`: one-time, from `POST /api/ticket`.
+    Ticket(String),
     Token {
         token: &'a str,
         method: &'static str,
@@ -59,6 +63,7 @@ async fn accept(
     }
     check_origin(req, state)?;
     let principal = match credential(req, state)? {
+        Credential::Ticket(ticket) => Some((redeem(state, &ticket).await?, "ticket")),
         Credential::Token { token, method } => Some((verify(state, token).await?, method)),
         Credential::QueryToken(token) => Some((verify(state, &token).await?, "query")),
         Credential::Deferred => None,
@@ -108,6 +113,9 @@ fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
 }
 
 fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'a>, ApiError> {
+    if let Some(ticket) = query_param(req.query_string(), "ticket") {
+        return Ok(Credential::Ticket(ticket));
+    }
     let offered: Vec<&str> = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -159,8 +167,24 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
+/// Consumes a ticket: it is gone after this, whatever the outcome.
+async fn redeem(state: &AppState, ticket: &str) -> Result<Principal, ApiError> {
+    let principal = state
+        .stores
+        .tickets
+        .take(&SecretHash::of(ticket))
+        .await
+        .map_err(ApiError::StoreUnavailable)?
+        .ok_or(AuthError::InvalidTicket)?;
+    if principal.expires_at <= now_unix_s() {
+        return Err(AuthError::TokenExpired.into());
+    }
+    check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
+    Ok(principal)
+}
+
 async fn verify(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let principal = state.tokens.verify(token)?;
-    check_not_revoked(state.revocations.as_ref(), &principal).await?;
+    check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
     Ok(principal)
 }

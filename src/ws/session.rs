@@ -234,7 +234,7 @@ impl WsSession {
         let deps = self.deps.clone();
         let conn_id = self.conn_id;
         let work = async move {
-            check_not_revoked(deps.revocations.as_ref(), &principal).await?;
+            check_not_revoked(deps.stores.revocations.as_ref(), &principal).await?;
             let identity = identity_of(&principal, "first_message");
             match deps.registry.send(registry::Authenticate { conn_id, identity }).await {
                 Ok(Ok(())) => Ok(principal),
@@ -282,12 +282,16 @@ impl WsSession {
         let deps = self.deps.clone();
         let conn_id = self.conn_id;
         let work = async move {
-            check_not_revoked(deps.revocations.as_ref(), &principal).await.map_err(|e| match e {
+            check_not_revoked(deps.stores.revocations.as_ref(), &principal).await.map_err(|e| match e {
                 RevocationCheckError::Auth(e) => e.to_string(),
                 RevocationCheckError::Store(_) => "the revocation store is unavailable; try again".to_owned(),
             })?;
-            let renew =
-                registry::Renew { conn_id, token_id: principal.token_id.clone(), expires_at: principal.expires_at };
+            let renew = registry::Renew {
+                conn_id,
+                token_id: principal.token_id.clone(),
+                expires_at: principal.expires_at,
+                session_id: principal.session_id.clone(),
+            };
             match deps.registry.send(renew).await {
                 Ok(Ok(())) => Ok(principal),
                 _ => Err("the connection is closing".to_owned()),
@@ -369,6 +373,7 @@ pub fn identity_of(principal: &Principal, method: &'static str) -> Identity {
         token_id: principal.token_id.clone(),
         expires_at: principal.expires_at,
         method,
+        session_id: principal.session_id.clone(),
     }
 }
 

@@ -92,16 +92,23 @@ async fn logs_never_contain_a_credential_and_sigterm_drains_then_exits_0() {
     let ws_base = format!("ws://127.0.0.1:{}", server.port);
     let http = reqwest::Client::new();
 
-    let login: Value = http
+    let res = http
         .post(format!("{base}/api/login"))
         .json(&json!({"username":"alice","password":"alice-password"}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    let refresh_cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let login: Value = res.json().await.unwrap();
     let login_token = login["access_token"].as_str().unwrap().to_owned();
+    let res = http.post(format!("{base}/api/token/refresh")).header("Cookie", &refresh_cookie).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let rotated_cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let ticket: Value =
+        http.post(format!("{base}/api/ticket")).bearer_auth(&login_token).send().await.unwrap().json().await.unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let (mut by_ticket, _) = connect(&format!("{ws_base}/ws?ticket={ticket}"), &[]).await.unwrap();
+    by_ticket.next_of("welcome").await;
     assert_eq!(http.get(format!("{base}/api/me")).bearer_auth(&login_token).send().await.unwrap().status(), 200);
 
     let (mut by_query, _) = connect(&format!("{ws_base}/ws?token={login_token}"), &[]).await.unwrap();
@@ -119,16 +126,11 @@ async fn logs_never_contain_a_credential_and_sigterm_drains_then_exits_0() {
     by_message.send(json!({"type":"reauth","token": reauth_token})).await;
     by_message.next_of("reauthed").await;
     let bad_token = "bad-token-value-that-must-not-be-logged";
-    expect_refused(
-        &format!("{ws_base}/ws?token={bad_token}&ticket=ticket-value-not-logged"),
-        &[],
-        401,
-        "invalid_token",
-    )
-    .await;
+    expect_refused(&format!("{ws_base}/ws?token={bad_token}"), &[], 401, "invalid_token").await;
+    expect_refused(&format!("{ws_base}/ws?ticket=ticket-value-not-logged"), &[], 401, "invalid_ticket").await;
 
     server.sigterm();
-    for ws in [&mut by_query, &mut by_protocol, &mut by_message] {
+    for ws in [&mut by_query, &mut by_protocol, &mut by_message, &mut by_ticket] {
         assert_eq!(ws.next_json().await["type"], "server_shutdown");
         assert_eq!(ws.expect_close().await.0, 1001);
     }
@@ -138,16 +140,18 @@ async fn logs_never_contain_a_credential_and_sigterm_drains_then_exits_0() {
     let logs = server.logs.lock().unwrap().join("\n");
     assert!(logs.contains("[REDACTED]"), "the access log shows where a token was, redacted");
     assert!(logs.contains("websocket accepted"), "logs were captured at debug level");
-    for secret in [
+    let refresh_values = [&refresh_cookie, &rotated_cookie].map(|c| c.split_once('=').unwrap().1.to_owned());
+    let credentials = [
         &login_token,
         &protocol_token,
         &first_message_token,
         &reauth_token,
-        bad_token,
-        "ticket-value-not-logged",
-        "alice-password",
-        SECRET,
-    ] {
+        &ticket,
+        &refresh_values[0],
+        &refresh_values[1],
+    ];
+    let known = [bad_token, "ticket-value-not-logged", "alice-password", SECRET];
+    for secret in credentials.into_iter().map(String::as_str).chain(known) {
         assert!(!logs.contains(secret), "a credential leaked into the logs: {}…", &secret[..12]);
     }
 }

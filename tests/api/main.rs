@@ -8,6 +8,8 @@ mod expiry;
 mod frames;
 #[path = "../support/mod.rs"]
 mod helpers;
+mod jwks;
 mod keys;
+mod lifecycle;
 mod ops;
 mod upgrade;

@@ -1,0 +1,59 @@
+//! Verification keys from a JWKS file (an identity provider's published keys): RSA, EC P-256
+//! and Ed25519, each pinned to one algorithm and selected by `kid`.
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// One usable key of the set.
+pub struct JwksKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
+}
+
+/// Reads and parses the set. Keys that cannot be used (no `kid`, an unsupported type or
+/// algorithm) are skipped and named in `skipped`; an unreadable or malformed file is an error.
+pub fn load(path: &Path) -> Result<(Vec<JwksKey>, Vec<String>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let set: JwkSet =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a JWKS document: {e}", path.display()))?;
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            skipped.push(format!("keys[{i}]: no kid"));
+            continue;
+        };
+        match usable(jwk) {
+            Ok((algorithm, key)) => keys.push(JwksKey { kid, algorithm, key }),
+            Err(why) => skipped.push(format!("keys[{i}] (kid {kid}): {why}")),
+        }
+    }
+    Ok((keys, skipped))
+}
+
+/// The key's pinned algorithm: its `alg` when present (and consistent with its type),
+/// otherwise the one its type implies.
+fn usable(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), String> {
+    let implied = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+        _ => return Err("only RSA, EC P-256 and Ed25519 public keys are supported".into()),
+    };
+    if let Some(declared) = jwk.common.key_algorithm {
+        let matches = matches!(
+            (declared, implied),
+            (KeyAlgorithm::RS256, Algorithm::RS256)
+                | (KeyAlgorithm::ES256, Algorithm::ES256)
+                | (KeyAlgorithm::EdDSA, Algorithm::EdDSA)
+        );
+        if !matches {
+            return Err(format!("alg {declared:?} is not supported for this key type"));
+        }
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
+    Ok((implied, key))
+}

@@ -1,0 +1,220 @@
+//! The token lifecycle over HTTP: login (access token + refresh cookie), refresh with rotation
+//! and reuse detection, logout, and one-time WebSocket tickets.
+
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::Authenticated;
+use crate::auth::jwt::random_id;
+use crate::auth::revocation::check_not_revoked;
+use crate::auth::Principal;
+use crate::ids::UserId;
+use crate::protocol::close;
+use crate::registry::CloseSession;
+use crate::state::AppState;
+use crate::store::{RefreshRecord, SecretHash, Taken};
+use crate::time::now_unix_s;
+
+/// The refresh cookie: HttpOnly, SameSite=Strict, sent only to `/api/token/…`.
+pub const REFRESH_COOKIE: &str = "authchat_refresh";
+const REFRESH_PATH: &str = "/api/token";
+
+/// `POST /api/login` body.
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    username: String,
+    password: SecretString,
+}
+
+/// An access token, as login and refresh return it.
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_at: u64,
+    pub expires_in: u64,
+}
+
+/// `POST /api/login`: checks name and password (Argon2, off the executor), starts a refresh
+/// token family, and returns an access token tied to it. Unknown user and wrong password get
+/// the same answer.
+pub async fn login(state: web::Data<AppState>, body: web::Json<LoginRequest>) -> Result<HttpResponse, ApiError> {
+    refuse_in_verify_only_mode(&state)?;
+    let LoginRequest { username, password } = body.into_inner();
+    let users = state.users.clone();
+    let account = web::block(move || users.verify(&username, &password))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or(ApiError::InvalidCredentials)?;
+    let family = random_id(16);
+    tracing::info!(user = %account.user, "login");
+    issue(&state, &account.user, &account.roles, family).await
+}
+
+/// `POST /api/token/refresh`: trades the refresh cookie for a new access token and a new
+/// cookie. A token presented twice revokes its whole family (reuse means theft).
+pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    refuse_in_verify_only_mode(&state)?;
+    let presented = req.cookie(REFRESH_COOKIE).ok_or_else(invalid_refresh)?;
+    let hash = SecretHash::of(presented.value());
+    let record = match state.stores.refresh.take(&hash).await.map_err(ApiError::StoreUnavailable)? {
+        None => return Err(invalid_refresh()),
+        Some(Taken::Reused(record)) => {
+            tracing::warn!(user = %record.user, "refresh token reused: revoking its family");
+            end_login(&state, &record.family, close::SESSION_ENDED, "refresh token reused").await?;
+            return Err(ApiError::unauthorized(
+                "refresh_token_reused",
+                "this refresh token was used before; sign in again",
+            ));
+        }
+        Some(Taken::Fresh(record)) => record,
+    };
+    // A user revoked by an operator, or a login ended by logout, cannot refresh.
+    let principal = Principal {
+        user: record.user.clone(),
+        roles: record.roles.clone(),
+        token_id: None,
+        expires_at: record.expires_at,
+        issued_at: record.issued_at,
+        session_id: Some(record.family.clone()),
+    };
+    check_not_revoked(state.stores.revocations.as_ref(), &principal).await.map_err(|e| match ApiError::from(e) {
+        ApiError::Auth(_) => invalid_refresh(),
+        other => other,
+    })?;
+    // Roles come from the directory as it is now; a removed user cannot refresh.
+    let roles = state.users.roles(record.user.as_str()).ok_or_else(invalid_refresh)?.to_vec();
+    issue(&state, &record.user, &roles, record.family).await
+}
+
+/// `POST /api/logout` (Bearer, or the refresh cookie on `/api/token/logout`): ends the login:
+/// its refresh tokens and access tokens are refused from now on and its sockets close with 4002.
+pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let family = match req.cookie(REFRESH_COOKIE) {
+        Some(cookie) => match state.stores.refresh.take(&SecretHash::of(cookie.value())).await {
+            Ok(Some(Taken::Fresh(r) | Taken::Reused(r))) => Some(r.family),
+            Ok(None) => None,
+            Err(e) => return Err(ApiError::StoreUnavailable(e)),
+        },
+        None => None,
+    };
+    let family = match family {
+        Some(family) => Some(family),
+        None => {
+            let Authenticated(principal) = Authenticated::from_request_async(&req).await?;
+            principal.session_id
+        }
+    };
+    if let Some(family) = &family {
+        end_login(&state, family, close::SESSION_ENDED, "logged out").await?;
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .cookie(removal_cookie(&state))
+        .json(serde_json::json!({ "status": "logged_out" })))
+}
+
+/// `POST /api/ticket` body.
+#[derive(Serialize)]
+struct TicketResponse {
+    ticket: String,
+    expires_in: u64,
+}
+
+/// `POST /api/ticket` (Bearer): a random, single-use ticket for `GET /ws?ticket=…`, bound to
+/// the caller and to the access token's expiry, valid `auth.ticket_ttl` (30 s).
+pub async fn ticket(
+    state: web::Data<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let now = now_unix_s();
+    let expires_at = (now + state.settings.auth.ticket_ttl.as_secs()).min(principal.expires_at);
+    let ticket = random_id(32);
+    state
+        .stores
+        .tickets
+        .put(&SecretHash::of(&ticket), principal, expires_at)
+        .await
+        .map_err(ApiError::StoreUnavailable)?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(TicketResponse { ticket, expires_in: expires_at.saturating_sub(now) }))
+}
+
+/// Mints the access token, stores a new refresh token of `family`, and answers with both.
+async fn issue(state: &AppState, user: &UserId, roles: &[String], family: String) -> Result<HttpResponse, ApiError> {
+    let minted = state.tokens.mint(user, roles, None, Some(&family)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now = now_unix_s();
+    let refresh_ttl = state.settings.auth.refresh_ttl;
+    let refresh_token = random_id(32);
+    let record = RefreshRecord {
+        user: user.clone(),
+        roles: roles.to_vec(),
+        family,
+        issued_at: now,
+        expires_at: now + refresh_ttl.as_secs(),
+    };
+    state.stores.refresh.put(&SecretHash::of(&refresh_token), record).await.map_err(ApiError::StoreUnavailable)?;
+    let cookie = Cookie::build(REFRESH_COOKIE, refresh_token)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path(REFRESH_PATH)
+        .secure(secure_cookies(state))
+        .max_age(CookieDuration::seconds(refresh_ttl.as_secs() as i64))
+        .finish();
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).json(TokenResponse {
+        access_token: minted.token.expose_secret().to_owned(),
+        token_type: "Bearer",
+        expires_at: minted.expires_at,
+        expires_in: minted.expires_at.saturating_sub(now),
+    }))
+}
+
+/// Revokes every token of a login and closes its sockets.
+async fn end_login(state: &AppState, family: &str, code: u16, reason: &'static str) -> Result<(), ApiError> {
+    let auth = &state.settings.auth;
+    let until = now_unix_s() + auth.refresh_ttl.as_secs() + auth.access_ttl.as_secs();
+    state.stores.revocations.revoke_session(family, until).await.map_err(ApiError::StoreUnavailable)?;
+    let closed = state
+        .registry
+        .send(CloseSession { session_id: family.to_owned(), code, reason })
+        .await
+        .map_err(|e| ApiError::Internal(format!("registry unavailable: {e}")))?;
+    tracing::info!(closed, reason, "login ended");
+    Ok(())
+}
+
+fn secure_cookies(state: &AppState) -> bool {
+    state.settings.auth.secure_cookies
+}
+
+fn removal_cookie(state: &AppState) -> Cookie<'static> {
+    let mut cookie = Cookie::build(REFRESH_COOKIE, "")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path(REFRESH_PATH)
+        .secure(secure_cookies(state))
+        .finish();
+    cookie.make_removal();
+    cookie
+}
+
+fn invalid_refresh() -> ApiError {
+    ApiError::unauthorized(
+        "invalid_refresh_token",
+        "the refresh token is missing, unknown, expired or revoked; sign in again",
+    )
+}
+
+fn refuse_in_verify_only_mode(state: &AppState) -> Result<(), ApiError> {
+    if state.tokens.is_verify_only() {
+        return Err(ApiError::NotFoundWithCode {
+            code: "login_disabled",
+            message: "this server only verifies tokens from an identity provider (auth.jwks_file); sign in there",
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Storage behind small async traits: refresh tokens, one-time tickets and revocation marks.
+//!
+//! [`memory`] is the embedded default. A shared backend (Redis) implements the same traits so
+//! that several nodes see the same state and it survives a restart. Secrets are never stored:
+//! refresh tokens and tickets are kept under the SHA-256 of their value ([`SecretHash`]).
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Principal;
+use crate::ids::UserId;
+
+/// A store could not be reached or answered nonsense. The text is for logs, never for clients.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// SHA-256 of an opaque secret (refresh token, ticket): what the stores key on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretHash(String);
+
+impl SecretHash {
+    pub fn of(secret: &str) -> Self {
+        let digest = Sha256::digest(secret.as_bytes());
+        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One refresh token. Tokens of one login share a `family`; each refresh replaces the token
+/// with a new one in the same family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub user: UserId,
+    pub roles: Vec<String>,
+    /// The login this token descends from; access tokens carry it as `sid`.
+    pub family: String,
+    /// Unix seconds; compared with the user's revocation mark.
+    pub issued_at: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// What `take` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// First use: the caller rotates it.
+    Fresh(RefreshRecord),
+    /// Presented before and rotated already: reuse, which means theft.
+    Reused(RefreshRecord),
+}
+
+/// Refresh tokens, rotated on every use.
+#[async_trait]
+pub trait RefreshStore: Send + Sync + 'static {
+    async fn put(&self, token: &SecretHash, record: RefreshRecord) -> Result<(), StoreError>;
+    /// Marks the token used and returns it; a used token is kept until it expires so that a
+    /// second use is recognised. `None`: unknown or expired.
+    async fn take(&self, token: &SecretHash) -> Result<Option<Taken>, StoreError>;
+}
+
+/// One-time WebSocket tickets.
+#[async_trait]
+pub trait TicketStore: Send + Sync + 'static {
+    /// Stores a ticket for `principal` until `expires_at` (Unix seconds).
+    async fn put(&self, ticket: &SecretHash, principal: Principal, expires_at: u64) -> Result<(), StoreError>;
+    /// Removes and returns the ticket; `None` if unknown, used or expired.
+    async fn take(&self, ticket: &SecretHash) -> Result<Option<Principal>, StoreError>;
+}
+
+/// The revocation marks that apply to one token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The user's latest "revoke everything issued until T" mark.
+    pub user_revoked_at: Option<u64>,
+    /// The token's login (`sid`) was ended: logout, or refresh token reuse.
+    pub session_revoked: bool,
+}
+
+/// Revocation marks: per user ("everything issued until T") and per login session (`sid`).
+#[async_trait]
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Refuse every token of `user` issued at or before `at` (Unix seconds).
+    async fn revoke_user(&self, user: &UserId, at: u64) -> Result<(), StoreError>;
+    /// Refuse every token of login session `sid`, keeping the mark until `until` (Unix seconds),
+    /// by which time every token of that session has expired.
+    async fn revoke_session(&self, sid: &str, until: u64) -> Result<(), StoreError>;
+    /// The marks for a user and (optionally) a session, in one look-up.
+    async fn marks(&self, user: &UserId, sid: Option<&str>) -> Result<Marks, StoreError>;
+}
+
+/// Every store the server uses.
+#[derive(Clone)]
+pub struct Stores {
+    pub refresh: Arc<dyn RefreshStore>,
+    pub tickets: Arc<dyn TicketStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+}
+
+impl Stores {
+    /// All in process memory: the embedded default.
+    pub fn memory() -> Self {
+        let store = Arc::new(memory::MemoryStore::default());
+        Self { refresh: store.clone(), tickets: store.clone(), revocations: store }
+    }
+}
