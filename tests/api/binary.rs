@@ -26,8 +26,13 @@ struct Process {
 }
 
 fn start_server() -> Process {
+    start_server_with(&[])
+}
+
+fn start_server_with(env: &[(&str, &str)]) -> Process {
     let mut child = authchat()
         .arg("serve")
+        .envs(env.iter().copied())
         .env("AUTHCHAT__SERVER__PORT", "0")
         .env("AUTHCHAT__SERVER__WORKERS", "1")
         .env("AUTHCHAT__AUTH__SECRET", SECRET)
@@ -62,9 +67,13 @@ fn start_server() -> Process {
 }
 
 impl Process {
-    fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
+    }
+
+    fn sigterm(&self) {
+        self.signal("TERM");
     }
 
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
@@ -209,4 +218,33 @@ fn hash_password_prints_a_phc_string() {
     let hash = String::from_utf8(out.stdout).unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("correct horse"));
+}
+
+#[actix_web::test]
+async fn sighup_rereads_the_jwks_file_without_dropping_sockets() {
+    use crate::jwks::{idp_token, temp_jwks, write_jwks, ISSUER};
+    use jsonwebtoken::Algorithm;
+
+    let path = temp_jwks("sighup");
+    write_jwks(&path, &[("before", Algorithm::ES256)]);
+    let jwks_file = path.display().to_string();
+    let server = start_server_with(&[
+        ("AUTHCHAT__AUTH__JWKS_FILE", &jwks_file),
+        ("AUTHCHAT__AUTH__ISSUER", ISSUER),
+        ("AUTHCHAT__AUTH__JWKS_POLL_INTERVAL", "0s"),
+    ]);
+    let ws_url = |token: &str| format!("ws://127.0.0.1:{}/ws?token={token}", server.port);
+    let (mut ws, _) = connect(&ws_url(&idp_token("before", Algorithm::ES256, "alice")), &[]).await.unwrap();
+    ws.next_of("welcome").await;
+
+    write_jwks(&path, &[("after", Algorithm::EdDSA)]);
+    let after = idp_token("after", Algorithm::EdDSA, "alice");
+    expect_refused(&ws_url(&after), &[], 401, "invalid_token").await;
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + WAIT;
+    while connect(&ws_url(&after), &[]).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the JWKS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ws.assert_alive().await;
 }

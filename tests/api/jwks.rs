@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
-const ISSUER: &str = "https://idp.example";
+pub const ISSUER: &str = "https://idp.example";
 
 fn private_key(alg: Algorithm) -> EncodingKey {
     let read = |name: &str| std::fs::read(format!("{KEYS}/{name}")).unwrap();
@@ -23,7 +23,7 @@ fn private_key(alg: Algorithm) -> EncodingKey {
 }
 
 /// Writes a JWKS holding the public halves of `keys` (kid, algorithm), atomically.
-fn write_jwks(path: &Path, keys: &[(&str, Algorithm)]) {
+pub fn write_jwks(path: &Path, keys: &[(&str, Algorithm)]) {
     let set = JwkSet {
         keys: keys
             .iter()
@@ -39,14 +39,14 @@ fn write_jwks(path: &Path, keys: &[(&str, Algorithm)]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn idp_token(kid: &str, alg: Algorithm, user: &str) -> String {
+pub fn idp_token(kid: &str, alg: Algorithm, user: &str) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_owned());
     let claims = json!({"sub": user, "exp": now_s() + 300, "iat": now_s(), "iss": ISSUER, "aud": "authchat"});
     jsonwebtoken::encode(&header, &claims, &private_key(alg)).unwrap()
 }
 
-fn temp_jwks(name: &str) -> PathBuf {
+pub fn temp_jwks(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("authchat-jwks-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("jwks.json")
