@@ -1,6 +1,26 @@
 #!/usr/bin/env bash
-# The one command that runs every test: unit tests, and integration tests that start the real
-# server (in-process and as a binary) and talk to it over real sockets.
+# The one command that runs every test: unit tests, integration tests that start the real
+# server (in-process and as a binary) and talk to it over real sockets, tests against a real
+# redis-server (each starts its own on a free port), and end-to-end tests in headless Chromium.
+#
+# It needs redis-server, chromium and chromedriver. When one is missing it installs Debian's
+# packages (as root with apt-get), or says exactly what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]} (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing: ${missing[*]}. Install them, e.g.: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
 cargo test --all-targets "$@"

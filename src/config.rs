@@ -42,6 +42,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub ws: WsSettings,
     pub chat: ChatSettings,
+    pub store: StoreSettings,
+    pub redis: RedisSettings,
+    pub session: SessionSettings,
     pub log: LogSettings,
     /// Accounts that may use `POST /api/login`.
     #[serde(default)]
@@ -68,10 +71,20 @@ pub struct ServerSettings {
     pub static_dir: PathBuf,
 }
 
+/// JWTs, or server-side sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Jwt,
+    Session,
+}
+
 /// How credentials are checked.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
+    /// `jwt` (tokens, the default) or `session` (a server-side session behind a cookie).
+    pub mode: AuthMode,
     /// HS256 secret for tokens this server mints; empty in dev mode means "generate one".
     pub secret: SecretString,
     /// `kid` stamped on tokens signed with `secret`.
@@ -178,6 +191,47 @@ pub struct ChatSettings {
     pub max_rooms: usize,
 }
 
+/// Where refresh tokens, tickets, revocation marks and sessions live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `memory` (one process, lost on restart) or `redis` (shared, durable as Redis is).
+    pub backend: String,
+}
+
+/// The Redis connection, when `store.backend = "redis"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port/db`; may hold a password, so it is never logged.
+    pub url: SecretString,
+    /// Prepended to every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A command slower than this fails (and the request gets 503) instead of hanging.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+/// Server-side sessions (`auth.mode = "session"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Inactivity after which a session ends (sliding).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Hard end of a session, whatever the activity.
+    #[serde(with = "humantime_serde")]
+    pub absolute_lifetime: Duration,
+    /// Activity is written to the store at most this often per session.
+    #[serde(with = "humantime_serde")]
+    pub touch_interval: Duration,
+    /// How often the sessions with live sockets are re-checked, in case a notification was missed.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,7 +321,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let secret_len = self.auth.secret.expose_secret().len();
         let signs_with_secret = self.auth.signing_kid == self.auth.secret_kid;
-        let verify_only = self.auth.jwks_file.is_some();
+        let verify_only = self.auth.jwks_file.is_some() || self.auth.mode == AuthMode::Session;
         if !self.dev_mode && secret_len < MIN_HS_SECRET_BYTES && ((signs_with_secret && !verify_only) || secret_len > 0)
         {
             return Err(ConfigError::invalid(
@@ -312,6 +366,26 @@ impl Settings {
                     format!("{origin:?} is not an origin like https://chat.example.com (scheme, host, optional port, no path)"),
                 ));
             }
+        }
+        if !matches!(self.store.backend.as_str(), "memory" | "redis") {
+            return Err(ConfigError::invalid("store.backend", "must be \"memory\" or \"redis\""));
+        }
+        if self.session.idle_timeout.is_zero() || self.session.absolute_lifetime < self.session.idle_timeout {
+            return Err(ConfigError::invalid(
+                "session.absolute_lifetime",
+                "idle_timeout must be above 0 and absolute_lifetime at least idle_timeout",
+            ));
+        }
+        if self.session.reconcile_interval.is_zero() {
+            return Err(ConfigError::invalid("session.reconcile_interval", "must be above 0"));
+        }
+        // Cookies ride along on cross-site handshakes: in session mode the Origin allowlist is
+        // what stops another site from opening a socket as the user.
+        if self.auth.mode == AuthMode::Session && !self.dev_mode && self.server.allowed_origins.is_empty() {
+            return Err(ConfigError::invalid(
+                "server.allowed_origins",
+                "must list the origins of your web app in session mode (cookies are sent on cross-site WebSocket handshakes)",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid("log.format", "must be \"text\" or \"json\""));

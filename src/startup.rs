@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -14,13 +14,14 @@ use anyhow::Context as _;
 
 use crate::auth::jwt::TokenService;
 use crate::auth::password::UserDirectory;
+use crate::auth::sessions::Sessions;
 use crate::config::{Settings, MIN_HS_SECRET_BYTES};
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
-use crate::registry::{CloseAll, Registry, RegistryConfig};
+use crate::registry::{CloseAll, CloseSession, ListSessionIds, Registry, RegistryConfig};
 use crate::state::AppState;
-use crate::store::Stores;
+use crate::store::{SessionEvent, Stores};
 
 /// Re-reads reloadable inputs without dropping connections.
 #[derive(Clone)]
@@ -56,6 +57,47 @@ async fn watch_jwks(tokens: Arc<TokenService>, path: std::path::PathBuf, interva
                 }
             }
         }
+    }
+}
+
+/// Closes the sockets of every session that ends, however it ends, and re-checks the sessions
+/// with live sockets after a possible gap in notifications and every `reconcile_every`.
+async fn follow_sessions(stores: Stores, registry: Addr<Registry>, reconcile_every: std::time::Duration) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = stores.sessions.events();
+    let mut ticker = tokio::time::interval(reconcile_every);
+    loop {
+        let resync = tokio::select! {
+            event = events.recv() => match event {
+                Ok(SessionEvent::Ended(session_id)) => {
+                    registry.do_send(CloseSession { session_id, code: close::SESSION_ENDED, reason: "session ended" });
+                    false
+                }
+                Ok(SessionEvent::Resync) | Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+            _ = ticker.tick() => true,
+        };
+        if resync {
+            reconcile_sessions(&stores, &registry).await;
+        }
+    }
+}
+
+async fn reconcile_sessions(stores: &Stores, registry: &Addr<Registry>) {
+    let Ok(ids) = registry.send(ListSessionIds).await else { return };
+    if ids.is_empty() {
+        return;
+    }
+    match stores.sessions.alive(&ids).await {
+        Ok(alive) => {
+            for (session_id, _) in ids.into_iter().zip(alive).filter(|(_, alive)| !alive) {
+                tracing::info!("session gone from the store without a notification; closing its sockets");
+                registry.do_send(CloseSession { session_id, code: close::SESSION_ENDED, reason: "session ended" });
+            }
+        }
+        // Unknown is not ended: sockets stay while the store cannot be asked.
+        Err(e) => tracing::debug!(error = %e, "session reconciliation skipped"),
     }
 }
 
@@ -112,14 +154,23 @@ impl Application {
                 actix_web::rt::spawn(watch_jwks(tokens.clone(), path.to_path_buf(), interval));
             }
         }
+        let stores = match settings.store.backend.as_str() {
+            "redis" => {
+                Stores::redis(&settings.redis).await.map_err(|e| anyhow::anyhow!("store.backend = \"redis\": {e}"))?
+            }
+            _ => Stores::memory(),
+        };
+        let sessions = Sessions::new(stores.sessions.clone(), settings.session.clone());
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
+        actix_web::rt::spawn(follow_sessions(stores.clone(), registry.clone(), settings.session.reconcile_interval));
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState::new(
             settings.clone(),
             tokens,
             users,
-            Stores::memory(),
+            stores,
+            sessions,
             registry,
             metrics,
             node,

@@ -9,6 +9,7 @@ use actix::Addr;
 
 use crate::auth::jwt::TokenService;
 use crate::auth::password::UserDirectory;
+use crate::auth::sessions::Sessions;
 use crate::config::Settings;
 use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
@@ -21,6 +22,7 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub users: Arc<UserDirectory>,
     pub stores: Stores,
+    pub sessions: Sessions,
     pub registry: Addr<Registry>,
     pub metrics: Arc<Metrics>,
     pub conn_ids: ConnIdAllocator,
@@ -40,6 +42,7 @@ impl AppState {
         tokens: Arc<TokenService>,
         users: Arc<UserDirectory>,
         stores: Stores,
+        sessions: Sessions,
         registry: Addr<Registry>,
         metrics: Arc<Metrics>,
         node: String,
@@ -50,6 +53,7 @@ impl AppState {
             tokens,
             users,
             stores,
+            sessions,
             registry,
             metrics,
             conn_ids: ConnIdAllocator::default(),
@@ -62,6 +66,11 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Session mode (server-side sessions behind a cookie) rather than JWTs.
+    pub fn session_mode(&self) -> bool {
+        self.settings.auth.mode == crate::config::AuthMode::Session
     }
 
     pub fn start_draining(&self) {

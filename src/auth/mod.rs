@@ -7,11 +7,12 @@ pub mod jwks;
 pub mod jwt;
 pub mod password;
 pub mod revocation;
+pub mod sessions;
 
 use crate::ids::UserId;
 
-/// The identity proven by a valid token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The identity proven by a valid token (or a session, in session mode).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     pub user: UserId,
     pub roles: Vec<String>,

@@ -17,6 +17,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/connections/{conn_id}", web::delete().to(disconnect))
         .route("/users/{user}/connections", web::delete().to(disconnect_user))
         .route("/users/{user}/revoke", web::post().to(revoke_user))
+        .route("/sessions", web::get().to(list_sessions))
+        .route("/sessions/{id}", web::delete().to(end_session))
         .route("/stats", web::get().to(stats));
 }
 
@@ -88,13 +90,63 @@ async fn revoke_user(
     let user = UserId::new(path.into_inner());
     let at = now_unix_s();
     state.stores.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
+    let sessions = state.sessions.store().delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
     let closed = state
         .registry
         .send(CloseUser { user: user.clone(), code: close::REVOKED, reason: "token revoked" })
         .await
         .map_err(registry_down)?;
     tracing::info!(admin = %admin.user, %user, closed, "operator revoked a user");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "user": user, "revoked_before": at, "closed": closed })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "user": user,
+        "revoked_before": at,
+        "closed": closed,
+        "sessions_ended": sessions.len(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct SessionFilter {
+    user: Option<String>,
+}
+
+/// `GET /admin/sessions[?user=]`: live server-side sessions (session mode).
+async fn list_sessions(
+    Admin(_): Admin,
+    state: web::Data<AppState>,
+    filter: web::Query<SessionFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let user = filter.into_inner().user.map(UserId::new);
+    let rows = state.sessions.store().list(user.as_ref()).await.map_err(ApiError::SessionStoreUnavailable)?;
+    let rows: Vec<_> = rows
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "user": s.user,
+                "roles": s.roles,
+                "created_at": s.created_ms / 1000,
+                "last_seen_at": s.last_seen_ms / 1000,
+                "expires_at": s.deadline_ms() / 1000,
+                "absolute_expires_at": s.absolute_expiry_ms / 1000,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": rows })))
+}
+
+/// `DELETE /admin/sessions/{id}`: ends it; its sockets close with 4002.
+async fn end_session(
+    Admin(admin): Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    if !state.sessions.store().delete(&id).await.map_err(ApiError::SessionStoreUnavailable)? {
+        return Err(ApiError::NotFound("no such session".into()));
+    }
+    tracing::info!(admin = %admin.user, "operator ended a session");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "ended": 1 })))
 }
 
 /// `GET /admin/stats`

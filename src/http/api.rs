@@ -28,8 +28,8 @@ async fn me(Authenticated(principal): Authenticated) -> HttpResponse {
 async fn config(state: web::Data<AppState>) -> HttpResponse {
     let settings = &state.settings;
     HttpResponse::Ok().json(serde_json::json!({
-        "mode": "jwt",
-        "login": !state.tokens.is_verify_only(),
+        "mode": if state.session_mode() { "session" } else { "jwt" },
+        "login": state.session_mode() || !state.tokens.is_verify_only(),
         "ticket_ttl_seconds": settings.auth.ticket_ttl.as_secs(),
         "node": state.node,
         "first_message": settings.auth.first_message,

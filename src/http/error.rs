@@ -33,6 +33,8 @@ pub enum ApiError {
     ShuttingDown,
     #[error("a backing store is unavailable; try again")]
     StoreUnavailable(#[source] StoreError),
+    #[error("the session store is unavailable; try again")]
+    SessionStoreUnavailable(#[source] StoreError),
     #[error("internal error")]
     Internal(String),
 }
@@ -50,6 +52,7 @@ impl ApiError {
             Self::NotFoundWithCode { code, .. } | Self::Unauthorized { code, .. } => code,
             Self::ShuttingDown => "shutting_down",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::SessionStoreUnavailable(_) => "session_store_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -81,7 +84,9 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundWithCode { .. } => StatusCode::NOT_FOUND,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::ShuttingDown | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::StoreUnavailable(_) | Self::SessionStoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,7 +94,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         match self {
             Self::Internal(detail) => tracing::error!(%detail, "internal error"),
-            Self::StoreUnavailable(e) => tracing::warn!(error = %e, "store unavailable"),
+            Self::StoreUnavailable(e) | Self::SessionStoreUnavailable(e) => {
+                tracing::warn!(error = %e, "store unavailable")
+            }
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());

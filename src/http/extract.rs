@@ -1,4 +1,5 @@
-//! Extractors for REST routes: a verified bearer token, and one that must hold the admin role.
+//! Extractors for REST routes: a verified caller (bearer token, or in session mode the session
+//! cookie), and one that must hold the admin role.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,10 +25,41 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
-async fn authenticate(state: web::Data<AppState>, token: Result<String, ApiError>) -> Result<Principal, ApiError> {
-    let principal = state.tokens.verify(&token?)?;
+/// In session mode the session cookie comes first; otherwise (and without one) the bearer token.
+async fn authenticate(state: web::Data<AppState>, credential: Credential) -> Result<Principal, ApiError> {
+    let principal = match credential {
+        Credential::Session { secret, cross_site } => {
+            if cross_site {
+                return Err(ApiError::OriginNotAllowed);
+            }
+            state.sessions.authenticate(&secret).await?
+        }
+        Credential::Bearer(token) => state.tokens.verify(&token?)?,
+    };
     check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
     Ok(principal)
+}
+
+/// What a REST request presented.
+enum Credential {
+    /// `cross_site`: a state-changing request from an Origin not on the allowlist (CSRF).
+    Session {
+        secret: String,
+        cross_site: bool,
+    },
+    Bearer(Result<String, ApiError>),
+}
+
+fn credential(req: &HttpRequest, state: &AppState) -> Credential {
+    if state.session_mode() {
+        if let Some(secret) = super::session::session_secret(req) {
+            let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+            let cross_site = req.method() != actix_web::http::Method::GET
+                && origin.is_some_and(|o| !state.allowed_origins.contains(o));
+            return Credential::Session { secret, cross_site };
+        }
+    }
+    Credential::Bearer(bearer(req))
 }
 
 fn state_of(req: &HttpRequest) -> web::Data<AppState> {
@@ -39,15 +71,18 @@ impl FromRequest for Authenticated {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (state, token) = (state_of(req), bearer(req));
-        Box::pin(async move { authenticate(state, token).await.map(Self) })
+        let state = state_of(req);
+        let credential = credential(req, &state);
+        Box::pin(async move { authenticate(state, credential).await.map(Self) })
     }
 }
 
 impl Authenticated {
     /// For handlers that look for another credential first.
     pub async fn from_request_async(req: &HttpRequest) -> Result<Self, ApiError> {
-        authenticate(state_of(req), bearer(req)).await.map(Self)
+        let state = state_of(req);
+        let credential = credential(req, &state);
+        authenticate(state, credential).await.map(Self)
     }
 }
 
@@ -56,9 +91,10 @@ impl FromRequest for Admin {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (state, token) = (state_of(req), bearer(req));
+        let state = state_of(req);
+        let credential = credential(req, &state);
         Box::pin(async move {
-            let principal = authenticate(state, token).await?;
+            let principal = authenticate(state, credential).await?;
             if principal.is_admin() {
                 Ok(Self(principal))
             } else {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod session;
 pub mod token;
 
 use std::time::Instant;

@@ -9,12 +9,16 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 503 once draining starts, so a load balancer stops routing here.
+/// `GET /readyz`: 503 once draining starts, or while the store does not answer, so a load
+/// balancer stops routing here.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.is_draining() {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "draining" }))
-    } else {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "draining" }));
+    }
+    match state.stores.health.ping().await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "store": state.stores.backend })),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "store_unavailable", "store": state.stores.backend })),
     }
 }
 

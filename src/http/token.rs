@@ -49,6 +49,9 @@ pub async fn login(state: web::Data<AppState>, body: web::Json<LoginRequest>) ->
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::InvalidCredentials)?;
+    if state.session_mode() {
+        return super::session::login(&state, &account).await;
+    }
     let family = random_id(16);
     tracing::info!(user = %account.user, "login");
     issue(&state, &account.user, &account.roles, family).await
@@ -58,6 +61,7 @@ pub async fn login(state: web::Data<AppState>, body: web::Json<LoginRequest>) ->
 /// cookie. A token presented twice revokes its whole family (reuse means theft).
 pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     refuse_in_verify_only_mode(&state)?;
+    refuse_in_session_mode(&state)?;
     let presented = req.cookie(REFRESH_COOKIE).ok_or_else(invalid_refresh)?;
     let hash = SecretHash::of(presented.value());
     let record = match state.stores.refresh.take(&hash).await.map_err(ApiError::StoreUnavailable)? {
@@ -93,6 +97,9 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
 /// `POST /api/logout` (Bearer, or the refresh cookie on `/api/token/logout`): ends the login:
 /// its refresh tokens and access tokens are refused from now on and its sockets close with 4002.
 pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if state.session_mode() {
+        return super::session::logout(&state, &req).await;
+    }
     let family = match req.cookie(REFRESH_COOKIE) {
         Some(cookie) => match state.stores.refresh.take(&SecretHash::of(cookie.value())).await {
             Ok(Some(Taken::Fresh(r) | Taken::Reused(r))) => Some(r.family),
@@ -207,6 +214,16 @@ fn invalid_refresh() -> ApiError {
         "invalid_refresh_token",
         "the refresh token is missing, unknown, expired or revoked; sign in again",
     )
+}
+
+fn refuse_in_session_mode(state: &AppState) -> Result<(), ApiError> {
+    if state.session_mode() {
+        return Err(ApiError::NotFoundWithCode {
+            code: "not_in_jwt_mode",
+            message: "session mode has no refresh tokens or tickets: the session cookie authenticates the WebSocket",
+        });
+    }
+    Ok(())
 }
 
 fn refuse_in_verify_only_mode(state: &AppState) -> Result<(), ApiError> {

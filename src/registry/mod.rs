@@ -54,8 +54,12 @@ pub struct Identity {
     pub expires_at: u64,
     /// How the socket authenticated: `subprotocol`, `header`, `query`, `first_message`, ….
     pub method: &'static str,
-    /// The login the token belongs to (`sid`): ending it closes the socket.
+    /// The login the token belongs to (`sid`), or the server-side session: ending it closes
+    /// the socket.
     pub session_id: Option<String>,
+    /// Authenticated by a server-side session (session mode): no `expiring` warning (there is
+    /// nothing to renew in-band), and the end of its lifetime closes with 4002, not 4001.
+    pub session_bound: bool,
 }
 
 /// Add a connection. Refused when its user or (unauthenticated) IP is at its cap.
@@ -173,6 +177,11 @@ pub struct CloseAll {
     pub code: u16,
     pub reason: &'static str,
 }
+
+/// The server-side sessions that have live sockets here (for reconciliation).
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct ListSessionIds;
 
 /// Admin: counts.
 #[derive(Message)]
@@ -308,10 +317,10 @@ impl Registry {
         self.conns.get(&conn_id)?.identity.as_ref().map(|i| i.user.clone())
     }
 
-    fn schedule_expiry(&mut self, conn_id: ConnId, expires_at: u64, ctx: &mut Context<Self>) {
+    fn schedule_expiry(&mut self, conn_id: ConnId, expires_at: u64, session_bound: bool, ctx: &mut Context<Self>) {
         let expire_ms = expires_at.saturating_mul(1000);
         let warn_ms = expire_ms.saturating_sub(self.config.warn_before.as_millis() as u64);
-        self.deadlines.schedule(conn_id, Some(warn_ms), expire_ms);
+        self.deadlines.schedule(conn_id, (!session_bound).then_some(warn_ms), expire_ms);
         self.arm_timer(ctx);
     }
 
@@ -339,10 +348,10 @@ impl Registry {
         // timer was armed, nothing is due yet and the timer is simply re-armed.
         let now = now_unix_ms();
         for (conn_id, due) in self.deadlines.pop_due(now) {
-            let Some(expires_at) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()).map(|i| i.expires_at)
-            else {
+            let Some(identity) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()) else {
                 continue;
             };
+            let (expires_at, session_bound) = (identity.expires_at, identity.session_bound);
             match due {
                 Due::Warn => {
                     let seconds_left = (expires_at * 1000).saturating_sub(now).div_ceil(1000);
@@ -350,7 +359,11 @@ impl Registry {
                 }
                 Due::Expire => {
                     self.metrics.expiry_lag.observe(now.saturating_sub(expires_at * 1000) as f64 / 1000.0);
-                    self.close(conn_id, close::TOKEN_EXPIRED, "token expired");
+                    if session_bound {
+                        self.close(conn_id, close::SESSION_ENDED, "session expired");
+                    } else {
+                        self.close(conn_id, close::TOKEN_EXPIRED, "token expired");
+                    }
                 }
             }
         }
@@ -414,7 +427,7 @@ impl Registry {
         if let Some(sid) = &identity.session_id {
             self.by_session.entry(sid.clone()).or_default().insert(conn_id);
         }
-        self.schedule_expiry(conn_id, identity.expires_at, ctx);
+        self.schedule_expiry(conn_id, identity.expires_at, identity.session_bound, ctx);
     }
 
     fn info(&self, conn_id: ConnId, conn: &Connection) -> ConnectionInfo {
@@ -518,7 +531,7 @@ impl Handler<Renew> for Registry {
                 self.by_session.entry(sid).or_default().insert(msg.conn_id);
             }
         }
-        self.schedule_expiry(msg.conn_id, msg.expires_at, ctx);
+        self.schedule_expiry(msg.conn_id, msg.expires_at, false, ctx);
         Ok(())
     }
 }
@@ -702,6 +715,19 @@ impl Handler<CloseAll> for Registry {
         }
         self.arm_timer(ctx);
         ids.len()
+    }
+}
+
+impl Handler<ListSessionIds> for Registry {
+    type Result = MessageResult<ListSessionIds>;
+
+    fn handle(&mut self, _: ListSessionIds, _: &mut Context<Self>) -> Self::Result {
+        let session_bound = |ids: &HashSet<ConnId>| {
+            ids.iter().any(|id| self.conns.get(id).and_then(|c| c.identity.as_ref()).is_some_and(|i| i.session_bound))
+        };
+        MessageResult(
+            self.by_session.iter().filter(|(_, ids)| session_bound(ids)).map(|(sid, _)| sid.clone()).collect(),
+        )
     }
 }
 

@@ -1,16 +1,21 @@
 //! The in-memory stores. Expired entries are purged from the front of a time-ordered index as
 //! entries are written, so no request ever scans the whole store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::{broadcast, Notify};
 
-use super::{Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, StoreError, Taken, TicketStore};
+use super::{
+    Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent, SessionRecord, SessionStore,
+    StoreError, StoreHealth, Taken, TicketStore,
+};
 use crate::auth::Principal;
 use crate::ids::UserId;
-use crate::time::now_unix_s;
+use crate::time::{now_unix_ms, now_unix_s};
 
 /// A map whose entries disappear at their expiry (Unix seconds).
 #[derive(Debug)]
@@ -150,6 +155,164 @@ impl RevocationStore for MemoryStore {
             user_revoked_at: s.revoked_users.get(user).copied(),
             session_revoked: sid.is_some_and(|sid| s.revoked_sessions.get_mut(&sid.to_owned(), now).is_some()),
         }))
+    }
+}
+
+#[async_trait]
+impl StoreHealth for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Sessions in memory. A sweeper task sleeps until the earliest deadline (or a change), ends
+/// what is due, and announces it; nothing scans all sessions.
+pub struct MemorySessions {
+    state: Arc<Mutex<SessionState>>,
+    events: broadcast::Sender<SessionEvent>,
+    /// Wakes the sweeper when the earliest deadline may have moved.
+    changed: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    sessions: HashMap<String, SessionRecord>,
+    by_deadline: BTreeSet<(u64, String)>,
+    by_user: HashMap<UserId, HashSet<String>>,
+}
+
+impl SessionState {
+    fn insert(&mut self, record: SessionRecord) {
+        self.remove(&record.id);
+        self.by_deadline.insert((record.deadline_ms(), record.id.clone()));
+        self.by_user.entry(record.user.clone()).or_default().insert(record.id.clone());
+        self.sessions.insert(record.id.clone(), record);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<SessionRecord> {
+        let record = self.sessions.remove(id)?;
+        self.by_deadline.remove(&(record.deadline_ms(), record.id.clone()));
+        if let Some(ids) = self.by_user.get_mut(&record.user) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_user.remove(&record.user);
+            }
+        }
+        Some(record)
+    }
+
+    /// Removes every session due by `now_ms`; answers their ids and the next deadline.
+    fn sweep(&mut self, now_ms: u64) -> (Vec<String>, Option<u64>) {
+        let mut ended = Vec::new();
+        while let Some((deadline, id)) = self.by_deadline.first().cloned() {
+            if deadline > now_ms {
+                return (ended, Some(deadline));
+            }
+            self.remove(&id);
+            ended.push(id);
+        }
+        (ended, None)
+    }
+
+    fn live(&self, id: &str, now_ms: u64) -> Option<&SessionRecord> {
+        self.sessions.get(id).filter(|r| r.deadline_ms() > now_ms)
+    }
+}
+
+impl MemorySessions {
+    /// Creates the store and spawns its sweeper on the current Tokio runtime.
+    pub fn start() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        let store = Self { state: Arc::default(), events, changed: Arc::new(Notify::new()) };
+        tokio::spawn(sweep(Arc::downgrade(&store.state), store.events.clone(), store.changed.clone()));
+        store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().expect("session store lock poisoned")
+    }
+
+    fn ended(&self, id: String) {
+        let _ = self.events.send(SessionEvent::Ended(id));
+    }
+}
+
+/// Ends sessions at their deadlines until the store is dropped.
+async fn sweep(state: Weak<Mutex<SessionState>>, events: broadcast::Sender<SessionEvent>, changed: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(state) = state.upgrade() else { return };
+            let (ended, next) = state.lock().expect("session store lock poisoned").sweep(now_unix_ms());
+            for id in ended {
+                let _ = events.send(SessionEvent::Ended(id));
+            }
+            next
+        };
+        let wait = next.map_or(Duration::from_secs(60), |at| Duration::from_millis(at.saturating_sub(now_unix_ms())));
+        let _ = tokio::time::timeout(wait, changed.notified()).await;
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessions {
+    async fn create(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.lock().insert(session.clone());
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.lock().live(id, now_unix_ms()).cloned())
+    }
+
+    async fn touch(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let Some(mut record) = state.live(id, now_ms).cloned() else { return Ok(false) };
+        record.last_seen_ms = record.last_seen_ms.max(now_ms);
+        state.insert(record);
+        Ok(true)
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let existed = self.lock().remove(id).is_some();
+        if existed {
+            self.ended(id.to_owned());
+        }
+        Ok(existed)
+    }
+
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = {
+            let mut state = self.lock();
+            let ids: Vec<String> = state.by_user.get(user).into_iter().flatten().cloned().collect();
+            ids.iter().for_each(|id| drop(state.remove(id)));
+            ids
+        };
+        ids.iter().for_each(|id| self.ended(id.clone()));
+        Ok(ids)
+    }
+
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionRecord>, StoreError> {
+        let state = self.lock();
+        let now = now_unix_ms();
+        let mut rows: Vec<SessionRecord> = match user {
+            Some(user) => {
+                state.by_user.get(user).into_iter().flatten().filter_map(|id| state.live(id, now)).cloned().collect()
+            }
+            None => state.sessions.values().filter(|r| r.deadline_ms() > now).cloned().collect(),
+        };
+        rows.sort_by_key(|r| r.created_ms);
+        Ok(rows)
+    }
+
+    async fn alive(&self, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+        let state = self.lock();
+        let now = now_unix_ms();
+        Ok(ids.iter().map(|id| state.live(id, now).is_some()).collect())
+    }
+
+    fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
     }
 }
 

@@ -1,15 +1,18 @@
-//! Storage behind small async traits: refresh tokens, one-time tickets and revocation marks.
+//! Storage behind small async traits: refresh tokens, one-time tickets, revocation marks and
+//! server-side sessions.
 //!
 //! [`memory`] is the embedded default. A shared backend (Redis) implements the same traits so
 //! that several nodes see the same state and it survives a restart. Secrets are never stored:
 //! refresh tokens and tickets are kept under the SHA-256 of their value ([`SecretHash`]).
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 
 use crate::auth::Principal;
 use crate::ids::UserId;
@@ -36,7 +39,7 @@ impl SecretHash {
 
 /// One refresh token. Tokens of one login share a `family`; each refresh replaces the token
 /// with a new one in the same family.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RefreshRecord {
     pub user: UserId,
     pub roles: Vec<String>,
@@ -96,18 +99,103 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn marks(&self, user: &UserId, sid: Option<&str>) -> Result<Marks, StoreError>;
 }
 
+/// A server-side session (session mode). Its id is the SHA-256 of the cookie's secret value,
+/// so the store (and the admin API, which shows ids) never holds the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user: UserId,
+    pub roles: Vec<String>,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    /// Unix milliseconds of the last activity that was written (writes are throttled).
+    pub last_seen_ms: u64,
+    /// Unix milliseconds: the absolute end, whatever the activity.
+    pub absolute_expiry_ms: u64,
+    /// Milliseconds of inactivity after which the session ends.
+    pub idle_timeout_ms: u64,
+}
+
+impl SessionRecord {
+    /// When the session ends if nothing touches it again.
+    pub fn deadline_ms(&self) -> u64 {
+        (self.last_seen_ms + self.idle_timeout_ms).min(self.absolute_expiry_ms)
+    }
+}
+
+/// Something the session store saw happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The session ended (logout, expiry, deletion by anyone): close its sockets.
+    Ended(String),
+    /// Notifications may have been missed (a reconnect): check the live sessions.
+    Resync,
+}
+
+/// Server-side sessions. Implementations report every ending through [`SessionStore::events`].
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn create(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// The live session, if any.
+    async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Records activity at `now_ms`, sliding the idle deadline; false if the session is gone.
+    async fn touch(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Ends a session; false if it did not exist.
+    async fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    /// Ends every session of `user`; answers their ids.
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<String>, StoreError>;
+    /// Live sessions, of one user or all.
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Which of `ids` are still alive (used to reconcile after missed notifications).
+    async fn alive(&self, ids: &[String]) -> Result<Vec<bool>, StoreError>;
+    /// Endings and resync requests, from this node and (with a shared store) every other.
+    fn events(&self) -> broadcast::Receiver<SessionEvent>;
+}
+
+/// Whether the backing store answers (`/readyz`).
+#[async_trait]
+pub trait StoreHealth: Send + Sync + 'static {
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
 /// Every store the server uses.
 #[derive(Clone)]
 pub struct Stores {
+    /// `memory` or `redis`, for logs and `/readyz`.
+    pub backend: &'static str,
     pub refresh: Arc<dyn RefreshStore>,
     pub tickets: Arc<dyn TicketStore>,
     pub revocations: Arc<dyn RevocationStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub health: Arc<dyn StoreHealth>,
 }
 
 impl Stores {
-    /// All in process memory: the embedded default.
+    /// All in process memory: the embedded default. Spawns the session sweeper, so it must be
+    /// called inside a Tokio runtime.
     pub fn memory() -> Self {
         let store = Arc::new(memory::MemoryStore::default());
-        Self { refresh: store.clone(), tickets: store.clone(), revocations: store }
+        let sessions = Arc::new(memory::MemorySessions::start());
+        Self {
+            backend: "memory",
+            refresh: store.clone(),
+            tickets: store.clone(),
+            revocations: store.clone(),
+            sessions,
+            health: store,
+        }
+    }
+
+    /// Everything in Redis, shared by every node that points at it.
+    pub async fn redis(settings: &crate::config::RedisSettings) -> Result<Self, StoreError> {
+        let store = Arc::new(redis::RedisStore::connect(settings).await?);
+        Ok(Self {
+            backend: "redis",
+            refresh: store.clone(),
+            tickets: store.clone(),
+            revocations: store.clone(),
+            sessions: store.clone(),
+            health: store,
+        })
     }
 }

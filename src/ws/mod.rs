@@ -38,6 +38,8 @@ enum Credential<'a> {
     QueryToken(String),
     /// None presented: first-message auth.
     Deferred,
+    /// Session mode: the session cookie.
+    Session(String),
 }
 
 pub async fn upgrade(
@@ -67,6 +69,7 @@ async fn accept(
         Credential::Token { token, method } => Some((verify(state, token).await?, method)),
         Credential::QueryToken(token) => Some((verify(state, &token).await?, "query")),
         Credential::Deferred => None,
+        Credential::Session(secret) => Some((state.sessions.authenticate(&secret).await?, session::SESSION_METHOD)),
     };
 
     let conn_id = state.conn_ids.next();
@@ -113,6 +116,12 @@ fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
 }
 
 fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'a>, ApiError> {
+    if state.session_mode() {
+        // Only the cookie: the Origin check above is what keeps other sites' pages out.
+        return crate::http::session::session_secret(req)
+            .map(Credential::Session)
+            .ok_or(ApiError::Auth(AuthError::MissingCredentials));
+    }
     if let Some(ticket) = query_param(req.query_string(), "ticket") {
         return Ok(Credential::Ticket(ticket));
     }

@@ -23,6 +23,9 @@ use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{self, Identity, Outbound, Refusal};
 use crate::state::AppState;
 
+/// The `auth` method of sockets authenticated by a server-side session cookie.
+pub const SESSION_METHOD: &str = "session";
+
 /// Most messages one `history` request returns.
 const MAX_HISTORY_LIMIT: usize = 100;
 /// `history` without a `limit`.
@@ -66,6 +69,8 @@ pub struct WsSession {
     limiter: RateLimiter,
     /// The close code this connection ended with, for the `closes_total` metric.
     close_code: Option<u16>,
+    /// Session mode: when activity was last written to the session store (Unix ms).
+    last_touch_ms: u64,
     _registration: Registration,
 }
 
@@ -86,6 +91,7 @@ impl WsSession {
             fragments: None,
             limiter,
             close_code: None,
+            last_touch_ms: crate::time::now_unix_ms(),
             _registration: registration,
         }
     }
@@ -167,6 +173,7 @@ impl WsSession {
             }
             Err(e) => return self.send_error(ctx, e.code, e.message),
         };
+        self.keep_session_alive(ctx);
         if matches!(self.auth, AuthState::Pending) {
             return match message {
                 ClientMessage::Auth { token } => self.authenticate(token.expose_secret(), ctx),
@@ -222,6 +229,28 @@ impl WsSession {
                 Err(e) => self.send_error(ctx, ErrorCode::InvalidRoom, e.to_string()),
             },
         }
+    }
+
+    /// Session mode: a client message is activity; write it (at most once per
+    /// `session.touch_interval`) so the session's idle deadline slides.
+    fn keep_session_alive(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let AuthState::Ready { principal, method: SESSION_METHOD } = &self.auth else { return };
+        if !self.deps.sessions.touch_due(self.last_touch_ms) {
+            return;
+        }
+        let Some(id) = principal.session_id.clone() else { return };
+        self.last_touch_ms = crate::time::now_unix_ms();
+        let store = self.deps.sessions.store().clone();
+        let touch = async move { store.touch(&id, crate::time::now_unix_ms()).await };
+        ctx.spawn(actix::fut::wrap_future(touch).map(|alive, session: &mut Self, ctx| match alive {
+            Ok(true) => {}
+            Ok(false) => session.close(ctx, close::SESSION_ENDED, "session ended"),
+            // The store is down: the socket keeps working, and the next message tries again.
+            Err(e) => {
+                tracing::debug!(error = %e, "could not record session activity");
+                session.last_touch_ms = 0;
+            }
+        }));
     }
 
     /// First-message auth: verify, check revocation, register the identity, then welcome.
@@ -374,6 +403,7 @@ pub fn identity_of(principal: &Principal, method: &'static str) -> Identity {
         expires_at: principal.expires_at,
         method,
         session_id: principal.session_id.clone(),
+        session_bound: method == SESSION_METHOD,
     }
 }
 

@@ -12,4 +12,5 @@ mod jwks;
 mod keys;
 mod lifecycle;
 mod ops;
+mod sessions;
 mod upgrade;

@@ -8,7 +8,7 @@ use crate::helpers::*;
 async fn health_readiness_and_metrics() {
     let app = spawn_app().await;
     assert_eq!(app.get_json("/healthz", None).await, (200, json!({"status":"ok"})));
-    assert_eq!(app.get_json("/readyz", None).await, (200, json!({"status":"ready"})));
+    assert_eq!(app.get_json("/readyz", None).await, (200, json!({"status":"ready","store":"memory"})));
     let (status, body) = app.get_json("/nope", None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
 

@@ -1,0 +1,396 @@
+//! Every store in Redis, so sessions, refresh tokens, tickets and revocation marks survive a
+//! restart and are shared by every node pointing at the same Redis.
+//!
+//! Keys (all under `redis.key_prefix`, each with a TTL so Redis expires them itself):
+//! `session:{id}` hash (record, last, idle, abs), `user-sessions:{user}` set of ids,
+//! `refresh:{sha256}` hash (record, used), `ticket:{sha256}` string, `revoked-user:{user}`,
+//! `revoked-session:{sid}`.
+//!
+//! Session endings reach every node two ways: the `session-ended` pub/sub channel (published on
+//! logout, admin deletion and revoke), and Redis keyspace notifications for expired and deleted
+//! `session:` keys (idle or absolute expiry, or a `DEL` by another process). Pub/sub is
+//! fire-and-forget, so after every (re)subscription the store emits [`SessionEvent::Resync`]
+//! and the server re-checks the sessions it holds sockets for; it also does so every
+//! `session.reconcile_interval`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, Script};
+use secrecy::ExposeSecret;
+use tokio::sync::broadcast;
+
+use super::{
+    Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent, SessionRecord, SessionStore,
+    StoreError, StoreHealth, Taken, TicketStore,
+};
+use crate::auth::Principal;
+use crate::config::RedisSettings;
+use crate::ids::UserId;
+use crate::time::now_unix_ms;
+
+/// Marks a refresh token used and returns (uses so far, record); nil when unknown.
+const TAKE_REFRESH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local uses = redis.call('HINCRBY', KEYS[1], 'used', 1)
+return {uses, redis.call('HGET', KEYS[1], 'record')}
+";
+
+/// Slides a session's idle deadline: ARGV[1] = now (ms). Returns 1 if it is alive.
+const TOUCH_SESSION: &str = r"
+local f = redis.call('HMGET', KEYS[1], 'last', 'idle', 'abs')
+if not f[1] then return 0 end
+local now = tonumber(ARGV[1])
+local last = math.max(tonumber(f[1]), now)
+local deadline = math.min(last + tonumber(f[2]), tonumber(f[3]))
+if deadline <= now then redis.call('DEL', KEYS[1]) return 0 end
+redis.call('HSET', KEYS[1], 'last', last)
+redis.call('PEXPIRE', KEYS[1], deadline - now)
+return 1
+";
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {e}"))
+}
+
+fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError(format!("redis holds a malformed {what}: {e}"))
+}
+
+/// The Redis-backed store.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    events: broadcast::Sender<SessionEvent>,
+    take_refresh: Script,
+    touch_session: Script,
+    /// The notification listener stops once this is dropped.
+    _alive: Arc<()>,
+}
+
+impl RedisStore {
+    /// Connects (failing with an error that names `redis.url`, never printing it), turns on
+    /// keyspace notifications where allowed, and starts the notification listener.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let client = Client::open(settings.url.expose_secret())
+            .map_err(|e| StoreError(format!("redis.url is not a usable Redis URL: {:?}", e.kind())))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let mut conn =
+            tokio::time::timeout(settings.connect_timeout * 2, client.get_connection_manager_with_config(config))
+                .await
+                .map_err(|_| StoreError("cannot reach Redis at redis.url: timed out".into()))?
+                .map_err(|e| StoreError(format!("cannot reach Redis at redis.url: {e}")))?;
+        if let Err(e) = enable_keyspace_events(&mut conn).await {
+            tracing::warn!(
+                error = %e,
+                "could not enable Redis keyspace notifications (CONFIG SET notify-keyspace-events); \
+                 expired sessions are then found by reconciliation every session.reconcile_interval"
+            );
+        }
+        let (events, _) = broadcast::channel(4096);
+        let alive = Arc::new(());
+        tokio::spawn(listen(client, settings.key_prefix.clone(), events.clone(), Arc::downgrade(&alive)));
+        Ok(Self {
+            _alive: alive,
+            conn,
+            prefix: settings.key_prefix.clone(),
+            events,
+            take_refresh: Script::new(TAKE_REFRESH),
+            touch_session: Script::new(TOUCH_SESSION),
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn announce_ended(&self, id: &str) -> Result<(), StoreError> {
+        let channel = format!("{}session-ended", self.prefix);
+        let _: i64 = self.conn().publish(channel, id).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn read_sessions(&self, ids: &[String]) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET").arg(self.key("session", id)).arg("record").arg("last");
+        }
+        let rows: Vec<(Option<String>, Option<u64>)> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let now = now_unix_ms();
+        let mut sessions = Vec::new();
+        for (record, last) in rows {
+            if let (Some(record), Some(last)) = (record, last) {
+                let mut session: SessionRecord = serde_json::from_str(&record).map_err(|e| corrupt("session", e))?;
+                session.last_seen_ms = last;
+                if session.deadline_ms() > now {
+                    sessions.push(session);
+                }
+            }
+        }
+        sessions.sort_by_key(|s| s.created_ms);
+        Ok(sessions)
+    }
+}
+
+async fn enable_keyspace_events(conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+    let current: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(conn).await?;
+    let mut flags = current.get(1).cloned().unwrap_or_default();
+    // E: keyevent channels; g: DEL; x: expired. 'A' already stands for g and x.
+    for flag in ['E', 'g', 'x'] {
+        let covered = flags.contains(flag) || (flag != 'E' && flags.contains('A'));
+        if !covered {
+            flags.push(flag);
+        }
+    }
+    redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg(flags).query_async::<()>(conn).await
+}
+
+/// Subscribes to session endings and keyspace events, reconnecting forever with backoff.
+/// Ends when the store is dropped (`alive` can no longer be upgraded).
+async fn listen(client: Client, prefix: String, events: broadcast::Sender<SessionEvent>, alive: Weak<()>) {
+    let ended_channel = format!("{prefix}session-ended");
+    let session_prefix = format!("{prefix}session:");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await {
+            let subscribed = pubsub.subscribe(&ended_channel).await.is_ok()
+                && pubsub.psubscribe("__keyevent@*__:expired").await.is_ok()
+                && pubsub.psubscribe("__keyevent@*__:del").await.is_ok();
+            if subscribed {
+                backoff = Duration::from_millis(100);
+                tracing::info!("subscribed to Redis session notifications");
+                let _ = events.send(SessionEvent::Resync);
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    let id = if message.get_channel_name() == ended_channel {
+                        Some(payload)
+                    } else {
+                        payload.strip_prefix(&session_prefix).map(str::to_owned)
+                    };
+                    if let Some(id) = id {
+                        let _ = events.send(SessionEvent::Ended(id));
+                    }
+                }
+                tracing::warn!("lost the Redis notification connection; reconnecting");
+            }
+        }
+        if alive.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[async_trait]
+impl RefreshStore for RedisStore {
+    async fn put(&self, token: &SecretHash, record: RefreshRecord) -> Result<(), StoreError> {
+        let key = self.key("refresh", token.as_str());
+        let json = serde_json::to_string(&record).expect("records serialise");
+        redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &[("record", json.as_str()), ("used", "0")])
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(record.expires_at * 1000)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take(&self, token: &SecretHash) -> Result<Option<Taken>, StoreError> {
+        let found: Option<(i64, String)> = self
+            .take_refresh
+            .key(self.key("refresh", token.as_str()))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some((uses, json)) = found else { return Ok(None) };
+        let record: RefreshRecord = serde_json::from_str(&json).map_err(|e| corrupt("refresh token", e))?;
+        Ok(Some(if uses == 1 { Taken::Fresh(record) } else { Taken::Reused(record) }))
+    }
+}
+
+#[async_trait]
+impl TicketStore for RedisStore {
+    async fn put(&self, ticket: &SecretHash, principal: Principal, expires_at: u64) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&principal).expect("principals serialise");
+        redis::cmd("SET")
+            .arg(self.key("ticket", ticket.as_str()))
+            .arg(json)
+            .arg("PXAT")
+            .arg(expires_at * 1000)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take(&self, ticket: &SecretHash) -> Result<Option<Principal>, StoreError> {
+        let json: Option<String> = redis::cmd("GETDEL")
+            .arg(self.key("ticket", ticket.as_str()))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("ticket", e))).transpose()
+    }
+}
+
+#[async_trait]
+impl RevocationStore for RedisStore {
+    async fn revoke_user(&self, user: &UserId, at: u64) -> Result<(), StoreError> {
+        let _: () = self.conn().set(self.key("revoked-user", user.as_str()), at).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, sid: &str, until: u64) -> Result<(), StoreError> {
+        redis::cmd("SET")
+            .arg(self.key("revoked-session", sid))
+            .arg(1)
+            .arg("PXAT")
+            .arg(until * 1000)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn marks(&self, user: &UserId, sid: Option<&str>) -> Result<Marks, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(self.key("revoked-user", user.as_str()));
+        if let Some(sid) = sid {
+            cmd.arg(self.key("revoked-session", sid));
+        }
+        let values: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok(Marks {
+            user_revoked_at: values.first().cloned().flatten().and_then(|v| v.parse().ok()),
+            session_revoked: values.get(1).is_some_and(Option::is_some),
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let key = self.key("session", &session.id);
+        let user_key = self.key("user-sessions", session.user.as_str());
+        let ttl = session.deadline_ms().saturating_sub(now_unix_ms()).max(1);
+        let json = serde_json::to_string(session).expect("sessions serialise");
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("record")
+            .arg(json)
+            .arg("last")
+            .arg(session.last_seen_ms)
+            .arg("idle")
+            .arg(session.idle_timeout_ms)
+            .arg("abs")
+            .arg(session.absolute_expiry_ms)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl)
+            .cmd("SADD")
+            .arg(&user_key)
+            .arg(&session.id)
+            .cmd("PEXPIREAT")
+            .arg(&user_key)
+            .arg(session.absolute_expiry_ms)
+            .arg("GT")
+            .cmd("PEXPIREAT")
+            .arg(&user_key)
+            .arg(session.absolute_expiry_ms)
+            .arg("NX")
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.read_sessions(&[id.to_owned()]).await?.pop())
+    }
+
+    async fn touch(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let alive: i64 = self
+            .touch_session
+            .key(self.key("session", id))
+            .arg(now_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(alive == 1)
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let existed: i64 = self.conn().del(self.key("session", id)).await.map_err(unavailable)?;
+        if existed == 1 {
+            self.announce_ended(id).await?;
+        }
+        Ok(existed == 1)
+    }
+
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
+        let user_key = self.key("user-sessions", user.as_str());
+        let ids: Vec<String> = self.conn().smembers(&user_key).await.map_err(unavailable)?;
+        let mut ended = Vec::new();
+        for id in ids {
+            if self.delete(&id).await? {
+                ended.push(id);
+            }
+        }
+        let _: i64 = self.conn().del(&user_key).await.map_err(unavailable)?;
+        Ok(ended)
+    }
+
+    async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionRecord>, StoreError> {
+        let ids: Vec<String> = match user {
+            Some(user) => self.conn().smembers(self.key("user-sessions", user.as_str())).await.map_err(unavailable)?,
+            None => {
+                // Admin only: SCAN walks the keyspace in steps without blocking Redis.
+                let pattern = format!("{}session:*", self.prefix);
+                let prefix_len = self.key("session", "").len();
+                let mut conn = self.conn();
+                let mut keys: Vec<String> = Vec::new();
+                let mut iter = conn.scan_match::<_, String>(pattern).await.map_err(unavailable)?;
+                while let Some(key) = iter.next_item().await {
+                    keys.push(key.map_err(unavailable)?[prefix_len..].to_owned());
+                }
+                keys
+            }
+        };
+        self.read_sessions(&ids).await
+    }
+
+    async fn alive(&self, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.exists(self.key("session", id));
+        }
+        pipe.query_async(&mut self.conn()).await.map_err(unavailable)
+    }
+
+    fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+}
+
+#[async_trait]
+impl StoreHealth for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map(drop).map_err(unavailable)
+    }
+}
