@@ -121,12 +121,15 @@ pub enum ErrorCode {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
+    /// `boot` changes when the server restarts: room message ids start again then, so a client
+    /// drops the `since` it kept.
     Welcome {
         conn_id: ConnId,
         user: UserId,
         auth: &'static str,
         expires_at: u64,
         node: String,
+        boot: String,
     },
     /// The token runs out soon: renew with `reauth` or be closed with 4001 at `expires_at`.
     Expiring {
@@ -163,6 +166,9 @@ pub enum ServerMessage {
     Error {
         code: ErrorCode,
         message: String,
+        /// The room the refused request named, so a client can tell which one failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         client_ref: Option<serde_json::Value>,
     },
@@ -172,7 +178,14 @@ pub enum ServerMessage {
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { code, message: message.into(), client_ref: None }
+        Self::Error { code, message: message.into(), room: None, client_ref: None }
+    }
+
+    /// An error about a request for `room`.
+    /// An invalid name is echoed only up to [`RoomId::MAX_LEN`] characters.
+    pub fn room_error(code: ErrorCode, room: &str, message: impl Into<String>) -> Self {
+        let room = room.chars().take(RoomId::MAX_LEN).collect();
+        Self::Error { code, message: message.into(), room: Some(room), client_ref: None }
     }
 
     /// The frame text. Serialising these types cannot fail (no maps with non-string keys).

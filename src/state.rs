@@ -28,6 +28,8 @@ pub struct AppState {
     pub conn_ids: ConnIdAllocator,
     /// This node's name.
     pub node: String,
+    /// Random per process start: tells clients that room message ids started over.
+    pub boot_id: String,
     /// `Origin` values allowed at the upgrade and by CORS (config plus, in dev mode, our own).
     pub allowed_origins: HashSet<String>,
     /// Set when a graceful stop begins: `/readyz` fails and new upgrades are refused.
@@ -58,6 +60,7 @@ impl AppState {
             metrics,
             conn_ids: ConnIdAllocator::default(),
             node,
+            boot_id: crate::auth::jwt::random_id(6),
             allowed_origins,
             draining: AtomicBool::new(false),
             started: Instant::now(),

@@ -298,8 +298,8 @@ impl Registry {
         }
     }
 
-    fn send_error(&self, conn_id: ConnId, code: ErrorCode, message: impl Into<String>) {
-        self.send(conn_id, &ServerMessage::error(code, message));
+    fn send_error(&self, conn_id: ConnId, code: ErrorCode, room: &RoomId, message: impl Into<String>) {
+        self.send(conn_id, &ServerMessage::room_error(code, room.as_str(), message));
     }
 
     /// Sends one serialised frame to every member of `room`.
@@ -560,12 +560,13 @@ impl Handler<Join> for Registry {
             return self.send_error(
                 msg.conn_id,
                 ErrorCode::TooManyRooms,
+                &msg.room,
                 format!("a connection may be in at most {limit} rooms"),
             );
         }
         let joined = match self.rooms.join(&msg.room, msg.conn_id, &user, now_unix_ms()) {
             Ok(joined) => joined,
-            Err(e) => return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, e.to_string()),
+            Err(e) => return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, &msg.room, e.to_string()),
         };
         if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
             conn.rooms.insert(msg.room.clone());
@@ -594,7 +595,12 @@ impl Handler<Leave> for Registry {
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
         let Some(user) = self.user_of(msg.conn_id) else { return };
         let Some(user_left) = self.rooms.leave(&msg.room, msg.conn_id, now_unix_ms()) else {
-            return self.send_error(msg.conn_id, ErrorCode::NotMember, format!("not a member of {}", msg.room));
+            return self.send_error(
+                msg.conn_id,
+                ErrorCode::NotMember,
+                &msg.room,
+                format!("not a member of {}", msg.room),
+            );
         };
         if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
             conn.rooms.remove(&msg.room);
@@ -619,6 +625,7 @@ impl Handler<Publish> for Registry {
             let error = ServerMessage::Error {
                 code: ErrorCode::NotMember,
                 message: format!("join {} before sending to it", msg.room),
+                room: Some(msg.room.to_string()),
                 client_ref: msg.client_ref,
             };
             return self.send(msg.conn_id, &error);
@@ -642,6 +649,7 @@ impl Handler<FetchHistory> for Registry {
             return self.send_error(
                 msg.conn_id,
                 ErrorCode::NotMember,
+                &msg.room,
                 format!("join {} to read its history", msg.room),
             );
         }

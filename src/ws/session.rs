@@ -132,6 +132,7 @@ impl WsSession {
                 auth: method,
                 expires_at: principal.expires_at,
                 node: self.deps.node.clone(),
+                boot: self.deps.boot_id.clone(),
             };
             self.send(ctx, &welcome);
         }
@@ -195,15 +196,19 @@ impl WsSession {
             ClientMessage::Reauth { token } => self.reauthenticate(token.expose_secret(), ctx),
             ClientMessage::Join { room, since } => match RoomId::parse(&room) {
                 Ok(room) => registry.do_send(registry::Join { conn_id: self.conn_id, room, since }),
-                Err(e) => self.send_error(ctx, ErrorCode::InvalidRoom, e.to_string()),
+                Err(e) => self.send(ctx, &ServerMessage::room_error(ErrorCode::InvalidRoom, &room, e.to_string())),
             },
             ClientMessage::Leave { room } => match RoomId::parse(&room) {
                 Ok(room) => registry.do_send(registry::Leave { conn_id: self.conn_id, room }),
-                Err(e) => self.send_error(ctx, ErrorCode::InvalidRoom, e.to_string()),
+                Err(e) => self.send(ctx, &ServerMessage::room_error(ErrorCode::InvalidRoom, &room, e.to_string())),
             },
             ClientMessage::Send { room, text, client_ref } => {
-                let refuse =
-                    |code, message: String| ServerMessage::Error { code, message, client_ref: client_ref.clone() };
+                let refuse = |code, message: String| ServerMessage::Error {
+                    code,
+                    message,
+                    room: Some(room.clone()),
+                    client_ref: client_ref.clone(),
+                };
                 let room = match RoomId::parse(&room) {
                     Ok(room) => room,
                     Err(e) => return self.send(ctx, &refuse(ErrorCode::InvalidRoom, e.to_string())),
@@ -226,7 +231,7 @@ impl WsSession {
                     let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT).clamp(1, MAX_HISTORY_LIMIT);
                     registry.do_send(registry::FetchHistory { conn_id: self.conn_id, room, before, limit });
                 }
-                Err(e) => self.send_error(ctx, ErrorCode::InvalidRoom, e.to_string()),
+                Err(e) => self.send(ctx, &ServerMessage::room_error(ErrorCode::InvalidRoom, &room, e.to_string())),
             },
         }
     }

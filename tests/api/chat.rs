@@ -102,6 +102,12 @@ async fn every_bad_input_gets_an_error_and_the_connection_stays_open() {
         assert_eq!(error["code"], code, "input {input}: {error}");
         assert!(!error["message"].as_str().unwrap().is_empty());
     }
+    // refusals about a room say which room
+    ws.send(json!({"type":"history","room":"elsewhere"})).await;
+    assert_eq!(ws.next_json().await["room"], "elsewhere");
+    ws.send(json!({"type":"send","room":"bad room","text":"x","ref":"r9"})).await;
+    let error = ws.next_json().await;
+    assert_eq!((error["room"].as_str(), error["ref"].as_str()), (Some("bad room"), Some("r9")));
     ws.assert_alive().await;
     // exactly 4000 characters is fine
     ws.send(json!({"type":"join","room":"general"})).await;

@@ -20,6 +20,7 @@ async fn subprotocol_bearer_is_accepted_and_never_echoed() {
     assert_eq!(welcome["user"], "alice");
     assert_eq!(welcome["auth"], "subprotocol");
     assert_eq!(welcome["node"], "test-node");
+    assert!(welcome["boot"].as_str().is_some_and(|b| !b.is_empty()), "a boot id: {welcome}");
     assert!(welcome["conn_id"].as_u64().is_some());
     assert!(welcome["expires_at"].as_u64().unwrap() > now_s());
 }

@@ -1,0 +1,262 @@
+// The admin page: a live table of connections, and disconnect / revoke with a confirm step.
+// Rows are updated in place (keyed by connection id) so a refresh never steals keyboard focus.
+
+import { AuthChat } from "./authchat.js";
+import { $, bindSignIn, el, formatAge, formatClock, hueClass, syncChildren, timeElement } from "./ui.js";
+
+const chat = new AuthChat();
+
+/** How often the table is fetched again while "Refresh every 2 s" is on. */
+const REFRESH_MS = 2000;
+
+/** The last `/admin/connections` answer, re-rendered every second for the live "expires in". */
+let connections = [];
+let refreshTimer = null;
+/** Bumped by each refresh, so a slow answer never overwrites a newer one or doubles the timer. */
+let generation = 0;
+
+// ---- signing in ----------------------------------------------------------------------------------
+
+bindSignIn($("signin-form"), $("signin-error"), chat, enter);
+$("signout").addEventListener("click", () => chat.logout());
+$("not-admin-signout").addEventListener("click", () => chat.logout());
+chat.addEventListener("signedout", (e) => showOnly("signin-view", `Signed out: ${e.detail.reason}.`));
+
+async function boot() {
+  try {
+    const me = await chat.resume();
+    if (me) return enter();
+    showOnly("signin-view");
+  } catch (e) {
+    showOnly("signin-view", `The server could not be reached (${e.message}). Reload to try again.`);
+  }
+}
+
+/** Shows one of the page's views; the sign-in view may carry a note saying why. */
+function showOnly(id, note = null) {
+  for (const view of ["loading", "signin-view", "not-admin", "admin-view"]) $(view).hidden = view !== id;
+  $("account").hidden = id !== "admin-view";
+  if (id !== "admin-view") stopRefreshing();
+  if (id === "signin-view") {
+    $("signin-reason").textContent = note ?? "";
+    $("signin-reason").hidden = !note;
+    $("signin-user").focus();
+  }
+}
+
+function enter() {
+  if (!chat.isAdmin) {
+    $("not-admin-user").textContent = chat.user;
+    return showOnly("not-admin");
+  }
+  showOnly("admin-view");
+  $("account-user").textContent = chat.user;
+  const avatar = $("account-avatar");
+  avatar.className = `avatar small ${hueClass(chat.user)}`;
+  avatar.textContent = chat.user.slice(0, 1).toUpperCase();
+  refresh();
+}
+
+// ---- refreshing ------------------------------------------------------------------------------------
+
+$("auto-refresh").addEventListener("change", () => ($("auto-refresh").checked ? refresh() : stopRefreshing()));
+$("refresh-now").addEventListener("click", () => refresh());
+
+function stopRefreshing() {
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+}
+
+/** Fetches connections and stats, renders them, and schedules the next refresh. */
+async function refresh() {
+  stopRefreshing();
+  const mine = ++generation;
+  try {
+    const [list, stats] = await Promise.all([chat.api("/admin/connections"), chat.api("/admin/stats")]);
+    if (mine !== generation) return;
+    connections = list.connections;
+    renderStats(stats);
+    render();
+    $("admin-error").hidden = true;
+    $("last-updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  } catch (e) {
+    if (mine !== generation || !chat.user) return; // superseded, or signed out meanwhile
+    $("admin-error").textContent = `Could not load connections: ${e.message} (${e.code})`;
+    $("admin-error").hidden = false;
+  }
+  if ($("auto-refresh").checked && !$("admin-view").hidden) refreshTimer = setTimeout(refresh, REFRESH_MS);
+}
+
+setInterval(() => connections.length && render(), 1000);
+
+function renderStats(stats) {
+  $("stat-connections").textContent = stats.connections;
+  $("stat-users").textContent = stats.users;
+  $("stat-rooms").textContent = stats.rooms;
+  $("stat-in").textContent = stats.messages_in;
+  $("stat-out").textContent = stats.messages_out;
+  $("stat-uptime").textContent = formatAge(stats.uptime_seconds);
+}
+
+// ---- the tables --------------------------------------------------------------------------------------
+
+function render() {
+  const rows = [...connections].sort((a, b) => (a.user ?? "").localeCompare(b.user ?? "") || a.conn_id - b.conn_id);
+  syncChildren($("connection-rows"), rows, (c) => c.conn_id, createRow, updateRow);
+
+  const users = new Map();
+  for (const c of rows) if (c.user) users.set(c.user, (users.get(c.user) ?? 0) + 1);
+  syncChildren($("user-list"), [...users], ([user]) => user, createUserCard, updateUserCard);
+  $("no-users").hidden = users.size > 0;
+}
+
+function createRow(c) {
+  const cell = (name) => el("td", { class: name });
+  return el(
+    "tr",
+    { data: { connId: String(c.conn_id), user: c.user ?? "" } },
+    cell("col-id"),
+    cell("col-user"),
+    cell("opt col-node"),
+    cell("opt col-auth"),
+    cell("col-rooms"),
+    cell("col-since"),
+    cell("col-expires"),
+    el(
+      "td",
+      { class: "col-actions" },
+      el("button", {
+        type: "button",
+        class: "small danger-outline disconnect-conn",
+        text: "Disconnect",
+        aria: { label: `Disconnect connection ${c.conn_id} of ${c.user ?? "an unauthenticated client"}` },
+        on: { click: () => disconnectConnection(c.conn_id, c.user) },
+      }),
+    ),
+  );
+}
+
+function updateRow(row, c) {
+  const [id, user, node, auth, roomsCell, since, expires] = row.cells;
+  id.textContent = `#${c.conn_id}`;
+  user.replaceChildren(
+    el(
+      "span",
+      { class: "who" },
+      el("span", { class: `avatar small ${hueClass(c.user ?? "?")}`, text: (c.user ?? "?").slice(0, 1).toUpperCase(), aria: { hidden: "true" } }),
+      el("span", { text: c.user ?? "(authenticating)" }),
+    ),
+  );
+  node.textContent = c.node;
+  auth.textContent = c.auth ?? "–";
+  roomsCell.textContent = c.rooms?.length ? c.rooms.map((r) => `#${r}`).join(" ") : "–";
+  const connectedFor = Date.now() / 1000 - c.connected_at / 1000;
+  since.replaceChildren(timeElement(c.connected_at, { seconds: true }), el("span", { class: "muted", text: ` (${formatAge(connectedFor)})` }));
+  if (c.expires_at) {
+    const left = c.expires_at - chat.serverNow();
+    expires.textContent = formatClock(left);
+    expires.classList.toggle("warn", left < 60);
+  } else {
+    expires.textContent = "–";
+  }
+}
+
+function createUserCard([user]) {
+  return el(
+    "li",
+    { class: "user-card", data: { user } },
+    el("span", { class: `avatar ${hueClass(user)}`, text: user.slice(0, 1).toUpperCase(), aria: { hidden: "true" } }),
+    el("div", { class: "user-card-text" }, el("strong", { text: user }), el("span", { class: "muted conn-count" })),
+    el(
+      "div",
+      { class: "user-card-actions" },
+      el("button", {
+        type: "button",
+        class: "small danger-outline disconnect-user",
+        text: "Disconnect all",
+        aria: { label: `Disconnect all connections of ${user}` },
+        on: { click: () => disconnectUser(user) },
+      }),
+      el("button", {
+        type: "button",
+        class: "small danger revoke-user",
+        text: "Revoke",
+        aria: { label: `Revoke ${user}` },
+        on: { click: () => revokeUser(user) },
+      }),
+    ),
+  );
+}
+
+function updateUserCard(card, [, count]) {
+  card.querySelector(".conn-count").textContent = `${count} connection${count === 1 ? "" : "s"}`;
+}
+
+// ---- actions -----------------------------------------------------------------------------------------
+
+async function disconnectConnection(connId, user) {
+  const ok = await confirmAction(
+    `Disconnect connection #${connId}?`,
+    `${user ?? "The client"}'s socket #${connId} is closed with code 4004. Their page will not reconnect by itself.`,
+    "Disconnect",
+  );
+  if (ok) await act(`DELETE`, `/admin/connections/${connId}`, (r) => `Connection #${connId} (${user}) disconnected: ${r.closed} closed.`);
+}
+
+async function disconnectUser(user) {
+  const ok = await confirmAction(
+    `Disconnect ${user}?`,
+    `Every socket of ${user} on this node is closed with code 4004. ${user} can sign in and connect again.`,
+    "Disconnect all",
+  );
+  if (ok) await act("DELETE", `/admin/users/${encodeURIComponent(user)}/connections`, (r) => `${user} disconnected: ${r.closed} connection${r.closed === 1 ? "" : "s"} closed.`);
+}
+
+async function revokeUser(user) {
+  const ok = await confirmAction(
+    `Revoke ${user}?`,
+    `Every token ${user} holds now stops working, and their sockets close with code 4003. ${user} must sign in again.`,
+    "Revoke",
+  );
+  if (ok) await act("POST", `/admin/users/${encodeURIComponent(user)}/revoke`, (r) => `${r.user} revoked: ${r.closed} connection${r.closed === 1 ? "" : "s"} closed.`);
+}
+
+/** Runs an admin call, shows what came of it, and refreshes the table. */
+async function act(method, path, describe) {
+  const result = $("admin-result");
+  try {
+    result.textContent = describe(await chat.api(path, { method }));
+    result.dataset.outcome = "ok";
+  } catch (e) {
+    result.textContent = `Failed: ${e.message} (${e.code})`;
+    result.dataset.outcome = "error";
+  }
+  result.hidden = false;
+  await refresh();
+}
+
+/**
+ * Asks before doing something destructive. Cancel has the focus, so a stray Enter is harmless.
+ * @returns {Promise<boolean>}
+ */
+function confirmAction(title, text, confirmLabel) {
+  const dialog = $("confirm");
+  const opener = document.activeElement;
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = confirmLabel;
+  return new Promise((resolve) => {
+    const finish = (ok) => {
+      $("confirm-ok").onclick = $("confirm-cancel").onclick = dialog.onclose = null;
+      if (dialog.open) dialog.close();
+      if (opener?.isConnected) opener.focus();
+      resolve(ok);
+    };
+    $("confirm-ok").onclick = () => finish(true);
+    $("confirm-cancel").onclick = () => finish(false);
+    dialog.onclose = () => finish(false); // Escape
+    dialog.showModal();
+  });
+}
+
+boot();

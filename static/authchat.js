@@ -1,0 +1,612 @@
+// authchat.js: a dependency-free browser client for authchat (ES module).
+//
+// It owns the whole credential lifecycle so a page only deals in chat events:
+// - signs in (POST /api/login; the refresh token stays in an HttpOnly cookie) or resumes a
+//   session from that cookie after a reload; the access token lives in memory only;
+// - connects with a one-time ticket (GET /ws?ticket=…), or with the subprotocol bearer when the
+//   server has no /api/ticket;
+// - answers `expiring` by calling /api/token/refresh and sending `reauth`, so the socket never
+//   drops for an expired token;
+// - after a network loss reconnects with exponential backoff and jitter, and rejoins its rooms
+//   asking only for what it missed (`join` with `since`);
+// - after 4001 reconnects only with a fresh token; after 4002, 4003 or 4004 it stops and reports why.
+//
+// In session mode (`/api/config` says `"mode":"session"`) the server authenticates the socket by
+// its session cookie: no token, no renewal, and 4002 means the session ended.
+
+/** Close codes after which the client never reconnects by itself. */
+const TERMINAL_CODES = new Set([4002, 4003, 4004]);
+
+/** Close codes that also end the sign-in: the credentials are no good any more. */
+const SIGN_OUT_CODES = new Set([4002, 4003]);
+
+/** What each close code means, in words a user can act on. */
+const CLOSE_REASONS = {
+  1000: "the connection was closed",
+  1001: "the server is restarting",
+  1006: "the connection was lost",
+  1008: "the server refused the connection",
+  1011: "the server hit an internal error",
+  4000: "authentication failed",
+  4001: "the access token expired",
+  4002: "the session ended",
+  4003: "access was revoked by an operator",
+  4004: "an operator closed the connection",
+  4008: "too many messages (rate limited)",
+};
+
+const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/**
+ * A human-readable reason for a WebSocket close code.
+ * @param {number} code
+ * @returns {string}
+ */
+export function describeClose(code) {
+  return CLOSE_REASONS[code] ?? `the connection closed (code ${code})`;
+}
+
+/** An HTTP API failure: the status and the server's `{"error","message"}` body. */
+export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status (0 when the server could not be reached)
+   * @param {string} code the server's `error` code, or `network_error`
+   * @param {string} message the server's explanation
+   */
+  constructor(status, code, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * @typedef {"signed_out"|"idle"|"connecting"|"connected"|"reconnecting"|"disconnected"} ConnectionState
+ *
+ * @typedef {object} Status
+ * @property {ConnectionState} state
+ * @property {number|null} connId the server's id for the current socket (when connected)
+ * @property {number|null} code the close code that caused this state, if any
+ * @property {string|null} reason why the socket is not connected, in words
+ * @property {number|null} retryAt when the next attempt starts, `Date.now()` ms (reconnecting only)
+ * @property {number} attempt reconnect attempts since the last successful connection
+ * @property {boolean} canReconnect whether calling `connect()` again makes sense
+ */
+
+/**
+ * A chat client for one signed-in user. Events (`CustomEvent`, data in `detail`):
+ * - `status` ({@link Status}): connection state changed
+ * - `token` ({expiresAt, renewed}): the credential's expiry changed (login, refresh, `reauthed`)
+ * - `signedin` ({user, roles}) / `signedout` ({reason})
+ * - one event per server message type, with the message as `detail`: `welcome`, `expiring`,
+ *   `reauthed`, `joined` (plus `rejoin: true` after a reconnect), `left`, `message`, `ack`,
+ *   `presence`, `history`, `error` (a refused request; the socket stays open), `server_shutdown`.
+ *
+ * @example
+ * const chat = new AuthChat();
+ * chat.addEventListener("message", (e) => console.log(e.detail.from, e.detail.text));
+ * await chat.login("alice", "alice-password");
+ * chat.connect();
+ * chat.join("general");
+ */
+export class AuthChat extends EventTarget {
+  /** Where the server lives ("" = this page's origin). */
+  #base;
+  /** Backoff: first delay, cap (ms). */
+  #backoff;
+  /** `/api/config`, fetched once. */
+  #config = null;
+
+  /** The access token (JWT mode), in memory only, never in storage. */
+  #token = null;
+  /** The token's `expires_at` (server Unix seconds) and lifetime, for scheduling renewal. */
+  #tokenExpiresAt = null;
+  #tokenLifetime = 0;
+  /** Server clock minus ours, in seconds, estimated from each token response. */
+  #skew = 0;
+  /** One renewal at a time: the promise of the one in flight. */
+  #renewing = null;
+  #renewTimer = null;
+  /** False once /api/ticket answered 404: connect with the subprotocol bearer instead. */
+  #ticketsSupported = true;
+
+  #user = null;
+  #roles = [];
+
+  #ws = null;
+  /** Whether the page wants a socket open; cleared by `close()`, sign-out and terminal codes. */
+  #wantOpen = false;
+  #attempt = 0;
+  #retryTimer = null;
+  #status = { state: "signed_out", connId: null, code: null, reason: null, retryAt: null, attempt: 0, canReconnect: false };
+  /** The socket's own expiry (from `welcome` / `reauthed`), server Unix seconds. */
+  #socketExpiresAt = null;
+  /** What the server said before closing (`server_shutdown`), to explain the close. */
+  #closeHint = null;
+
+  /** room -> {lastId, joined, members:Set}: rooms to be in, rejoined after each reconnect. */
+  #rooms = new Map();
+  /** Joins sent but not yet answered, in order, so a refused join can be matched to its room. */
+  #pendingJoins = [];
+  #nextRef = 1;
+
+  /**
+   * @param {object} [options]
+   * @param {string} [options.baseUrl] server origin; defaults to the page's own
+   * @param {number} [options.backoffBaseMs=500] first reconnect delay
+   * @param {number} [options.backoffMaxMs=30000] longest reconnect delay
+   */
+  constructor({ baseUrl = "", backoffBaseMs = 500, backoffMaxMs = 30000 } = {}) {
+    super();
+    this.#base = baseUrl.replace(/\/$/, "");
+    this.#backoff = { base: backoffBaseMs, max: backoffMaxMs };
+    globalThis.addEventListener?.("online", () => this.#retryNow());
+  }
+
+  /** @returns {string|null} the signed-in user */
+  get user() { return this.#user; }
+  /** @returns {string[]} the user's roles */
+  get roles() { return [...this.#roles]; }
+  /** @returns {boolean} */
+  get isAdmin() { return this.#roles.includes("admin"); }
+  /** @returns {Status} */
+  get status() { return { ...this.#status }; }
+  /** @returns {"jwt"|"session"} */
+  get mode() { return this.#config?.mode === "session" ? "session" : "jwt"; }
+  /** @returns {object|null} the server's `/api/config` once loaded */
+  get config() { return this.#config; }
+  /** @returns {string[]} the rooms this client is in (or will rejoin) */
+  get rooms() { return [...this.#rooms.keys()]; }
+
+  /**
+   * When the credential in use expires, in server Unix seconds: the socket's expiry while
+   * connected (it moves with each `reauthed`), else the access token's. Null in session mode.
+   * @returns {number|null}
+   */
+  get expiresAt() {
+    if (this.mode === "session") return null;
+    return this.#socketExpiresAt ?? this.#tokenExpiresAt;
+  }
+
+  /** @returns {number} the server's clock, Unix seconds (skew-corrected) */
+  serverNow() {
+    return Date.now() / 1000 + this.#skew;
+  }
+
+  /**
+   * Members of a room this client has joined, as last reported by the server.
+   * @param {string} room
+   * @returns {string[]}
+   */
+  members(room) {
+    return [...(this.#rooms.get(room)?.members ?? [])].sort();
+  }
+
+  /**
+   * Loads `/api/config` (once). Called by `login` and `resume`.
+   * @returns {Promise<object>}
+   */
+  async loadConfig() {
+    this.#config ??= await this.#request("GET", "/api/config");
+    return this.#config;
+  }
+
+  // ---- signing in and out ----------------------------------------------------------------
+
+  /**
+   * Signs in with a name and password.
+   * @param {string} username
+   * @param {string} password
+   * @returns {Promise<{user: string, roles: string[]}>}
+   * @throws {ApiError} 401 `invalid_credentials`, or the server is unreachable
+   */
+  async login(username, password) {
+    await this.loadConfig();
+    const body = await this.#request("POST", "/api/login", { body: { username, password } });
+    if (this.mode === "jwt") this.#setToken(body);
+    return this.#whoAmI();
+  }
+
+  /**
+   * Resumes a sign-in after a page load: from the refresh cookie (JWT mode) or the session
+   * cookie (session mode). Resolves to null when there is nothing to resume.
+   * @returns {Promise<{user: string, roles: string[]}|null>}
+   */
+  async resume() {
+    await this.loadConfig();
+    try {
+      if (this.mode === "jwt") this.#setToken(await this.#refreshRequest());
+      return await this.#whoAmI();
+    } catch (e) {
+      if (e instanceof ApiError && e.status !== 0 && e.status < 500) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Signs out: ends the login on the server (its refresh tokens, and its other sockets with
+   * 4002), closes the socket and forgets the token.
+   * @returns {Promise<void>}
+   */
+  async logout() {
+    this.close();
+    try {
+      await this.api("/api/logout", { method: "POST", retry: false });
+    } catch {
+      // Signing out locally must work even when the server is unreachable or too old.
+    }
+    this.#signedOut("you signed out");
+  }
+
+  /**
+   * Calls the HTTP API as the signed-in user and returns the JSON answer. An expired access
+   * token is renewed once and the call retried.
+   * @param {string} path e.g. "/admin/connections"
+   * @param {object} [options]
+   * @param {string} [options.method="GET"]
+   * @param {object} [options.body] sent as JSON
+   * @param {boolean} [options.retry=true] renew the token and retry once on 401 `token_expired`
+   * @returns {Promise<any>}
+   * @throws {ApiError}
+   */
+  async api(path, { method = "GET", body, retry = true } = {}) {
+    try {
+      return await this.#request(method, path, { body, bearer: this.#token });
+    } catch (e) {
+      if (retry && this.#token && e instanceof ApiError && e.code === "token_expired" && (await this.renew())) {
+        return this.#request(method, path, { body, bearer: this.#token });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Gets a new access token from the refresh cookie and, when a socket is open, hands it to
+   * the server in-band (`reauth`). Concurrent calls share one request.
+   * @returns {Promise<boolean>} whether a new token was obtained
+   */
+  renew() {
+    if (this.mode !== "jwt") return Promise.resolve(false);
+    this.#renewing ??= (async () => {
+      try {
+        this.#setToken(await this.#refreshRequest());
+        if (this.#status.state === "connected") this.#sendFrame({ type: "reauth", token: this.#token });
+        return true;
+      } catch (e) {
+        this.#emit("renewfailed", { code: e.code, message: e.message, status: e.status });
+        // A network failure may pass: try again soon, while the token still has time left.
+        if (e.status === 0 && this.#secondsLeft() > 2) {
+          clearTimeout(this.#renewTimer);
+          this.#renewTimer = setTimeout(() => this.renew(), Math.min(10, this.#secondsLeft() / 2) * 1000);
+        }
+        return false;
+      } finally {
+        this.#renewing = null;
+      }
+    })();
+    return this.#renewing;
+  }
+
+  // ---- the socket ------------------------------------------------------------------------
+
+  /** Opens the socket (and keeps it open: reconnects until `close()`). */
+  connect() {
+    if (!this.#user) throw new Error("sign in before connecting");
+    if (this.#wantOpen) return;
+    this.#wantOpen = true;
+    this.#attempt = 0;
+    this.#open();
+  }
+
+  /** Closes the socket and stops reconnecting. Rooms are kept for a later `connect()`. */
+  close() {
+    this.#wantOpen = false;
+    clearTimeout(this.#retryTimer);
+    const ws = this.#ws;
+    this.#ws = null;
+    ws?.close(1000, "client closed");
+    this.#setStatus({ state: this.#user ? "idle" : "signed_out", reason: null, code: null, canReconnect: !!this.#user });
+  }
+
+  /**
+   * Joins a room (or rejoins it after a reconnect). While disconnected the room is joined as
+   * soon as the socket opens.
+   * @param {string} room 1-64 of `[A-Za-z0-9._-]`
+   */
+  join(room) {
+    if (!ROOM_NAME.test(room)) throw new Error("room names are 1-64 letters, digits, '.', '_' or '-'");
+    if (this.#rooms.has(room)) return;
+    this.#rooms.set(room, { lastId: null, joined: false, members: new Set() });
+    if (this.#status.state === "connected") this.#sendJoin(room);
+  }
+
+  /** @param {string} room */
+  leave(room) {
+    const known = this.#rooms.delete(room);
+    if (known && this.#status.state === "connected") this.#sendFrame({ type: "leave", room });
+  }
+
+  /**
+   * Posts a message to a joined room.
+   * @param {string} room
+   * @param {string} text
+   * @returns {string} the `ref` the server will echo in its `ack`
+   * @throws {Error} when not connected
+   */
+  send(room, text) {
+    if (this.#status.state !== "connected") throw new Error("not connected: the message was not sent");
+    const ref = `c${this.#nextRef++}`;
+    this.#sendFrame({ type: "send", room, text, ref });
+    return ref;
+  }
+
+  /**
+   * Asks for older messages; the answer arrives as a `history` event.
+   * @param {string} room
+   * @param {{before?: number, limit?: number}} [page]
+   */
+  history(room, { before, limit } = {}) {
+    if (this.#status.state !== "connected") throw new Error("not connected");
+    this.#sendFrame({ type: "history", room, before, limit });
+  }
+
+  async #open() {
+    clearTimeout(this.#retryTimer);
+    if (!this.#wantOpen) return;
+    this.#setStatus({ state: this.#attempt === 0 ? "connecting" : "reconnecting", retryAt: null });
+    let target;
+    try {
+      target = await this.#socketTarget();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return this.#stop(null, `${e.message}: sign in again`, true);
+      return this.#scheduleReconnect(null, e.message);
+    }
+    if (!this.#wantOpen) return;
+    const ws = new WebSocket(target.url, target.protocols);
+    this.#ws = ws;
+    this.#closeHint = null;
+    ws.onmessage = (event) => ws === this.#ws && this.#onFrame(event.data);
+    ws.onclose = (event) => ws === this.#ws && this.#onClose(event);
+  }
+
+  /**
+   * The URL and subprotocols for the next socket: a one-time ticket, else the subprotocol
+   * bearer, or (session mode) nothing, as the cookie authenticates. Renews the token first if
+   * it is about to run out, and fails with 401 when the credentials are no good.
+   */
+  async #socketTarget() {
+    const url = new URL("/ws", this.#base || globalThis.location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const protocols = ["authchat.v1"];
+    if (this.mode === "session") return { url: url.href, protocols };
+    if (!this.#token || this.#secondsLeft() < 5) {
+      if (!(await this.renew())) throw new ApiError(401, "token_expired", "the access token expired and could not be renewed");
+    }
+    if (this.#ticketsSupported) {
+      try {
+        const { ticket } = await this.api("/api/ticket", { method: "POST" });
+        url.searchParams.set("ticket", ticket);
+        return { url: url.href, protocols };
+      } catch (e) {
+        if (!(e instanceof ApiError && (e.status === 404 || e.status === 405))) throw e;
+        this.#ticketsSupported = false;
+      }
+    }
+    // No ticket endpoint: check the token over HTTP first, since a refused upgrade only shows
+    // up in the browser as an anonymous close 1006.
+    await this.api("/api/me");
+    return { url: url.href, protocols: [...protocols, "authchat.bearer." + this.#token] };
+  }
+
+  #onFrame(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (msg.type) {
+      case "welcome":
+        this.#attempt = 0;
+        this.#socketExpiresAt = this.mode === "jwt" ? msg.expires_at : null;
+        this.#setStatus({ state: "connected", connId: msg.conn_id, code: null, reason: null, retryAt: null, canReconnect: false });
+        this.#emit("welcome", msg);
+        // A token renewed while the socket was opening is handed over at once.
+        if (this.#tokenExpiresAt > msg.expires_at) this.#sendFrame({ type: "reauth", token: this.#token });
+        for (const room of this.#rooms.keys()) this.#sendJoin(room);
+        this.#emit("token", { expiresAt: this.expiresAt, renewed: false });
+        return;
+      case "expiring":
+        // Renew unless a newer token is already on its way to the server.
+        if (!this.#tokenExpiresAt || this.#tokenExpiresAt <= msg.expires_at) this.#scheduleRenewal(msg.seconds_left);
+        break;
+      case "reauthed":
+        this.#socketExpiresAt = msg.expires_at;
+        this.#emit("token", { expiresAt: msg.expires_at, renewed: true });
+        break;
+      case "joined": {
+        const room = this.#rooms.get(msg.room);
+        const pending = this.#pendingJoins.indexOf(msg.room);
+        if (pending >= 0) this.#pendingJoins.splice(pending, 1);
+        if (!room) return; // left again before the answer came
+        const rejoin = room.joined;
+        room.joined = true;
+        room.members = new Set(msg.members);
+        this.#track(msg.room, msg.history);
+        this.#emit("joined", { ...msg, rejoin });
+        return;
+      }
+      case "message":
+        this.#track(msg.room, [msg]);
+        break;
+      case "presence": {
+        const members = this.#rooms.get(msg.room)?.members;
+        if (msg.event === "join") members?.add(msg.user);
+        else members?.delete(msg.user);
+        break;
+      }
+      case "error":
+        // A refused join is forgotten, so it is not retried after every reconnect.
+        if (["invalid_room", "too_many_rooms"].includes(msg.code) && this.#pendingJoins.length) {
+          const room = this.#pendingJoins.shift();
+          if (!this.#rooms.get(room)?.joined) this.#rooms.delete(room);
+          msg = { ...msg, room };
+        }
+        break;
+      case "server_shutdown":
+        this.#closeHint = describeClose(1001);
+        break;
+    }
+    this.#emit(msg.type, msg);
+  }
+
+  #onClose(event) {
+    this.#ws = null;
+    this.#socketExpiresAt = null;
+    this.#pendingJoins = [];
+    for (const room of this.#rooms.values()) room.members.clear();
+    const code = event.code;
+    const reason = this.#closeHint ?? CLOSE_REASONS[code] ?? (event.reason || describeClose(code));
+    if (!this.#wantOpen) return;
+    if (TERMINAL_CODES.has(code)) return this.#stop(code, reason, SIGN_OUT_CODES.has(code));
+    if (code === 4001) {
+      // Only a fresh token may reconnect; a failed renewal means signing in again.
+      this.renew().then((ok) => {
+        if (!this.#wantOpen) return;
+        if (ok) this.#scheduleReconnect(code, reason, 0);
+        else this.#stop(code, `${reason}, and it could not be renewed: sign in again`, true);
+      });
+      return;
+    }
+    this.#scheduleReconnect(code, reason);
+  }
+
+  /** Stops for good: reports the reason, and forgets the credentials if they are dead. */
+  #stop(code, reason, signOut) {
+    this.#wantOpen = false;
+    clearTimeout(this.#retryTimer);
+    this.#setStatus({ state: "disconnected", connId: null, code, reason, retryAt: null, canReconnect: !signOut });
+    if (signOut) this.#signedOut(reason);
+  }
+
+  /** Full-jitter exponential backoff: somewhere in the upper half of base * 2^attempt, capped. */
+  #scheduleReconnect(code, reason, delay) {
+    const ceiling = Math.min(this.#backoff.max, this.#backoff.base * 2 ** this.#attempt);
+    const ms = delay ?? Math.round(ceiling * (0.5 + Math.random() * 0.5));
+    this.#attempt += 1;
+    this.#setStatus({ state: "reconnecting", connId: null, code, reason, retryAt: Date.now() + ms, canReconnect: true });
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => this.#open(), ms);
+  }
+
+  #retryNow() {
+    if (this.#wantOpen && this.#status.state === "reconnecting" && this.#status.retryAt !== null) this.#open();
+  }
+
+  #sendJoin(room) {
+    const since = this.#rooms.get(room)?.lastId;
+    this.#pendingJoins.push(room);
+    this.#sendFrame(since == null ? { type: "join", room } : { type: "join", room, since });
+  }
+
+  /** Remembers the newest message id per room, for `since` on the next rejoin. */
+  #track(room, messages) {
+    const state = this.#rooms.get(room);
+    // The latest seen, not the largest: a restarted server numbers its rooms from 1 again.
+    if (state && messages.length) state.lastId = messages[messages.length - 1].id;
+  }
+
+  #sendFrame(frame) {
+    if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(frame));
+  }
+
+  // ---- tokens ----------------------------------------------------------------------------
+
+  /** Takes a login/refresh answer; schedules the next renewal. */
+  #setToken({ access_token, expires_at, expires_in }) {
+    this.#token = access_token;
+    this.#tokenExpiresAt = expires_at;
+    this.#tokenLifetime = expires_in;
+    this.#skew = expires_at - expires_in - Date.now() / 1000;
+    this.#scheduleRenewal(expires_in);
+    if (this.#status.state !== "connected") this.#emit("token", { expiresAt: expires_at, renewed: false });
+  }
+
+  /**
+   * One timer renews the token: at the server's warning time, but not before half its life, so
+   * a token shorter-lived than `warn_before` is not renewed in a loop. Both a new token and an
+   * `expiring` message reschedule it.
+   */
+  #scheduleRenewal(secondsLeft) {
+    clearTimeout(this.#renewTimer);
+    const warn = this.#config?.warn_before_seconds ?? 60;
+    const lead = Math.min(warn, this.#tokenLifetime / 2);
+    const delay = Math.max(0, secondsLeft - lead) * 1000;
+    // Due now: no timer, which a background tab might delay.
+    if (delay === 0) this.renew();
+    else this.#renewTimer = setTimeout(() => this.renew(), delay);
+  }
+
+  #secondsLeft() {
+    return (this.#tokenExpiresAt ?? 0) - this.serverNow();
+  }
+
+  /** POST /api/token/refresh, one tab at a time, so two tabs never present the same rotated cookie. */
+  #refreshRequest() {
+    const refresh = () => this.#request("POST", "/api/token/refresh");
+    return globalThis.navigator?.locks ? navigator.locks.request("authchat-token-refresh", refresh) : refresh();
+  }
+
+  async #whoAmI() {
+    const me = await this.api("/api/me");
+    this.#user = me.user;
+    this.#roles = me.roles ?? [];
+    if (this.#status.state === "signed_out") this.#setStatus({ state: "idle", canReconnect: true });
+    this.#emit("signedin", { user: this.#user, roles: this.roles });
+    return { user: this.#user, roles: this.roles };
+  }
+
+  #signedOut(reason) {
+    clearTimeout(this.#renewTimer);
+    const wasSignedIn = this.#user !== null;
+    this.#token = this.#tokenExpiresAt = this.#user = null;
+    this.#roles = [];
+    this.#rooms.clear();
+    if (this.#status.state !== "disconnected") this.#setStatus({ state: "signed_out", connId: null, canReconnect: false });
+    if (wasSignedIn) this.#emit("signedout", { reason });
+  }
+
+  // ---- plumbing --------------------------------------------------------------------------
+
+  /** fetch with JSON in and out; errors become {@link ApiError}. Cookies go same-origin only. */
+  async #request(method, path, { body, bearer } = {}) {
+    const headers = { accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (bearer) headers.authorization = `Bearer ${bearer}`;
+    let res;
+    try {
+      res = await fetch(this.#base + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch {
+      throw new ApiError(0, "network_error", "the server could not be reached");
+    }
+    const data = await res.json().catch(() => null);
+    if (!res.ok) throw new ApiError(res.status, data?.error ?? `http_${res.status}`, data?.message ?? res.statusText);
+    return data;
+  }
+
+  #setStatus(change) {
+    this.#status = { ...this.#status, ...change, attempt: this.#attempt };
+    this.#emit("status", this.status);
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests of the web UI: the real server in-process, driven through headless Chromium
+//! (Debian's `chromium` and `chromium-driver`). Each test starts its own chromedriver and
+//! browsers with fresh profiles, and fails (never skips) when they are not installed.
+
+mod admin;
+mod chat;
+mod pages;
+mod restart;
+mod signout;
+#[path = "../support/mod.rs"]
+mod support;
+mod token;
+mod webdriver;
