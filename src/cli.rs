@@ -112,6 +112,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let settings = load()?;
             let (secret, _) = settings.hs_secret();
             TokenService::from_settings(&settings.auth, &secret)?;
+            if let Some((cert, key)) = settings.tls.files() {
+                crate::tls::CertStore::load(cert, key)?;
+            }
             println!("configuration is valid (dev_mode = {})", settings.dev_mode);
             Ok(())
         }

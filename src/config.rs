@@ -42,6 +42,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub ws: WsSettings,
     pub chat: ChatSettings,
+    pub tls: TlsSettings,
     pub store: StoreSettings,
     pub redis: RedisSettings,
     pub session: SessionSettings,
@@ -67,6 +68,10 @@ pub struct ServerSettings {
     /// How long a graceful stop waits for connections to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, how long `/readyz` reports draining (and new upgrades are refused) before
+    /// sockets are told to close, so a load balancer stops routing here first.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Folder served at `/` (the web UI).
     pub static_dir: PathBuf,
 }
@@ -189,6 +194,32 @@ pub struct ChatSettings {
     pub max_rooms_per_connection: usize,
     /// Rooms this node keeps; joining a new room past this is refused.
     pub max_rooms: usize,
+}
+
+/// TLS on the listener itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain; with `key`, the listener serves https:// and wss:// only.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// A plain-HTTP port that only redirects to HTTPS (0: none).
+    pub redirect_port: u16,
+    /// `Strict-Transport-Security` max-age on TLS responses (0s: no header).
+    #[serde(with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+    /// Production without `cert`/`key`: TLS is terminated by a proxy in front (say so here).
+    pub terminated_upstream: bool,
+}
+
+impl TlsSettings {
+    /// The certificate and key paths, when TLS is on.
+    pub fn files(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
+    }
 }
 
 /// Where refresh tokens, tickets, revocation marks and sessions live.
@@ -387,6 +418,18 @@ impl Settings {
                 "must list the origins of your web app in session mode (cookies are sent on cross-site WebSocket handshakes)",
             ));
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::invalid(
+                if self.tls.cert.is_some() { "tls.key" } else { "tls.cert" },
+                "tls.cert and tls.key go together",
+            ));
+        }
+        if self.tls.redirect_port != 0 && self.tls.files().is_none() {
+            return Err(ConfigError::invalid("tls.redirect_port", "redirects to HTTPS need tls.cert and tls.key"));
+        }
+        if !self.dev_mode {
+            self.refuse_unsafe_production()?;
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::invalid("log.format", "must be \"text\" or \"json\""));
         }
@@ -399,6 +442,38 @@ impl Settings {
                 return Err(ConfigError::invalid(
                     format!("users[{i}].password_hash"),
                     "is not a PHC hash string; make one with `authchat hash-password`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What production (dev mode off) must not run with, beyond the secret's length.
+    fn refuse_unsafe_production(&self) -> Result<(), ConfigError> {
+        if self.server.allowed_origins.is_empty() {
+            return Err(ConfigError::invalid(
+                "server.allowed_origins",
+                "must list your web app's origins outside dev mode (it is what stops cross-site WebSocket hijacking); \
+                 e.g. AUTHCHAT__SERVER__ALLOWED_ORIGINS=https://chat.example.com",
+            ));
+        }
+        if self.tls.files().is_none() && !self.tls.terminated_upstream {
+            return Err(ConfigError::invalid(
+                "tls.cert",
+                "tokens and cookies must not travel in clear text: set tls.cert and tls.key, \
+                 or tls.terminated_upstream = true when a proxy in front terminates TLS",
+            ));
+        }
+        let dev = dev_users();
+        for (i, user) in self.users.iter().enumerate() {
+            if dev.iter().any(|d| d.password_hash == user.password_hash) {
+                return Err(ConfigError::invalid(
+                    format!("users[{i}]"),
+                    format!(
+                        "{:?} is a dev account from config/default.toml (its password is public); \
+                             set users = [] or your own accounts",
+                        user.name
+                    ),
                 ));
             }
         }
@@ -426,6 +501,19 @@ impl Settings {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "local".to_owned())
     }
+}
+
+/// The accounts of the embedded default, which production must not carry.
+fn dev_users() -> Vec<UserEntry> {
+    #[derive(Deserialize)]
+    struct Users {
+        users: Vec<UserEntry>,
+    }
+    let parsed: Result<Users, _> = config::Config::builder()
+        .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize());
+    parsed.map(|u| u.users).unwrap_or_default()
 }
 
 /// `scheme://host[:port]` with nothing after it: what browsers send in `Origin`.
@@ -482,6 +570,54 @@ mod tests {
         assert!(err.to_string().contains("auth.secret"), "{err}");
         let err = load_with(&["dev_mode = false"], &[]).unwrap_err();
         assert!(err.to_string().contains("auth.secret"), "{err}");
+    }
+
+    /// The production layer as shipped, with what an operator must add.
+    fn production(extra_env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut env = vec![
+            ("AUTHCHAT__AUTH__SECRET", "0123456789abcdef0123456789abcdef0123"),
+            ("AUTHCHAT__SERVER__ALLOWED_ORIGINS", "https://chat.example.com"),
+        ];
+        env.extend_from_slice(extra_env);
+        Settings::load(&LoadOptions {
+            env_name: Some("production".into()),
+            config_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config")),
+            env_vars: Some(env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..LoadOptions::default()
+        })
+    }
+
+    #[test]
+    fn the_production_layer_drops_dev_users_and_turns_off_query_tokens() {
+        let settings = production(&[]).expect("production config with a secret and origins is valid");
+        assert!(!settings.dev_mode);
+        assert!(settings.users.is_empty(), "no dev users in production");
+        assert!(!settings.auth.query_token);
+        assert_eq!(settings.log.format, "json");
+        assert!(settings.tls.files().is_some());
+    }
+
+    #[test]
+    fn production_refuses_unsafe_settings_naming_the_key() {
+        let err = |env: &[(&str, &str)]| production(env).unwrap_err().to_string();
+        assert!(err(&[("AUTHCHAT__SERVER__ALLOWED_ORIGINS", "")]).contains("server.allowed_origins"));
+        assert!(err(&[("AUTHCHAT__AUTH__SECRET", "short")]).contains("auth.secret"));
+        let no_tls = Settings::load(&LoadOptions {
+            env_vars: Some(Default::default()),
+            overrides: vec!["dev_mode = false\nusers = []\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+                 [server]\nallowed_origins = [\"https://a.example\"]"
+                .into()],
+            ..LoadOptions::default()
+        });
+        assert!(no_tls.unwrap_err().to_string().contains("tls.cert"));
+        let dev_users = Settings::load(&LoadOptions {
+            env_vars: Some(Default::default()),
+            overrides: vec!["dev_mode = false\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+                 [server]\nallowed_origins = [\"https://a.example\"]\n[tls]\nterminated_upstream = true"
+                .into()],
+            ..LoadOptions::default()
+        });
+        assert!(dev_users.unwrap_err().to_string().contains("users[0]"));
     }
 
     #[test]

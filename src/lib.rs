@@ -13,6 +13,7 @@
 //! - [`protocol`]: the JSON messages and close codes.
 //! - [`ws`]: the upgrade (credential checked first) and the per-socket actor.
 //! - [`http`]: REST API, admin API, health and metrics, the access log.
+//! - [`tls`]: rustls, with the certificate re-read on SIGHUP.
 //! - [`metrics`], [`telemetry`], [`ratelimit`], [`ids`], [`time`], [`state`]: support.
 
 pub mod auth;
@@ -30,4 +31,5 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod ws;

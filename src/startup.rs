@@ -22,15 +22,23 @@ use crate::protocol::{close, ServerMessage};
 use crate::registry::{CloseAll, CloseSession, ListSessionIds, Registry, RegistryConfig};
 use crate::state::AppState;
 use crate::store::{SessionEvent, Stores};
+use crate::tls::CertStore;
 
 /// Re-reads reloadable inputs without dropping connections.
 #[derive(Clone)]
 pub struct ReloadHandle {
     tokens: Arc<TokenService>,
+    certs: Option<Arc<CertStore>>,
 }
 
 impl ReloadHandle {
     pub fn reload(&self) {
+        if let Some(certs) = &self.certs {
+            match certs.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key re-read; new handshakes use them"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use"),
+            }
+        }
         if self.tokens.is_verify_only() {
             match self.tokens.reload_jwks() {
                 Ok(keys) => tracing::info!(keys, "JWKS re-read"),
@@ -119,8 +127,11 @@ fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<std::net::TcpListe
 /// A bound, wired server, not yet running.
 pub struct Application {
     port: u16,
+    /// The plain-HTTP port that redirects to HTTPS, when `tls.redirect_port` is set.
+    redirect_port: Option<u16>,
     server: Server,
     state: web::Data<AppState>,
+    certs: Option<Arc<CertStore>>,
 }
 
 impl Application {
@@ -136,6 +147,10 @@ impl Application {
         let users = Arc::new(UserDirectory::new(&settings.users));
         let node = settings.node_id();
 
+        let certs = match settings.tls.files() {
+            Some((cert, key)) => Some(Arc::new(CertStore::load(cert, key)?)),
+            None => None,
+        };
         let (host, port) = (settings.server.host, settings.server.port);
         let listener =
             bind(host, port).with_context(|| format!("cannot listen on {host}:{port} (server.host, server.port)"))?;
@@ -175,6 +190,7 @@ impl Application {
             metrics,
             node,
             allowed_origins,
+            certs.is_some().then_some(port),
         ));
 
         let app_state = state.clone();
@@ -193,6 +209,7 @@ impl Application {
                     web::QueryConfig::default()
                         .error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()),
                 )
+                .wrap(from_fn(crate::http::transport_security))
                 .wrap(crate::http::security_headers())
                 .wrap(from_fn(crate::http::access_log))
                 .configure(|cfg| crate::http::routes(cfg, &state))
@@ -200,20 +217,45 @@ impl Application {
         })
         .workers(workers)
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
-        .disable_signals()
-        .listen(listener)?
-        .run();
-        tracing::info!(address = %format!("{host}:{port}"), node = %state.node, dev_mode = settings.dev_mode, "listening");
-        Ok(Self { port, server, state })
+        .disable_signals();
+        let server = match &certs {
+            Some(certs) => server.listen_rustls_0_23(listener, certs.server_config())?,
+            None => server.listen(listener)?,
+        };
+        let (server, redirect_port) = match settings.tls.redirect_port {
+            0 => (server, None),
+            wanted => {
+                let plain = bind(host, wanted)
+                    .with_context(|| format!("cannot listen on {host}:{wanted} (tls.redirect_port)"))?;
+                let bound = plain.local_addr()?.port();
+                (server.listen(plain)?, Some(bound))
+            }
+        };
+        let server = server.run();
+        let scheme = if certs.is_some() { "https" } else { "http" };
+        tracing::info!(
+            address = %format!("{host}:{port}"),
+            scheme,
+            redirect_port,
+            node = %state.node,
+            dev_mode = settings.dev_mode,
+            "listening"
+        );
+        Ok(Self { port, redirect_port, server, state, certs })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Something that re-reads what can change under a running server (the JWKS file), for SIGHUP.
+    pub fn redirect_port(&self) -> Option<u16> {
+        self.redirect_port
+    }
+
+    /// Something that re-reads what can change under a running server (the JWKS file, the TLS
+    /// certificate and key), for SIGHUP.
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle { tokens: self.state.tokens.clone() }
+        ReloadHandle { tokens: self.state.tokens.clone(), certs: self.certs.clone() }
     }
 
     /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, every socket gets
@@ -226,6 +268,15 @@ impl Application {
             () = shutdown => {}
         }
         self.state.start_draining();
+        let delay = self.state.settings.server.drain_delay;
+        if !delay.is_zero() {
+            tracing::info!(?delay, "draining: /readyz reports not ready; sockets close after the drain delay");
+            // The server keeps serving meanwhile; polling it is what lets /readyz answer.
+            tokio::select! {
+                result = &mut server => return result,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
         let farewell = CloseAll {
             farewell: Some(ServerMessage::ServerShutdown.to_json()),
             code: close::GOING_AWAY,

@@ -32,6 +32,9 @@ pub struct AppState {
     pub boot_id: String,
     /// `Origin` values allowed at the upgrade and by CORS (config plus, in dev mode, our own).
     pub allowed_origins: HashSet<String>,
+    /// The port of the TLS listener, when it speaks TLS: cookies get `Secure`, responses get
+    /// HSTS, and the redirect port points here.
+    pub tls_port: Option<u16>,
     /// Set when a graceful stop begins: `/readyz` fails and new upgrades are refused.
     draining: AtomicBool,
     pub started: Instant,
@@ -49,6 +52,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         node: String,
         allowed_origins: HashSet<String>,
+        tls_port: Option<u16>,
     ) -> Self {
         Self {
             settings,
@@ -62,9 +66,15 @@ impl AppState {
             node,
             boot_id: crate::auth::jwt::random_id(6),
             allowed_origins,
+            tls_port,
             draining: AtomicBool::new(false),
             started: Instant::now(),
         }
+    }
+
+    /// Cookies are `Secure` on TLS, or when the config says so (TLS terminated in front).
+    pub fn secure_cookies(&self) -> bool {
+        self.tls_port.is_some() || self.settings.auth.secure_cookies
     }
 
     pub fn is_draining(&self) -> bool {

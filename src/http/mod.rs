@@ -12,9 +12,11 @@ use std::time::Instant;
 
 use actix_cors::Cors;
 use actix_files::Files;
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::HttpResponse;
 use actix_web::{http::Method, web};
 
 use crate::state::AppState;
@@ -62,6 +64,35 @@ fn cors(state: &AppState) -> Cors {
         cors = cors.allowed_origin(origin);
     }
     cors
+}
+
+/// On a TLS server: a request that came in on the plain redirect port is sent to HTTPS (308,
+/// method and body kept), and every TLS response carries `Strict-Transport-Security`.
+pub async fn transport_security(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered").clone();
+    let Some(tls_port) = state.tls_port else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    if !req.app_config().secure() {
+        let host = req.connection_info().host().to_owned();
+        let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_end_matches(']');
+        let host = host.strip_prefix('[').map_or_else(|| host.to_owned(), |h| format!("[{h}]"));
+        let authority = if tls_port == 443 { host } else { format!("{host}:{tls_port}") };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{authority}{path}");
+        let response = HttpResponse::PermanentRedirect().insert_header((header::LOCATION, location)).finish();
+        return Ok(req.into_response(response));
+    }
+    let mut response = next.call(req).await?.map_into_boxed_body();
+    let max_age = state.settings.tls.hsts_max_age.as_secs();
+    if max_age > 0 {
+        let value = header::HeaderValue::from_str(&format!("max-age={max_age}")).expect("digits are a valid header");
+        response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, value);
+    }
+    Ok(response)
 }
 
 /// One line per request, with credential query parameters redacted.

@@ -37,7 +37,7 @@ pub async fn login(state: &AppState, account: &Account) -> Result<HttpResponse, 
         .http_only(true)
         .same_site(SameSite::Lax)
         .path("/")
-        .secure(state.settings.auth.secure_cookies)
+        .secure(state.secure_cookies())
         .max_age(CookieDuration::seconds(lifetime as i64))
         .finish();
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).json(serde_json::json!({

@@ -169,7 +169,7 @@ async fn issue(state: &AppState, user: &UserId, roles: &[String], family: String
         .http_only(true)
         .same_site(SameSite::Strict)
         .path(REFRESH_PATH)
-        .secure(secure_cookies(state))
+        .secure(state.secure_cookies())
         .max_age(CookieDuration::seconds(refresh_ttl.as_secs() as i64))
         .finish();
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).json(TokenResponse {
@@ -194,16 +194,12 @@ async fn end_login(state: &AppState, family: &str, code: u16, reason: &'static s
     Ok(())
 }
 
-fn secure_cookies(state: &AppState) -> bool {
-    state.settings.auth.secure_cookies
-}
-
 fn removal_cookie(state: &AppState) -> Cookie<'static> {
     let mut cookie = Cookie::build(REFRESH_COOKIE, "")
         .http_only(true)
         .same_site(SameSite::Strict)
         .path(REFRESH_PATH)
-        .secure(secure_cookies(state))
+        .secure(state.secure_cookies())
         .finish();
     cookie.make_removal();
     cookie

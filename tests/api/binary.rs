@@ -248,3 +248,57 @@ async fn sighup_rereads_the_jwks_file_without_dropping_sockets() {
     }
     ws.assert_alive().await;
 }
+
+#[actix_web::test]
+async fn on_sigterm_readiness_flips_before_sockets_close() {
+    let mut server = start_server_with(&[("AUTHCHAT__SERVER__DRAIN_DELAY", "1500ms")]);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let ws_url = format!("ws://127.0.0.1:{}/ws?token={}", server.port, sign("alice", 300, &[]));
+    let (mut ws, _) = connect(&ws_url, &[]).await.unwrap();
+    ws.next_of("welcome").await;
+    assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200);
+
+    server.sigterm();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let res = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        if res.status() == 503 {
+            assert_eq!(res.json::<Value>().await.unwrap()["status"], "draining");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "readiness never flipped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // not ready, yet the socket is still open and new upgrades are turned away
+    assert!(ws.recv_within(Duration::from_millis(200)).await.is_none(), "sockets close only after the drain delay");
+    expect_refused(&ws_url, &[], 503, "shutting_down").await;
+    assert_eq!(ws.next_json().await["type"], "server_shutdown");
+    assert_eq!(ws.expect_close().await, (1001, "server shutting down".into()));
+    assert_eq!(server.wait_exit(Duration::from_secs(8)).code(), Some(0));
+}
+
+#[test]
+fn the_production_layer_refuses_to_start_unsafely() {
+    let production = |env: &[(&str, &str)]| {
+        authchat()
+            .arg("check-config")
+            .env("AUTHCHAT_ENV", "production")
+            .env("AUTHCHAT_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = production(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.secret"));
+    let secret = ("AUTHCHAT__AUTH__SECRET", "0123456789abcdef0123456789abcdef0123");
+    let out = production(&[secret]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.allowed_origins"));
+    let origins = ("AUTHCHAT__SERVER__ALLOWED_ORIGINS", "https://chat.example.com");
+    let out = production(&[secret, origins]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("tls.cert"),
+        "the shipped cert path does not exist here: {stderr}"
+    );
+}

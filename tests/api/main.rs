@@ -13,4 +13,5 @@ mod keys;
 mod lifecycle;
 mod ops;
 mod sessions;
+mod tls;
 mod upgrade;

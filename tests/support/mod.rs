@@ -23,6 +23,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub port: u16,
+    /// What SIGHUP does in the binary.
+    pub reload: authchat::startup::ReloadHandle,
+    /// `tls.redirect_port`'s bound port, when set.
+    pub redirect_port: Option<u16>,
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -49,12 +53,16 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(overrides: &str) -> TestApp {
     let app = Application::build(test_settings(overrides)).await.expect("server builds");
     let port = app.port();
+    let reload = app.reload_handle();
+    let redirect_port = app.redirect_port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let stopped = actix_web::rt::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
     TestApp {
         port,
+        reload,
+        redirect_port,
         http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
         shutdown: Some(tx),
         stopped: Some(stopped),
@@ -220,6 +228,10 @@ pub async fn expect_refused(url: &str, headers: &[(&str, &str)], status: u16, co
 }
 
 impl WsClient {
+    pub fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { stream }
+    }
+
     pub async fn send(&mut self, value: Value) {
         self.stream.send(Message::text(value.to_string())).await.unwrap();
     }
