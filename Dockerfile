@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# authchat: multi-stage build. Dependencies are compiled in their own cached layer, so a code
+# change rebuilds only the crate itself. The runtime image is Debian slim, runs as a non-root
+# user, and starts in production mode (config/production.toml: TLS on, no dev users, Origin
+# allowlist required). scripts/container-smoke.sh reproduces this runtime layout without Docker.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# 1. Dependencies only: a stub crate with the real manifest and lock file.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src config \
+ && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs config/default.toml \
+ && cargo build --release --locked \
+ && rm -rf src config target/release/authchat* target/release/deps/authchat* target/release/deps/libauthchat* \
+           target/release/.fingerprint/authchat*
+# 2. The crate (config/default.toml is compiled in).
+COPY src ./src
+COPY config ./config
+RUN cargo build --release --locked && strip target/release/authchat
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin authchat
+WORKDIR /app
+COPY --from=build /src/target/release/authchat /usr/local/bin/authchat
+COPY config ./config
+COPY static ./static
+ENV AUTHCHAT_ENV=production \
+    AUTHCHAT_CONFIG_DIR=/app/config
+USER authchat
+# HTTPS and wss:// (config/production.toml). Mount the certificate and key at /etc/authchat/tls/.
+EXPOSE 8443
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["curl", "-fsk", "https://127.0.0.1:8443/healthz"]
+ENTRYPOINT ["authchat"]
+CMD ["serve"]
