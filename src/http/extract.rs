@@ -66,23 +66,27 @@ fn state_of(req: &HttpRequest) -> web::Data<AppState> {
     req.app_data::<web::Data<AppState>>().expect("AppState is registered").clone()
 }
 
+/// Everything the check needs, taken from the request up front so the future owns it.
+fn authenticate_request(req: &HttpRequest) -> impl Future<Output = Result<Principal, ApiError>> + 'static {
+    let state = state_of(req);
+    let credential = credential(req, &state);
+    authenticate(state, credential)
+}
+
 impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = state_of(req);
-        let credential = credential(req, &state);
-        Box::pin(async move { authenticate(state, credential).await.map(Self) })
+        let check = authenticate_request(req);
+        Box::pin(async move { check.await.map(Self) })
     }
 }
 
 impl Authenticated {
     /// For handlers that look for another credential first.
     pub async fn from_request_async(req: &HttpRequest) -> Result<Self, ApiError> {
-        let state = state_of(req);
-        let credential = credential(req, &state);
-        authenticate(state, credential).await.map(Self)
+        authenticate_request(req).await.map(Self)
     }
 }
 
@@ -91,10 +95,9 @@ impl FromRequest for Admin {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = state_of(req);
-        let credential = credential(req, &state);
+        let check = authenticate_request(req);
         Box::pin(async move {
-            let principal = authenticate(state, credential).await?;
+            let principal = check.await?;
             if principal.is_admin() {
                 Ok(Self(principal))
             } else {

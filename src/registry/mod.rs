@@ -381,6 +381,13 @@ impl Registry {
         }
     }
 
+    /// Closes each of `ids` still open; answers how many were.
+    fn close_many(&mut self, ids: Vec<ConnId>, code: u16, reason: &'static str, ctx: &mut Context<Self>) -> usize {
+        let closed = ids.into_iter().filter(|id| self.close(*id, code, reason)).count();
+        self.arm_timer(ctx);
+        closed
+    }
+
     /// Drops every trace of a connection and announces its departure to its rooms.
     fn remove(&mut self, conn_id: ConnId) -> Option<Connection> {
         let conn = self.conns.remove(&conn_id)?;
@@ -682,9 +689,7 @@ impl Handler<CloseConnection> for Registry {
     type Result = bool;
 
     fn handle(&mut self, msg: CloseConnection, ctx: &mut Context<Self>) -> bool {
-        let closed = self.close(msg.conn_id, msg.code, msg.reason);
-        self.arm_timer(ctx);
-        closed
+        self.close_many(vec![msg.conn_id], msg.code, msg.reason, ctx) == 1
     }
 }
 
@@ -692,10 +697,8 @@ impl Handler<CloseUser> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: CloseUser, ctx: &mut Context<Self>) -> usize {
-        let ids: Vec<ConnId> = self.by_user.get(&msg.user).into_iter().flatten().copied().collect();
-        let closed = ids.into_iter().filter(|id| self.close(*id, msg.code, msg.reason)).count();
-        self.arm_timer(ctx);
-        closed
+        let ids = self.by_user.get(&msg.user).into_iter().flatten().copied().collect();
+        self.close_many(ids, msg.code, msg.reason, ctx)
     }
 }
 
@@ -703,10 +706,8 @@ impl Handler<CloseSession> for Registry {
     type Result = usize;
 
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) -> usize {
-        let ids: Vec<ConnId> = self.by_session.get(&msg.session_id).into_iter().flatten().copied().collect();
-        let closed = ids.into_iter().filter(|id| self.close(*id, msg.code, msg.reason)).count();
-        self.arm_timer(ctx);
-        closed
+        let ids = self.by_session.get(&msg.session_id).into_iter().flatten().copied().collect();
+        self.close_many(ids, msg.code, msg.reason, ctx)
     }
 }
 
