@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::extract::Admin;
 use crate::ids::{ConnId, UserId};
 use crate::protocol::close;
-use crate::registry::{CloseConnection, CloseUser, GetStats, ListConnections};
+use crate::registry::{CloseConnection, CloseSession, CloseUser, GetStats, ListConnections};
 use crate::state::AppState;
 use crate::time::now_unix_s;
 
@@ -81,7 +81,8 @@ async fn disconnect_user(
 }
 
 /// `POST /admin/users/{user}/revoke`: every token of the user issued until now is refused from
-/// now on, and the user's live sockets close with 4003.
+/// now on, the user's sessions end, and their live sockets close: 4002 for session sockets,
+/// 4003 for token sockets.
 async fn revoke_user(
     Admin(admin): Admin,
     state: web::Data<AppState>,
@@ -91,7 +92,14 @@ async fn revoke_user(
     let at = now_unix_s();
     state.stores.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
     let sessions = state.sessions.store().delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
-    let closed = state
+    // A session socket ends with its session (4002), here and now rather than when the store's
+    // notification arrives; whatever else the user has open was opened with a token (4003).
+    let mut closed = 0;
+    for session_id in &sessions {
+        let end = CloseSession { session_id: session_id.clone(), code: close::SESSION_ENDED, reason: "session ended" };
+        closed += state.registry.send(end).await.map_err(registry_down)?;
+    }
+    closed += state
         .registry
         .send(CloseUser { user: user.clone(), code: close::REVOKED, reason: "token revoked" })
         .await

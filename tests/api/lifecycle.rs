@@ -64,9 +64,8 @@ async fn login_sets_a_strict_httponly_refresh_cookie() {
     assert!(login(&app, "alice").await.attributes.to_ascii_lowercase().contains("secure"));
 }
 
-#[actix_web::test]
-async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
-    let app = spawn_app().await;
+async fn refresh_rotates_and_reuse_revokes_the_whole_family(store: &str) {
+    let app = spawn_app_with(store).await;
     let first = login(&app, "alice").await;
     let cookie1 = first.cookie.unwrap();
     let mut ws = app.connect(first.body["access_token"].as_str().unwrap()).await;
@@ -142,9 +141,8 @@ async fn new_ticket(app: &TestApp, token: &str) -> (String, u64) {
     (body["ticket"].as_str().unwrap().to_owned(), body["expires_in"].as_u64().unwrap())
 }
 
-#[actix_web::test]
-async fn a_ticket_opens_one_socket_once() {
-    let app = spawn_app().await;
+async fn a_ticket_opens_one_socket_once(store: &str) {
+    let app = spawn_app_with(store).await;
     let access = app.login("alice").await;
     let (ticket, expires_in) = new_ticket(&app, &access).await;
     assert_eq!(expires_in, 30);
@@ -181,4 +179,56 @@ async fn a_ticket_never_outlives_its_access_token() {
     let short = sign("alice", 3, &[]);
     let (_, expires_in) = new_ticket(&app, &short).await;
     assert!(expires_in <= 3, "{expires_in}");
+}
+
+/// The token-lifecycle behaviour, on the memory store and on a real Redis.
+mod on_both_stores {
+    use super::*;
+
+    fn redis_config(redis: &RedisServer) -> String {
+        format!("[store]\nbackend = \"redis\"\n[redis]\nurl = \"{}\"", redis.url())
+    }
+
+    #[actix_web::test]
+    async fn refresh_rotation_and_reuse_in_memory() {
+        refresh_rotates_and_reuse_revokes_the_whole_family("").await;
+    }
+
+    #[actix_web::test]
+    async fn refresh_rotation_and_reuse_in_redis() {
+        let redis = RedisServer::start().await;
+        refresh_rotates_and_reuse_revokes_the_whole_family(&redis_config(&redis)).await;
+    }
+
+    #[actix_web::test]
+    async fn tickets_in_memory() {
+        a_ticket_opens_one_socket_once("").await;
+    }
+
+    #[actix_web::test]
+    async fn tickets_in_redis() {
+        let redis = RedisServer::start().await;
+        a_ticket_opens_one_socket_once(&redis_config(&redis)).await;
+    }
+
+    #[actix_web::test]
+    async fn with_redis_refresh_tokens_tickets_and_revocations_survive_a_restart() {
+        let redis = RedisServer::start().await;
+        let config = redis_config(&redis);
+        let app = spawn_app_with(&config).await;
+        let issued = login(&app, "alice").await;
+        let access = issued.body["access_token"].as_str().unwrap().to_owned();
+        let (ticket, _) = new_ticket(&app, &access).await;
+        let admin = app.login("admin").await;
+        let bob = app.login("bob").await;
+        assert_eq!(app.send_json(Method::POST, "/admin/users/bob/revoke", Some(&admin)).await.0, 200);
+        app.stop().await.unwrap();
+
+        let app = spawn_app_with(&config).await;
+        let again = refresh(&app, issued.cookie.as_deref().unwrap()).await;
+        assert_eq!(again.status, 200, "the refresh token outlived the process: {}", again.body);
+        let (mut ws, _) = connect(&app.ws_url(&format!("/ws?ticket={ticket}")), &[]).await.expect("the ticket too");
+        ws.next_of("welcome").await;
+        assert_eq!(app.get_json("/api/me", Some(&bob)).await.1["error"], "token_revoked", "and the revocation");
+    }
 }
