@@ -15,20 +15,21 @@ use crate::ids::{ConnId, RoomId, UserId};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// First-message authentication, on a socket opened without a credential.
-    Auth {
-        token: SecretString,
-    },
+    Auth { token: SecretString },
     /// In-band renewal: a fresh token for the same user moves the connection's expiry.
-    Reauth {
-        token: SecretString,
-    },
+    Reauth { token: SecretString },
     /// Join a room; `since` asks only for messages after that id (after a reconnect).
     Join {
         room: String,
         since: Option<u64>,
+        /// Echoed on a refusal.
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
     },
     Leave {
         room: String,
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
     },
     /// Post to a room; `ref` is echoed in the `ack`.
     Send {
@@ -42,6 +43,8 @@ pub enum ClientMessage {
         room: String,
         before: Option<u64>,
         limit: Option<usize>,
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
     },
 }
 
@@ -54,7 +57,37 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// What a refusal echoes of the request it refuses, so a client can tell which one failed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Echo {
+    /// The request's `type`.
+    pub request: Option<&'static str>,
+    /// The room it named (an invalid name is cut to [`RoomId::MAX_LEN`] characters).
+    pub room: Option<String>,
+    /// The client's `ref`, when it gave one.
+    pub client_ref: Option<serde_json::Value>,
+}
+
+impl Echo {
+    pub fn new(request: &'static str, room: &str, client_ref: Option<serde_json::Value>) -> Self {
+        let room = room.chars().take(RoomId::MAX_LEN).collect();
+        Self { request: Some(request), room: Some(room), client_ref }
+    }
+}
+
 impl ClientMessage {
+    /// The type, room and `ref` of this request, for errors about it.
+    pub fn echo(&self) -> Echo {
+        match self {
+            Self::Auth { .. } => Echo { request: Some("auth"), ..Echo::default() },
+            Self::Reauth { .. } => Echo { request: Some("reauth"), ..Echo::default() },
+            Self::Join { room, client_ref, .. } => Echo::new("join", room, client_ref.clone()),
+            Self::Leave { room, client_ref } => Echo::new("leave", room, client_ref.clone()),
+            Self::Send { room, client_ref, .. } => Echo::new("send", room, client_ref.clone()),
+            Self::History { room, client_ref, .. } => Echo::new("history", room, client_ref.clone()),
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ParseError { code: ErrorCode::BadJson, message: format!("not a JSON object: {e}") })?;
@@ -163,10 +196,12 @@ pub enum ServerMessage {
         room: RoomId,
         messages: Vec<Arc<ChatMessage>>,
     },
+    /// A refused request; `request`, `room` and `ref` echo it when known.
     Error {
         code: ErrorCode,
         message: String,
-        /// The room the refused request named, so a client can tell which one failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request: Option<&'static str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         room: Option<String>,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -178,14 +213,18 @@ pub enum ServerMessage {
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { code, message: message.into(), room: None, client_ref: None }
+        Self::refused(code, message, Echo::default())
     }
 
-    /// An error about a request for `room`.
-    /// An invalid name is echoed only up to [`RoomId::MAX_LEN`] characters.
-    pub fn room_error(code: ErrorCode, room: &str, message: impl Into<String>) -> Self {
-        let room = room.chars().take(RoomId::MAX_LEN).collect();
-        Self::Error { code, message: message.into(), room: Some(room), client_ref: None }
+    /// An error about one request, echoing its type, room and `ref`.
+    pub fn refused(code: ErrorCode, message: impl Into<String>, echo: Echo) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+            request: echo.request,
+            room: echo.room,
+            client_ref: echo.client_ref,
+        }
     }
 
     /// The frame text. Serialising these types cannot fail (no maps with non-string keys).

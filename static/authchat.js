@@ -8,7 +8,8 @@
 // - answers `expiring` by calling /api/token/refresh and sending `reauth`, so the socket never
 //   drops for an expired token;
 // - after a network loss reconnects with exponential backoff and jitter, and rejoins its rooms
-//   asking only for what it missed (`join` with `since`);
+//   asking only for what it missed (`join` with `since`), or for everything when `welcome`
+//   carries a new `boot` id: a restarted server numbers each room's messages from 1 again;
 // - after 4001 reconnects only with a fresh token; after 4002, 4003 or 4004 it stops and reports why.
 //
 // In session mode (`/api/config` says `"mode":"session"`) the server authenticates the socket by
@@ -36,6 +37,9 @@ const CLOSE_REASONS = {
 };
 
 const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Error codes that, about a room whose join is unanswered, mean the server refused that join. */
+const JOIN_REFUSALS = new Set(["invalid_room", "too_many_rooms"]);
 
 /**
  * A human-readable reason for a WebSocket close code.
@@ -80,8 +84,13 @@ export class ApiError extends Error {
  * - `token` ({expiresAt, renewed}): the credential's expiry changed (login, refresh, `reauthed`)
  * - `signedin` ({user, roles}) / `signedout` ({reason})
  * - one event per server message type, with the message as `detail`: `welcome`, `expiring`,
- *   `reauthed`, `joined` (plus `rejoin: true` after a reconnect), `left`, `message`, `ack`,
- *   `presence`, `history`, `error` (a refused request; the socket stays open), `server_shutdown`.
+ *   `reauthed`, `joined`, `left`, `message`, `ack`, `presence`, `history`, `error`,
+ *   `server_shutdown`. Added to `joined`: `rejoin` (the room was joined before, on an earlier
+ *   socket) and `restarted` (a rejoin after the server restarted: its message ids started again
+ *   at 1, so `history` is the room's whole kept history and replaces, rather than extends, what
+ *   the page kept; on other rejoins `history` holds only messages newer than those seen).
+ *   `error` is a refused request (the socket stays open); about a room request it names the
+ *   `room` (and a refused `send` echoes its `ref`). A refused join also forgets the room.
  *
  * @example
  * const chat = new AuthChat();
@@ -125,10 +134,15 @@ export class AuthChat extends EventTarget {
   /** What the server said before closing (`server_shutdown`), to explain the close. */
   #closeHint = null;
 
-  /** room -> {lastId, joined, members:Set}: rooms to be in, rejoined after each reconnect. */
+  /**
+   * room -> {lastId, joined, pending, restarted, members:Set}: rooms to be in, rejoined after
+   * each reconnect. `lastId`: the newest message id seen (for `since`); `joined`: the server
+   * confirmed a join once; `pending`: a join is on this socket, unanswered; `restarted`: the
+   * next `joined` follows a server restart.
+   */
   #rooms = new Map();
-  /** Joins sent but not yet answered, in order, so a refused join can be matched to its room. */
-  #pendingJoins = [];
+  /** The `boot` id of the last `welcome` (undefined before the first): a new one means the server restarted. */
+  #boot = undefined;
   #nextRef = 1;
 
   /**
@@ -306,6 +320,7 @@ export class AuthChat extends EventTarget {
     const ws = this.#ws;
     this.#ws = null;
     ws?.close(1000, "client closed");
+    this.#forgetSocket();
     this.#setStatus({ state: this.#user ? "idle" : "signed_out", reason: null, code: null, canReconnect: !!this.#user });
   }
 
@@ -317,7 +332,7 @@ export class AuthChat extends EventTarget {
   join(room) {
     if (!ROOM_NAME.test(room)) throw new Error("room names are 1-64 letters, digits, '.', '_' or '-'");
     if (this.#rooms.has(room)) return;
-    this.#rooms.set(room, { lastId: null, joined: false, members: new Set() });
+    this.#rooms.set(room, { lastId: null, joined: false, pending: false, restarted: false, members: new Set() });
     if (this.#status.state === "connected") this.#sendJoin(room);
   }
 
@@ -409,6 +424,7 @@ export class AuthChat extends EventTarget {
     switch (msg.type) {
       case "welcome":
         this.#attempt = 0;
+        this.#checkBoot(msg.boot ?? null);
         this.#socketExpiresAt = this.mode === "jwt" ? msg.expires_at : null;
         this.#setStatus({ state: "connected", connId: msg.conn_id, code: null, reason: null, retryAt: null, canReconnect: false });
         this.#emit("welcome", msg);
@@ -427,14 +443,11 @@ export class AuthChat extends EventTarget {
         break;
       case "joined": {
         const room = this.#rooms.get(msg.room);
-        const pending = this.#pendingJoins.indexOf(msg.room);
-        if (pending >= 0) this.#pendingJoins.splice(pending, 1);
         if (!room) return; // left again before the answer came
-        const rejoin = room.joined;
-        room.joined = true;
-        room.members = new Set(msg.members);
+        const { joined: rejoin, restarted } = room;
+        Object.assign(room, { joined: true, pending: false, restarted: false, members: new Set(msg.members) });
         this.#track(msg.room, msg.history);
-        this.#emit("joined", { ...msg, rejoin });
+        this.#emit("joined", { ...msg, rejoin, restarted });
         return;
       }
       case "message":
@@ -447,12 +460,9 @@ export class AuthChat extends EventTarget {
         break;
       }
       case "error":
-        // A refused join is forgotten, so it is not retried after every reconnect.
-        if (["invalid_room", "too_many_rooms"].includes(msg.code) && this.#pendingJoins.length) {
-          const room = this.#pendingJoins.shift();
-          if (!this.#rooms.get(room)?.joined) this.#rooms.delete(room);
-          msg = { ...msg, room };
-        }
+        // The server names the room a refused request was about. A refused join is forgotten,
+        // so it is not retried after every reconnect.
+        if (JOIN_REFUSALS.has(msg.code) && this.#rooms.get(msg.room)?.pending) this.#rooms.delete(msg.room);
         break;
       case "server_shutdown":
         this.#closeHint = describeClose(1001);
@@ -463,9 +473,7 @@ export class AuthChat extends EventTarget {
 
   #onClose(event) {
     this.#ws = null;
-    this.#socketExpiresAt = null;
-    this.#pendingJoins = [];
-    for (const room of this.#rooms.values()) room.members.clear();
+    this.#forgetSocket();
     const code = event.code;
     const reason = this.#closeHint ?? CLOSE_REASONS[code] ?? (event.reason || describeClose(code));
     if (!this.#wantOpen) return;
@@ -505,16 +513,40 @@ export class AuthChat extends EventTarget {
   }
 
   #sendJoin(room) {
-    const since = this.#rooms.get(room)?.lastId;
-    this.#pendingJoins.push(room);
+    const state = this.#rooms.get(room);
+    if (!state) return;
+    state.pending = true;
+    const since = state.lastId;
     this.#sendFrame(since == null ? { type: "join", room } : { type: "join", room, since });
+  }
+
+  /**
+   * Called with each `welcome`'s boot id (null from a server that sends none). A new one means
+   * the server restarted and numbers each room's messages from 1 again: the ids seen before
+   * mean nothing there, so every room is rejoined without `since`, and its `joined` says
+   * `restarted` so the page replaces what it kept.
+   */
+  #checkBoot(boot) {
+    if (this.#boot !== undefined && boot !== this.#boot) {
+      for (const room of this.#rooms.values()) Object.assign(room, { lastId: null, restarted: room.joined });
+    }
+    this.#boot = boot;
   }
 
   /** Remembers the newest message id per room, for `since` on the next rejoin. */
   #track(room, messages) {
     const state = this.#rooms.get(room);
-    // The latest seen, not the largest: a restarted server numbers its rooms from 1 again.
+    // The latest seen, not the largest, should ids ever go back (a restart is caught by `boot`).
     if (state && messages.length) state.lastId = messages[messages.length - 1].id;
+  }
+
+  /** The socket is gone: no join on it will be answered, and membership is unknown. */
+  #forgetSocket() {
+    this.#socketExpiresAt = null;
+    for (const room of this.#rooms.values()) {
+      room.pending = false;
+      room.members.clear();
+    }
   }
 
   #sendFrame(frame) {

@@ -229,14 +229,21 @@ function renderRooms() {
 }
 
 chat.addEventListener("joined", (e) => {
-  const { room, history, rejoin } = e.detail;
+  const { room, history, rejoin, restarted } = e.detail;
   const state = rooms.get(room);
   if (!state) return;
   state.joined = true;
   const fresh = history.map((m) => ({ kind: "message", ...m }));
-  // A rejoin brings only what was missed while away; a first join brings the room's history.
-  state.items = rejoin ? [...state.items, ...fresh] : fresh;
-  state.hasOlder = !rejoin && history.length > 0 && history[0].id > 1;
+  if (rejoin && !restarted) {
+    // A rejoin brings what was missed while away; anything already on the page is not shown twice.
+    const shown = new Set(state.items.filter((i) => i.kind === "message").map((i) => i.id));
+    state.items = [...state.items, ...fresh.filter((m) => !shown.has(m.id))];
+  } else {
+    // A first join brings the room's history. So does a rejoin after the server restarted, whose
+    // ids start again at 1: what the page kept from before cannot be matched to it, and goes.
+    state.items = fresh;
+    state.hasOlder = history.length > 0 && history[0].id > 1;
+  }
   if (room === activeRoom) {
     renderMessages();
     renderMembers();
@@ -416,15 +423,12 @@ function fitComposer() {
 const ERROR_TEXT = {
   too_many_rooms: "Could not join",
   invalid_room: "Could not join",
-  not_member: "Not sent",
-  text_too_long: "Not sent",
-  empty_text: "Not sent",
   rate_limited: "Slow down",
   reauth_failed: "Token renewal refused",
 };
 
 chat.addEventListener("error", (e) => {
-  const { code, message, room } = e.detail;
+  const { code, message, room, ref } = e.detail;
   if (room && rooms.has(room) && !chat.rooms.includes(room)) {
     // The join was refused: the room is not kept.
     rooms.delete(room);
@@ -432,8 +436,9 @@ chat.addEventListener("error", (e) => {
     if (activeRoom === room) selectRoom(rooms.keys().next().value ?? null);
     renderRooms();
   }
-  const prefix = ERROR_TEXT[code] ? `${ERROR_TEXT[code]}${room ? ` # ${room}` : ""}: ` : "";
-  notice(`${prefix}${message}`, code);
+  // An error about a room names it; a refused message echoes the `ref` its send was given.
+  const what = [ref != null ? "Not sent" : ERROR_TEXT[code], room && `# ${room}`].filter(Boolean).join(" ");
+  notice(what ? `${what}: ${message}` : message, code);
 });
 
 /** Shows a dismissable notice above the messages; the newest four are kept. */

@@ -22,7 +22,7 @@ use crate::chat::Rooms;
 use crate::config::Settings;
 use crate::ids::{ConnId, RoomId, UserId};
 use crate::metrics::Metrics;
-use crate::protocol::{close, ErrorCode, PresenceEvent, ServerMessage};
+use crate::protocol::{close, Echo, ErrorCode, PresenceEvent, ServerMessage};
 use crate::time::now_unix_ms;
 use deadlines::{Deadlines, Due};
 
@@ -105,6 +105,8 @@ pub struct Join {
     pub conn_id: ConnId,
     pub room: RoomId,
     pub since: Option<u64>,
+    /// Echoed on a refusal.
+    pub echo: Echo,
 }
 
 /// Leave a room; answers `left` or `not_member`.
@@ -113,6 +115,8 @@ pub struct Join {
 pub struct Leave {
     pub conn_id: ConnId,
     pub room: RoomId,
+    /// Echoed on a refusal.
+    pub echo: Echo,
 }
 
 /// Post a message to a room the connection is in; answers with the broadcast and an `ack`.
@@ -122,7 +126,8 @@ pub struct Publish {
     pub conn_id: ConnId,
     pub room: RoomId,
     pub text: String,
-    pub client_ref: Option<serde_json::Value>,
+    /// Echoed on a refusal; its `ref` also goes into the `ack`.
+    pub echo: Echo,
 }
 
 /// Older messages of a room the connection is in.
@@ -133,6 +138,8 @@ pub struct FetchHistory {
     pub room: RoomId,
     pub before: Option<u64>,
     pub limit: usize,
+    /// Echoed on a refusal.
+    pub echo: Echo,
 }
 
 /// Admin: the live connections, optionally of one user.
@@ -298,8 +305,8 @@ impl Registry {
         }
     }
 
-    fn send_error(&self, conn_id: ConnId, code: ErrorCode, room: &RoomId, message: impl Into<String>) {
-        self.send(conn_id, &ServerMessage::room_error(code, room.as_str(), message));
+    fn send_error(&self, conn_id: ConnId, code: ErrorCode, echo: Echo, message: impl Into<String>) {
+        self.send(conn_id, &ServerMessage::refused(code, message, echo));
     }
 
     /// Sends one serialised frame to every member of `room`.
@@ -567,13 +574,13 @@ impl Handler<Join> for Registry {
             return self.send_error(
                 msg.conn_id,
                 ErrorCode::TooManyRooms,
-                &msg.room,
+                msg.echo,
                 format!("a connection may be in at most {limit} rooms"),
             );
         }
         let joined = match self.rooms.join(&msg.room, msg.conn_id, &user, now_unix_ms()) {
             Ok(joined) => joined,
-            Err(e) => return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, &msg.room, e.to_string()),
+            Err(e) => return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, e.to_string()),
         };
         if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
             conn.rooms.insert(msg.room.clone());
@@ -605,7 +612,7 @@ impl Handler<Leave> for Registry {
             return self.send_error(
                 msg.conn_id,
                 ErrorCode::NotMember,
-                &msg.room,
+                msg.echo,
                 format!("not a member of {}", msg.room),
             );
         };
@@ -629,18 +636,13 @@ impl Handler<Publish> for Registry {
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         let Some(user) = self.user_of(msg.conn_id) else { return };
         if !self.rooms.is_member(&msg.room, msg.conn_id) {
-            let error = ServerMessage::Error {
-                code: ErrorCode::NotMember,
-                message: format!("join {} before sending to it", msg.room),
-                room: Some(msg.room.to_string()),
-                client_ref: msg.client_ref,
-            };
-            return self.send(msg.conn_id, &error);
+            let message = format!("join {} before sending to it", msg.room);
+            return self.send_error(msg.conn_id, ErrorCode::NotMember, msg.echo, message);
         }
         let message = self.rooms.post(&msg.room, &user, msg.text, now_unix_ms());
         let id = message.id;
         self.broadcast(&msg.room, &ServerMessage::Message(message));
-        self.send(msg.conn_id, &ServerMessage::Ack { client_ref: msg.client_ref, room: msg.room, id });
+        self.send(msg.conn_id, &ServerMessage::Ack { client_ref: msg.echo.client_ref, room: msg.room, id });
     }
 }
 
@@ -656,7 +658,7 @@ impl Handler<FetchHistory> for Registry {
             return self.send_error(
                 msg.conn_id,
                 ErrorCode::NotMember,
-                &msg.room,
+                msg.echo,
                 format!("join {} to read its history", msg.room),
             );
         }

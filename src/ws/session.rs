@@ -150,20 +150,25 @@ impl WsSession {
         });
     }
 
-    /// One complete text message from the peer.
+    /// One complete text message from the peer. It is parsed before the rate limit is applied,
+    /// so that even a `rate_limited` refusal says which request it refuses.
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         self.deps.metrics.messages_in.inc();
+        let parsed = ClientMessage::parse(text);
+        let echo = parsed.as_ref().map(ClientMessage::echo).unwrap_or_default();
         match self.limiter.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Refuse => {
-                return self.send_error(ctx, ErrorCode::RateLimited, "too many messages; slow down");
+                let refusal = ServerMessage::refused(ErrorCode::RateLimited, "too many messages; slow down", echo);
+                return self.send(ctx, &refusal);
             }
             Verdict::Disconnect => {
-                self.send_error(ctx, ErrorCode::RateLimited, "too many messages; closing");
+                let refusal = ServerMessage::refused(ErrorCode::RateLimited, "too many messages; closing", echo);
+                self.send(ctx, &refusal);
                 return self.close(ctx, close::RATE_LIMITED, "rate limited");
             }
         }
-        let message = match ClientMessage::parse(text) {
+        let message = match parsed {
             Ok(message) => message,
             Err(_) if matches!(self.auth, AuthState::Pending) => {
                 return self.close(
@@ -185,55 +190,52 @@ impl WsSession {
                 ),
             };
         }
+        let conn_id = self.conn_id;
         let registry = &self.deps.registry;
-        let chat = &self.deps.settings.chat;
-        match message {
-            ClientMessage::Auth { .. } => self.send_error(
-                ctx,
+        let refuse = |code, message: String| ServerMessage::refused(code, message, echo.clone());
+        let room = |name: &str| RoomId::parse(name).map_err(|e| refuse(ErrorCode::InvalidRoom, e.to_string()));
+        let outcome = match message {
+            ClientMessage::Auth { .. } => Err(refuse(
                 ErrorCode::AlreadyAuthenticated,
-                "this connection is authenticated already; use reauth to renew",
-            ),
-            ClientMessage::Reauth { token } => self.reauthenticate(token.expose_secret(), ctx),
-            ClientMessage::Join { room, since } => match RoomId::parse(&room) {
-                Ok(room) => registry.do_send(registry::Join { conn_id: self.conn_id, room, since }),
-                Err(e) => self.send(ctx, &ServerMessage::room_error(ErrorCode::InvalidRoom, &room, e.to_string())),
-            },
-            ClientMessage::Leave { room } => match RoomId::parse(&room) {
-                Ok(room) => registry.do_send(registry::Leave { conn_id: self.conn_id, room }),
-                Err(e) => self.send(ctx, &ServerMessage::room_error(ErrorCode::InvalidRoom, &room, e.to_string())),
-            },
-            ClientMessage::Send { room, text, client_ref } => {
-                let refuse = |code, message: String| ServerMessage::Error {
-                    code,
-                    message,
-                    room: Some(room.clone()),
-                    client_ref: client_ref.clone(),
-                };
-                let room = match RoomId::parse(&room) {
-                    Ok(room) => room,
-                    Err(e) => return self.send(ctx, &refuse(ErrorCode::InvalidRoom, e.to_string())),
-                };
-                let chars = text.chars().count();
-                if chars > chat.max_text_chars {
-                    let limit = chat.max_text_chars;
-                    return self.send(
-                        ctx,
-                        &refuse(ErrorCode::TextTooLong, format!("text has {chars} characters; the limit is {limit}")),
-                    );
-                }
-                if text.trim().is_empty() {
-                    return self.send(ctx, &refuse(ErrorCode::EmptyText, "text is empty".into()));
-                }
-                registry.do_send(registry::Publish { conn_id: self.conn_id, room, text, client_ref });
+                "this connection is authenticated already; use reauth to renew".into(),
+            )),
+            ClientMessage::Reauth { token } => {
+                self.reauthenticate(token.expose_secret(), ctx);
+                Ok(())
             }
-            ClientMessage::History { room, before, limit } => match RoomId::parse(&room) {
-                Ok(room) => {
-                    let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT).clamp(1, MAX_HISTORY_LIMIT);
-                    registry.do_send(registry::FetchHistory { conn_id: self.conn_id, room, before, limit });
-                }
-                Err(e) => self.send(ctx, &ServerMessage::room_error(ErrorCode::InvalidRoom, &room, e.to_string())),
-            },
+            ClientMessage::Join { room: name, since, .. } => {
+                room(&name).map(|room| registry.do_send(registry::Join { conn_id, room, since, echo: echo.clone() }))
+            }
+            ClientMessage::Leave { room: name, .. } => {
+                room(&name).map(|room| registry.do_send(registry::Leave { conn_id, room, echo: echo.clone() }))
+            }
+            ClientMessage::Send { room: name, text, .. } => {
+                self.check_text(&text).map_err(|(code, message)| refuse(code, message)).and_then(|()| {
+                    room(&name)
+                        .map(|room| registry.do_send(registry::Publish { conn_id, room, text, echo: echo.clone() }))
+                })
+            }
+            ClientMessage::History { room: name, before, limit, .. } => room(&name).map(|room| {
+                let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT).clamp(1, MAX_HISTORY_LIMIT);
+                registry.do_send(registry::FetchHistory { conn_id, room, before, limit, echo: echo.clone() })
+            }),
+        };
+        if let Err(refusal) = outcome {
+            self.send(ctx, &refusal);
         }
+    }
+
+    /// A `send` text must be non-blank and within `chat.max_text_chars`.
+    fn check_text(&self, text: &str) -> Result<(), (ErrorCode, String)> {
+        let limit = self.deps.settings.chat.max_text_chars;
+        let chars = text.chars().count();
+        if chars > limit {
+            return Err((ErrorCode::TextTooLong, format!("text has {chars} characters; the limit is {limit}")));
+        }
+        if text.trim().is_empty() {
+            return Err((ErrorCode::EmptyText, "text is empty".into()));
+        }
+        Ok(())
     }
 
     /// Session mode: a client message is activity; write it (at most once per

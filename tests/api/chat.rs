@@ -102,9 +102,17 @@ async fn every_bad_input_gets_an_error_and_the_connection_stays_open() {
         assert_eq!(error["code"], code, "input {input}: {error}");
         assert!(!error["message"].as_str().unwrap().is_empty());
     }
-    // refusals about a room say which room
-    ws.send(json!({"type":"history","room":"elsewhere"})).await;
-    assert_eq!(ws.next_json().await["room"], "elsewhere");
+    // refusals say which request, room and ref they refuse
+    ws.send(json!({"type":"history","room":"elsewhere","ref":4})).await;
+    let error = ws.next_json().await;
+    assert_eq!(
+        (error["request"].as_str(), error["room"].as_str(), error["ref"].as_u64()),
+        (Some("history"), Some("elsewhere"), Some(4))
+    );
+    ws.send(json!({"type":"leave","room":"elsewhere"})).await;
+    let error = ws.next_json().await;
+    assert_eq!((error["request"].as_str(), error["code"].as_str()), (Some("leave"), Some("not_member")));
+    assert!(error.get("ref").is_none());
     ws.send(json!({"type":"send","room":"bad room","text":"x","ref":"r9"})).await;
     let error = ws.next_json().await;
     assert_eq!((error["room"].as_str(), error["ref"].as_str()), (Some("bad room"), Some("r9")));

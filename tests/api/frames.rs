@@ -76,7 +76,10 @@ async fn flooding_gets_rate_limited_then_closed_4008() {
     let mut rate_limited = 0;
     let code = loop {
         match ws.recv().await {
-            Event::Json(v) if v["code"] == "rate_limited" => rate_limited += 1,
+            Event::Json(v) if v["code"] == "rate_limited" => {
+                assert_eq!((v["request"].as_str(), v["room"].as_str()), (Some("history"), Some("nowhere")), "{v}");
+                rate_limited += 1
+            }
             Event::Json(_) => {}
             Event::Close(code, _) => break code,
             Event::Ended => panic!("no close frame"),

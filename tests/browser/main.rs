@@ -6,6 +6,7 @@ mod admin;
 mod chat;
 mod pages;
 mod restart;
+mod rooms;
 mod signout;
 #[path = "../support/mod.rs"]
 mod support;

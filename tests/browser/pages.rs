@@ -90,6 +90,13 @@ pub async fn wait_message(browser: &Browser, from: &str, text: &str) -> Value {
     browser.wait_for(&format!("message {text:?} from {from}"), &script).await
 }
 
+/// The messages the room on screen shows, in order, as `[id, from, text]`.
+pub async fn shown_messages(browser: &Browser) -> Value {
+    let script = r##"return [...document.querySelectorAll("#messages li.message")]
+        .map((li) => [Number(li.dataset.id), li.dataset.from, li.querySelector(".text").textContent]);"##;
+    browser.js(script, json!([])).await
+}
+
 /// Every input, textarea, select and button on the page has an accessible name; returns the ones
 /// that do not.
 pub async fn unlabelled_controls(browser: &Browser) -> Vec<String> {
@@ -132,7 +139,5 @@ pub async fn save_screenshot(browser: &Browser, name: &str) -> PathBuf {
         std::fs::write(root.join("docs").join(name), &png).unwrap();
     }
     std::fs::write(&path, png).unwrap();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, browser.screenshot().await).unwrap();
     path
 }

@@ -1,13 +1,16 @@
 //! The server restarts under an open page: the page shows it is reconnecting, comes back by
-//! itself, and rejoins its room.
+//! itself, and rejoins its room. The new server numbers the room's messages from 1 again, which
+//! the page learns from the new `boot` id in `welcome`: it asks for the whole history (not
+//! `since` the last id it saw) and shows it in place of the old server's messages. A reconnect
+//! to the same server asks only for what was missed, and shows nothing twice.
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::pages::*;
-use crate::support::{spawn_app, spawn_app_with};
-use crate::webdriver::Chromedriver;
+use crate::support::{sign, spawn_app, spawn_app_with, TestApp, WsClient};
+use crate::webdriver::{Browser, Chromedriver};
 
 #[actix_web::test]
 async fn the_page_reconnects_by_itself_after_a_server_restart() {
@@ -17,29 +20,93 @@ async fn the_page_reconnects_by_itself_after_a_server_restart() {
     let alice = driver.browser().await;
     open_chat(&alice, &app, "alice").await;
 
+    // The page sees ids 1 to 3 of general on the first server.
+    let (mut bob, first_welcome, _) = join_general(&app, "bob").await;
+    for i in 1..=3 {
+        post(&mut bob, &format!("before the restart {i}")).await;
+    }
+    wait_message(&alice, "bob", "before the restart 3").await;
+    bob.close().await;
+
     app.stop().await.expect("the first server stops cleanly");
     let down = wait_badge(&alice, "reconnecting", "reconnecting").await;
     assert!(down["text"].as_str().unwrap().contains("Reconnecting"), "{down}");
 
+    // The page stays offline until the new server holds a message, so it rejoins after it.
+    alice.set_offline(true).await;
     // Same port, same signing secret: the page's token is still good.
     let app = spawn_app_with(&format!("[server]\nport = {port}")).await;
-    // Backoff may have grown to a few seconds while the server was down, hence the longer wait.
-    let up = alice
-        .wait_for_within(
-            "the page to reconnect to the new server",
-            "const b = document.getElementById('conn-badge'); return b.dataset.state === 'connected' && b.dataset.connects;",
-            Duration::from_secs(25),
-        )
-        .await;
-    assert_eq!(up, "2", "a second welcome, on a new socket");
+    let (mut bob, welcome, joined) = join_general(&app, "bob").await;
+    assert_eq!((&joined["members"], &joined["history"]), (&json!(["bob"]), &json!([])), "alice is not back yet");
+    assert!(welcome["boot"].is_string() && first_welcome["boot"].is_string(), "{first_welcome} {welcome}");
+    assert_ne!(welcome["boot"], first_welcome["boot"], "a new process, a new boot id");
+    let id = post(&mut bob, "posted while you were away").await;
+    assert_eq!(id, 1, "the new server numbers general from 1 again");
+    alice.set_offline(false).await;
 
-    // It rejoined general on the new server: it sees a newcomer and their message.
-    let (mut bob, _) = app.connect_as("bob").await;
-    bob.send(json!({"type": "join", "room": "general"})).await;
-    let joined = bob.next_of("joined").await;
-    assert_eq!(joined["members"], json!(["alice", "bob"]), "alice is back in general");
-    bob.send(json!({"type": "send", "room": "general", "text": "welcome back"})).await;
-    wait_message(&alice, "bob", "welcome back").await;
-    wait_member(&alice, "bob").await;
+    // Backoff may have grown to a few seconds while the server was down, hence the longer wait
+    // (going back online should cut it short).
+    assert_eq!(wait_connects(&alice, 2, Duration::from_secs(25)).await, 2, "a second welcome, on a new socket");
+
+    // It rejoined general without `since` (which, at 3, would have skipped message 1), and shows
+    // the new server's messages in place of the old ones: same ids, other messages.
+    let seen = wait_message(&alice, "bob", "posted while you were away").await;
+    assert_eq!(seen["id"], 1, "{seen}");
+    assert_eq!(shown_messages(&alice).await, json!([[1, "bob", "posted while you were away"]]));
+
+    // It is back in general: a newcomer finds it there, and it sees them and their message.
+    let (mut carol, _) = app.connect_as("carol").await;
+    carol.send(json!({"type": "join", "room": "general"})).await;
+    let joined = carol.next_of("joined").await;
+    assert_eq!(joined["members"], json!(["alice", "bob", "carol"]), "alice is back in general");
+    post(&mut carol, "welcome back").await;
+    wait_message(&alice, "carol", "welcome back").await;
+    wait_member(&alice, "carol").await;
+
+    // A reconnect to the same server (after an operator's disconnect) asks only for what was
+    // missed: it is added after what the page shows, and nothing shows twice.
+    let conn_id = badge(&alice).await["connId"].as_u64().expect("a connection id");
+    let admin = sign("admin", 300, &["admin"]);
+    let (status, body) =
+        app.send_json(reqwest::Method::DELETE, &format!("/admin/connections/{conn_id}"), Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    wait_badge(&alice, "disconnected", "disconnected").await;
+    post(&mut bob, "while you were out").await;
+    alice.click("#reconnect").await;
+    assert_eq!(wait_connects(&alice, 3, Duration::from_secs(15)).await, 3);
+    wait_message(&alice, "bob", "while you were out").await;
+    assert_eq!(
+        shown_messages(&alice).await,
+        json!([
+            [1, "bob", "posted while you were away"],
+            [2, "carol", "welcome back"],
+            [3, "bob", "while you were out"],
+        ]),
+    );
     alice.quit().await;
+}
+
+/// A plain WebSocket client for `user`, in general; returns it, its `welcome` and its `joined`.
+async fn join_general(app: &TestApp, user: &str) -> (WsClient, Value, Value) {
+    let (mut client, welcome) = app.connect_as(user).await;
+    client.send(json!({"type": "join", "room": "general"})).await;
+    let joined = client.next_of("joined").await;
+    (client, welcome, joined)
+}
+
+/// Posts to general and returns the id the server gave the message.
+async fn post(client: &mut WsClient, text: &str) -> u64 {
+    client.send(json!({"type": "send", "room": "general", "text": text})).await;
+    client.next_of("ack").await["id"].as_u64().expect("an id in the ack")
+}
+
+/// Waits until the page is connected after `connects` welcomes, and returns that count.
+async fn wait_connects(browser: &Browser, connects: u64, limit: Duration) -> u64 {
+    let script = format!(
+        "const b = document.getElementById('conn-badge');
+         return b.dataset.state === 'connected' && Number(b.dataset.connects) >= {connects} && Number(b.dataset.connects);"
+    );
+    let seen =
+        browser.wait_for_within(&format!("the page to be connected ({connects} welcomes)"), &script, limit).await;
+    seen.as_u64().expect("a count")
 }

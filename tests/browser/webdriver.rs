@@ -172,7 +172,16 @@ impl Browser {
         self.post("/goog/cdp/execute", json!({ "cmd": "Emulation.setDeviceMetricsOverride", "params": params })).await;
     }
 
-    /// Runs `body` as a function in the page (`arguments` are `args`) and returns its result.
+    /// Takes the page off the network, or back on (DevTools network emulation): its requests
+    /// fail as with no connection, and going back online fires the page's `online` event.
+    pub async fn set_offline(&self, offline: bool) {
+        self.post("/goog/cdp/execute", json!({ "cmd": "Network.enable", "params": {} })).await;
+        let params = json!({ "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 });
+        self.post("/goog/cdp/execute", json!({ "cmd": "Network.emulateNetworkConditions", "params": params })).await;
+    }
+
+    /// Runs `body` as a function in the page (`arguments` are `args`) and returns its result;
+    /// a returned promise is awaited.
     pub async fn js(&self, body: &str, args: Value) -> Value {
         self.post("/execute/sync", json!({ "script": body, "args": args })).await
     }
