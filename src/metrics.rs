@@ -14,7 +14,8 @@ pub struct Metrics {
     pub closes: IntCounterVec,
     pub messages_in: IntCounter,
     pub messages_out: IntCounter,
-    /// Seconds from a token's `exp` to the registry closing its socket.
+    /// Seconds from a token's (or session's) end to its socket acting on the close, measured
+    /// per socket.
     pub expiry_lag: Histogram,
 }
 
@@ -31,8 +32,11 @@ impl Metrics {
         let messages_in = IntCounter::new("messages_in_total", "Messages received from clients").unwrap();
         let messages_out = IntCounter::new("messages_out_total", "Messages sent to clients").unwrap();
         let expiry_lag = Histogram::with_opts(
-            HistogramOpts::new("expiry_close_lag_seconds", "Delay from a token's exp to its socket's close")
-                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            HistogramOpts::new(
+                "expiry_close_lag_seconds",
+                "Delay from a token's exp to its socket closing, per socket",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
         )
         .unwrap();
         for collector in [

@@ -47,11 +47,11 @@ impl Deadlines {
         self.queue.first().map(|(at, _, _)| *at)
     }
 
-    /// Removes and returns everything due at or before `now`, earliest first.
-    pub fn pop_due(&mut self, now: u64) -> Vec<(ConnId, Due)> {
+    /// Removes and returns up to `limit` deadlines due at or before `now`, earliest first.
+    pub fn pop_due(&mut self, now: u64, limit: usize) -> Vec<(ConnId, Due)> {
         let mut due = Vec::new();
         while let Some(&(at, conn, kind)) = self.queue.first() {
-            if at > now {
+            if at > now || due.len() == limit {
                 break;
             }
             self.queue.pop_first();
@@ -89,12 +89,21 @@ mod tests {
         d.schedule(ConnId(1), Some(50), 100);
         d.schedule(ConnId(2), None, 80);
         assert_eq!(d.next_at(), Some(50));
-        assert_eq!(d.pop_due(49), vec![]);
-        assert_eq!(d.pop_due(80), vec![(ConnId(1), Due::Warn), (ConnId(2), Due::Expire)]);
+        assert_eq!(d.pop_due(49, 10), vec![]);
+        assert_eq!(d.pop_due(80, 10), vec![(ConnId(1), Due::Warn), (ConnId(2), Due::Expire)]);
         assert_eq!(d.next_at(), Some(100));
-        assert_eq!(d.pop_due(1000), vec![(ConnId(1), Due::Expire)]);
+        assert_eq!(d.pop_due(1000, 10), vec![(ConnId(1), Due::Expire)]);
         assert!(d.is_empty());
         assert_eq!(d.next_at(), None);
+    }
+
+    #[test]
+    fn a_limit_leaves_the_rest_due() {
+        let mut d = Deadlines::default();
+        (1..=5).for_each(|i| d.schedule(ConnId(i), None, 10));
+        assert_eq!(d.pop_due(10, 2).len(), 2);
+        assert_eq!(d.next_at(), Some(10), "the rest are still due");
+        assert_eq!(d.pop_due(10, 10).len(), 3);
     }
 
     #[test]
@@ -112,9 +121,9 @@ mod tests {
     fn a_renewal_after_the_warning_schedules_a_new_warning() {
         let mut d = Deadlines::default();
         d.schedule(ConnId(1), Some(10), 20);
-        assert_eq!(d.pop_due(10), vec![(ConnId(1), Due::Warn)]);
+        assert_eq!(d.pop_due(10, 10), vec![(ConnId(1), Due::Warn)]);
         d.schedule(ConnId(1), Some(50), 60);
-        assert_eq!(d.pop_due(20), vec![]);
-        assert_eq!(d.pop_due(60), vec![(ConnId(1), Due::Warn), (ConnId(1), Due::Expire)]);
+        assert_eq!(d.pop_due(20, 10), vec![]);
+        assert_eq!(d.pop_due(60, 10), vec![(ConnId(1), Due::Warn), (ConnId(1), Due::Expire)]);
     }
 }

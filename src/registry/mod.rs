@@ -37,7 +37,13 @@ pub enum Outbound {
     /// Send this text frame.
     Frame(ByteString),
     /// Send a close frame with this code and reason, then stop.
-    Close { code: u16, reason: &'static str },
+    Close {
+        code: u16,
+        reason: &'static str,
+        /// For expiry closes: the deadline (Unix ms), so the socket can record how late it
+        /// actually closed.
+        deadline_ms: Option<u64>,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,6 +239,9 @@ pub struct Stats {
 // State
 // ---------------------------------------------------------------------------------------------
 
+/// Deadlines handled per timer turn, so a mass expiry does not starve other messages.
+const DEADLINE_BATCH: usize = 512;
+
 /// Limits the registry enforces, from [`Settings`].
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -350,11 +359,13 @@ impl Registry {
         }
     }
 
+    /// Handles what is due, at most [`DEADLINE_BATCH`] at a time: when more remain, the timer is
+    /// re-armed at once, so joins and messages queued meanwhile are served between batches.
     fn fire_deadlines(&mut self, ctx: &mut Context<Self>) {
         // Decided by the wall clock, which `exp` is measured in; if it stepped back since the
         // timer was armed, nothing is due yet and the timer is simply re-armed.
         let now = now_unix_ms();
-        for (conn_id, due) in self.deadlines.pop_due(now) {
+        for (conn_id, due) in self.deadlines.pop_due(now, DEADLINE_BATCH) {
             let Some(identity) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()) else {
                 continue;
             };
@@ -365,11 +376,13 @@ impl Registry {
                     self.send(conn_id, &ServerMessage::Expiring { expires_at, seconds_left });
                 }
                 Due::Expire => {
-                    self.metrics.expiry_lag.observe(now.saturating_sub(expires_at * 1000) as f64 / 1000.0);
-                    if session_bound {
-                        self.close(conn_id, close::SESSION_ENDED, "session expired");
+                    let (code, reason) = if session_bound {
+                        (close::SESSION_ENDED, "session expired")
                     } else {
-                        self.close(conn_id, close::TOKEN_EXPIRED, "token expired");
+                        (close::TOKEN_EXPIRED, "token expired")
+                    };
+                    if let Some(conn) = self.remove(conn_id) {
+                        conn.outbox.do_send(Outbound::Close { code, reason, deadline_ms: Some(expires_at * 1000) });
                     }
                 }
             }
@@ -381,7 +394,7 @@ impl Registry {
     fn close(&mut self, conn_id: ConnId, code: u16, reason: &'static str) -> bool {
         match self.remove(conn_id) {
             Some(conn) => {
-                conn.outbox.do_send(Outbound::Close { code, reason });
+                conn.outbox.do_send(Outbound::Close { code, reason, deadline_ms: None });
                 true
             }
             None => false,

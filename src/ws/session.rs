@@ -50,11 +50,21 @@ struct Fragments {
 struct Registration {
     conn_id: ConnId,
     registry: Addr<registry::Registry>,
+    /// False once the registry itself closed the connection.
+    armed: bool,
+}
+
+impl Registration {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.do_send(registry::Unregister { conn_id: self.conn_id });
+        if self.armed {
+            self.registry.do_send(registry::Unregister { conn_id: self.conn_id });
+        }
     }
 }
 
@@ -71,7 +81,7 @@ pub struct WsSession {
     close_code: Option<u16>,
     /// Session mode: when activity was last written to the session store (Unix ms).
     last_touch_ms: u64,
-    _registration: Registration,
+    registration: Registration,
 }
 
 impl WsSession {
@@ -82,7 +92,7 @@ impl WsSession {
             Some((principal, method)) => AuthState::Ready { principal, method },
             None => AuthState::Pending,
         };
-        let registration = Registration { conn_id, registry: deps.registry.clone() };
+        let registration = Registration { conn_id, registry: deps.registry.clone(), armed: true };
         Self {
             conn_id,
             deps,
@@ -92,7 +102,7 @@ impl WsSession {
             limiter,
             close_code: None,
             last_touch_ms: crate::time::now_unix_ms(),
-            _registration: registration,
+            registration,
         }
     }
 
@@ -450,7 +460,15 @@ impl Handler<Outbound> for WsSession {
                 self.deps.metrics.messages_out.inc();
                 ctx.text(text);
             }
-            Outbound::Close { code, reason } => self.close(ctx, code, reason),
+            Outbound::Close { code, reason, deadline_ms } => {
+                if let Some(deadline) = deadline_ms {
+                    let lag = crate::time::now_unix_ms().saturating_sub(deadline);
+                    self.deps.metrics.expiry_lag.observe(lag as f64 / 1000.0);
+                }
+                // The registry dropped this connection already; no need to tell it again.
+                self.registration.disarm();
+                self.close(ctx, code, reason)
+            }
         }
     }
 }
