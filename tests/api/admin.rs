@@ -10,13 +10,7 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn login_returns_a_working_token_and_refuses_alike() {
     let app = spawn_app().await;
-    let res = app
-        .http
-        .post(app.url("/api/login"))
-        .json(&json!({"username":"alice","password":"alice-password"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_login("alice").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let body: Value = res.json().await.unwrap();

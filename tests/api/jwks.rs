@@ -76,13 +76,7 @@ async fn tokens_verify_against_the_jwks_and_login_is_off() {
     let wrong_iss = jsonwebtoken::encode(&header, &claims, &private_key(Algorithm::ES256)).unwrap();
     expect_refused(&app.ws_url(&format!("/ws?token={wrong_iss}")), &[], 401, "invalid_token").await;
 
-    let res = app
-        .http
-        .post(app.url("/api/login"))
-        .json(&json!({"username":"alice","password":"alice-password"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_login("alice").await;
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "login_disabled");

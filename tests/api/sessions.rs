@@ -30,13 +30,7 @@ async fn session_app(backend: Backend, extra: &str) -> (TestApp, Option<RedisSer
 
 /// Logs in; answers the cookie value, the Set-Cookie attributes and the body.
 async fn login(app: &TestApp, user: &str) -> (String, String, Value) {
-    let res = app
-        .http
-        .post(app.url("/api/login"))
-        .json(&json!({"username": user, "password": format!("{user}-password")}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_login(user).await;
     assert_eq!(res.status(), 200);
     let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     let value = set_cookie.strip_prefix("authchat_session=").unwrap().split(';').next().unwrap().to_owned();
@@ -292,13 +286,7 @@ async fn losing_redis_fails_closed_and_recovers_by_itself() {
     bob.next_of("joined").await;
 
     redis.stop();
-    let res = app
-        .http
-        .post(app.url("/api/login"))
-        .json(&json!({"username":"alice","password":"alice-password"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_login("alice").await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "session_store_unavailable");
     let header = format!("authchat_session={cookie}");

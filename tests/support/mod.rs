@@ -78,15 +78,15 @@ impl TestApp {
         format!("ws://127.0.0.1:{}{path}", self.port)
     }
 
+    /// `POST /api/login` with a dev user's password (`<user>-password`), whatever the answer.
+    pub async fn post_login(&self, user: &str) -> reqwest::Response {
+        let body = json!({"username": user, "password": format!("{user}-password")});
+        self.http.post(self.url("/api/login")).json(&body).send().await.unwrap()
+    }
+
     /// Logs in through the API and returns the access token.
     pub async fn login(&self, user: &str) -> String {
-        let res = self
-            .http
-            .post(self.url("/api/login"))
-            .json(&json!({"username": user, "password": format!("{user}-password")}))
-            .send()
-            .await
-            .unwrap();
+        let res = self.post_login(user).await;
         assert_eq!(res.status(), 200, "login of {user}");
         res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
     }
