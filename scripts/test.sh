@@ -23,4 +23,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-cargo test --all-targets "$@"
+# Examples are built by `cargo clippy --all-targets` in CI; they are load tools, not tests.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --lib --bins --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary).
+mkdir -p target
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i + 1) ~ /^passed/) p += $i; if ($(i + 1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log" | tee target/test-summary.txt
+exit "$status"
