@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use crate::auth::jwt::TokenService;
 use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
-use crate::config::{Settings, MIN_HS_SECRET_BYTES};
+use crate::config::{AuthMode, Settings, MIN_HS_SECRET_BYTES};
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
@@ -40,11 +40,16 @@ impl ReloadHandle {
             }
         }
         if self.tokens.is_verify_only() {
-            match self.tokens.reload_jwks() {
-                Ok(keys) => tracing::info!(keys, "JWKS re-read"),
-                Err(e) => tracing::error!(error = %e, "JWKS re-read failed; the previous keys stay in use"),
-            }
+            reload_jwks(&self.tokens, "SIGHUP");
         }
+    }
+}
+
+/// Re-reads the JWKS file, logging the outcome; on failure the previous keys stay in use.
+fn reload_jwks(tokens: &TokenService, why: &str) {
+    match tokens.reload_jwks() {
+        Ok(keys) => tracing::info!(keys, why, "JWKS re-read"),
+        Err(e) => tracing::error!(error = %e, why, "JWKS re-read failed; the previous keys stay in use"),
     }
 }
 
@@ -58,12 +63,7 @@ async fn watch_jwks(tokens: Arc<TokenService>, path: std::path::PathBuf, interva
         let now = stamp(&path);
         if now != seen && now.is_some() {
             seen = now;
-            match tokens.reload_jwks() {
-                Ok(keys) => tracing::info!(keys, file = %path.display(), "JWKS file changed; keys reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "JWKS file changed but could not be used; the previous keys stay")
-                }
-            }
+            reload_jwks(&tokens, "file changed");
         }
     }
 }
@@ -178,7 +178,15 @@ impl Application {
         let sessions = Sessions::new(stores.sessions.clone(), settings.session.clone());
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
-        actix_web::rt::spawn(follow_sessions(stores.clone(), registry.clone(), settings.session.reconcile_interval));
+        // Only session mode binds sockets to server-side sessions; in JWT mode there is nothing
+        // to follow, and no periodic pass over the registry.
+        if settings.auth.mode == AuthMode::Session {
+            actix_web::rt::spawn(follow_sessions(
+                stores.clone(),
+                registry.clone(),
+                settings.session.reconcile_interval,
+            ));
+        }
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState::new(
             settings.clone(),

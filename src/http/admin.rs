@@ -26,8 +26,9 @@ fn registry_down(e: actix::MailboxError) -> ApiError {
     ApiError::Internal(format!("registry unavailable: {e}"))
 }
 
+/// `?user=` on the listing routes.
 #[derive(Deserialize)]
-struct ConnectionFilter {
+struct UserFilter {
     user: Option<String>,
 }
 
@@ -35,7 +36,7 @@ struct ConnectionFilter {
 async fn list_connections(
     Admin(_): Admin,
     state: web::Data<AppState>,
-    filter: web::Query<ConnectionFilter>,
+    filter: web::Query<UserFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let user = filter.into_inner().user.map(UserId::new);
     let rows = state.registry.send(ListConnections { user }).await.map_err(registry_down)?;
@@ -113,16 +114,11 @@ async fn revoke_user(
     })))
 }
 
-#[derive(Deserialize)]
-struct SessionFilter {
-    user: Option<String>,
-}
-
 /// `GET /admin/sessions[?user=]`: live server-side sessions (session mode).
 async fn list_sessions(
     Admin(_): Admin,
     state: web::Data<AppState>,
-    filter: web::Query<SessionFilter>,
+    filter: web::Query<UserFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let user = filter.into_inner().user.map(UserId::new);
     let rows = state.sessions.store().list(user.as_ref()).await.map_err(ApiError::SessionStoreUnavailable)?;

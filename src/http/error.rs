@@ -29,7 +29,7 @@ pub enum ApiError {
     NotFoundWithCode { code: &'static str, message: &'static str },
     #[error("{message}")]
     Unauthorized { code: &'static str, message: &'static str },
-    #[error("the server is shutting down")]
+    #[error("the server is shutting down; reconnect in a moment (a load balancer sends you to another node)")]
     ShuttingDown,
     #[error("a backing store is unavailable; try again")]
     StoreUnavailable(#[source] StoreError),

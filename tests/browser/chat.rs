@@ -80,14 +80,8 @@ async fn two_users_chat_in_a_room_and_each_sees_the_others_messages_and_presence
 
     // A refused request is shown, not swallowed: a third room is one too many.
     alice.type_keys("#join-input", &format!("one-too-many{ENTER}")).await;
-    let notice = alice
-        .wait_for(
-            "the too_many_rooms error on screen",
-            "const n = document.querySelector('#notices .notice[data-code=\"too_many_rooms\"]');
-             return n && n.getBoundingClientRect().height > 0 && n.innerText;",
-        )
-        .await;
-    assert!(notice.as_str().unwrap().contains("one-too-many"), "the notice names the room: {notice}");
+    let notice = wait_notice(&alice, "too_many_rooms").await;
+    assert!(notice.contains("one-too-many"), "the notice names the room: {notice}");
     alice
         .wait_for(
             "the refused room to be dropped from the list",

@@ -59,6 +59,17 @@ pub async fn wait_joined(browser: &Browser, room: &str) {
 }
 
 /// Waits until `user` is listed in the room's members panel.
+/// Waits for a visible notice of the server error `code` and answers its text.
+pub async fn wait_notice(browser: &Browser, code: &str) -> String {
+    let css = format!("#notices .notice[data-code={}]", js_str(code));
+    let script = format!(
+        "const n = document.querySelector({}); return n && n.getBoundingClientRect().height > 0 && n.innerText;",
+        js_str(&css)
+    );
+    let text = browser.wait_for(&format!("the {code} error on screen"), &script).await;
+    text.as_str().expect("the notice's text").to_owned()
+}
+
 pub async fn wait_member(browser: &Browser, user: &str) {
     let css = format!("#member-list [data-user={}]", js_str(user));
     browser

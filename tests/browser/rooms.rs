@@ -61,14 +61,7 @@ async fn a_refused_join_is_reported_for_its_room_while_another_join_goes_through
     // Two joins from the form at once: the first takes the last place, the second is refused.
     alice.js(SUBMIT_JOINS, json!(["release-train", "one-too-many"])).await;
     wait_joined(&alice, "release-train").await;
-    let notice = alice
-        .wait_for(
-            "the too_many_rooms error on screen",
-            "const n = document.querySelector('#notices .notice[data-code=\"too_many_rooms\"]');
-             return n && n.getBoundingClientRect().height > 0 && n.innerText;",
-        )
-        .await;
-    let notice = notice.as_str().unwrap();
+    let notice = wait_notice(&alice, "too_many_rooms").await;
     assert!(notice.contains("Could not join # one-too-many"), "the notice names the refused room: {notice}");
     assert!(!notice.contains("release-train"), "and only that one: {notice}");
     alice
