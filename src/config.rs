@@ -74,6 +74,9 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     /// Folder served at `/` (the web UI).
     pub static_dir: PathBuf,
+    /// WebSockets this node holds at once (closing ones included); past it, upgrades get 503
+    /// `server_full`. TCP connections are capped a little above it, so HTTP keeps answering.
+    pub max_connections: usize,
 }
 
 /// JWTs, or server-side sessions.
@@ -168,7 +171,23 @@ pub struct WsSettings {
     pub max_unauthenticated_per_ip: usize,
     /// Authenticated sockets per user on this node.
     pub max_connections_per_user: usize,
+    /// Bytes queued for a socket that its peer has not taken yet; past it the socket is closed
+    /// with 4009 and the backlog dropped.
+    pub max_outbound_bytes: usize,
+    /// After a close frame, how long the peer has to answer before the TCP connection is
+    /// dropped; also the kernel's `TCP_USER_TIMEOUT` for data a peer leaves unacknowledged.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
     pub rate_limit: RateLimitSettings,
+    pub handshake_limit: HandshakeLimitSettings,
+}
+
+/// WebSocket handshakes per client address (GCRA).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandshakeLimitSettings {
+    pub per_second: f64,
+    pub burst: f64,
 }
 
 /// Token bucket applied to every client message.
@@ -181,6 +200,9 @@ pub struct RateLimitSettings {
     pub burst: f64,
     /// Refused messages in a row before the socket is closed with 4008.
     pub max_violations: u32,
+    /// The same for all of one user's sockets on this node together.
+    pub user_per_second: f64,
+    pub user_burst: f64,
 }
 
 /// Rooms and history.
@@ -192,8 +214,15 @@ pub struct ChatSettings {
     /// Longest `send` text, in characters.
     pub max_text_chars: usize,
     pub max_rooms_per_connection: usize,
-    /// Rooms this node keeps; joining a new room past this is refused.
+    /// Rooms this node keeps; joining a new room past this is refused (`too_many_rooms`).
     pub max_rooms: usize,
+    /// Rooms one user may have created that still exist.
+    pub max_rooms_created_per_user: usize,
+    /// New rooms one user may create per minute.
+    pub room_creations_per_minute: u32,
+    /// A room with nobody in it and no activity for this long is dropped with its history.
+    #[serde(with = "humantime_serde")]
+    pub idle_room_ttl: Duration,
 }
 
 /// TLS on the listener itself.
@@ -386,6 +415,33 @@ impl Settings {
         }
         if !(self.ws.rate_limit.per_second > 0.0 && self.ws.rate_limit.burst >= 1.0) {
             return Err(ConfigError::invalid("ws.rate_limit", "per_second must be above 0 and burst at least 1"));
+        }
+        if !(self.ws.rate_limit.user_per_second > 0.0 && self.ws.rate_limit.user_burst >= 1.0) {
+            return Err(ConfigError::invalid(
+                "ws.rate_limit",
+                "user_per_second must be above 0 and user_burst at least 1",
+            ));
+        }
+        if !(self.ws.handshake_limit.per_second > 0.0 && self.ws.handshake_limit.burst >= 1.0) {
+            return Err(ConfigError::invalid("ws.handshake_limit", "per_second must be above 0 and burst at least 1"));
+        }
+        if self.ws.max_outbound_bytes < self.ws.max_message_size.max(4096) {
+            return Err(ConfigError::invalid(
+                "ws.max_outbound_bytes",
+                "must be at least ws.max_message_size (a frame must fit)",
+            ));
+        }
+        if self.ws.close_timeout.is_zero() {
+            return Err(ConfigError::invalid("ws.close_timeout", "must be above 0"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::invalid("server.max_connections", "must be above 0"));
+        }
+        if self.chat.max_rooms_created_per_user == 0 || self.chat.room_creations_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "chat.max_rooms_created_per_user",
+                "chat.max_rooms_created_per_user and chat.room_creations_per_minute must be above 0",
+            ));
         }
         if self.chat.history_size == 0 || self.chat.max_text_chars == 0 {
             return Err(ConfigError::invalid("chat", "history_size and max_text_chars must be above 0"));

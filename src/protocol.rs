@@ -247,6 +247,9 @@ pub mod close {
     pub const REVOKED: u16 = 4003;
     pub const DISCONNECTED: u16 = 4004;
     pub const RATE_LIMITED: u16 = 4008;
+    /// The client did not read what it was sent: more than `ws.max_outbound_bytes` waited for
+    /// it. What was still queued is dropped; rejoin with `since` to catch up.
+    pub const TOO_SLOW: u16 = 4009;
 }
 
 #[cfg(test)]

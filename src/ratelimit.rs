@@ -1,7 +1,61 @@
-//! Per-connection rate limiting: a token bucket for messages, and a count of refusals that
-//! tells abuse (keeps hammering) from a burst (backs off).
+//! Rate limiting: per connection, a token bucket for messages and a count of refusals that
+//! tells abuse (keeps hammering) from a burst (backs off); per user and per client address,
+//! limits shared by every socket of this node ([`SharedLimits`], GCRA by `governor`).
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::config::WsSettings;
+use crate::ids::UserId;
+
+/// Limits keyed by user or address, shared by all sockets and handshakes of this node.
+pub struct SharedLimits {
+    /// Messages (every frame) of one user, across all of their sockets here.
+    user_messages: DefaultKeyedRateLimiter<UserId>,
+    /// WebSocket handshakes from one client address.
+    handshakes: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl SharedLimits {
+    pub fn from_settings(ws: &WsSettings) -> Self {
+        let rl = &ws.rate_limit;
+        Self {
+            user_messages: DefaultKeyedRateLimiter::keyed(quota(rl.user_per_second, rl.user_burst)),
+            handshakes: DefaultKeyedRateLimiter::keyed(quota(ws.handshake_limit.per_second, ws.handshake_limit.burst)),
+        }
+    }
+
+    /// Takes one message from the user's allowance; false when it is spent.
+    pub fn user_message(&self, user: &UserId) -> bool {
+        self.user_messages.check_key(user).is_ok()
+    }
+
+    /// Takes one handshake from the address's allowance; when it is spent, how long until the
+    /// next one is allowed.
+    pub fn handshake(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.handshakes.check_key(&ip).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets keys whose allowance is full again, so the maps do not grow without bound.
+    pub fn forget_idle(&self) {
+        self.user_messages.retain_recent();
+        self.user_messages.shrink_to_fit();
+        self.handshakes.retain_recent();
+        self.handshakes.shrink_to_fit();
+    }
+}
+
+/// `per_second` sustained (fractions allowed), `burst` at once. Config validation guarantees
+/// `per_second > 0` and `burst >= 1`.
+fn quota(per_second: f64, burst: f64) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new(burst as u32).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period).expect("the period is above zero").allow_burst(burst)
+}
 
 /// Classic token bucket: `burst` tokens, refilled at `per_second`.
 #[derive(Debug, Clone)]
@@ -68,6 +122,11 @@ impl RateLimiter {
         if self.bucket.try_take(now) {
             return Verdict::Allow;
         }
+        self.violation(now)
+    }
+
+    /// Counts a refusal decided elsewhere (a limit shared by several sockets).
+    pub fn violation(&mut self, now: Instant) -> Verdict {
         if now.saturating_duration_since(self.window_start) > self.window {
             self.window_start = now;
             self.violations = 0;

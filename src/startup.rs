@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_web::dev::Server;
@@ -114,15 +115,26 @@ async fn not_found() -> HttpResponse {
 }
 
 /// A listening socket with SO_REUSEADDR, so a restarted server gets its port back at once.
-fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
+/// Accepted connections inherit `user_timeout` (TCP_USER_TIMEOUT): the kernel drops a
+/// connection whose peer leaves data unacknowledged, or its receive window shut, that long.
+/// That is what frees a socket whose peer stopped reading even when actix-http is blocked
+/// writing to it and so never looks at the response body again.
+fn bind(host: std::net::IpAddr, port: u16, user_timeout: Duration) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let address = std::net::SocketAddr::new(host, port);
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_tcp_user_timeout(Some(user_timeout))?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
 }
+
+/// TCP connections allowed beyond `server.max_connections` WebSockets, for plain HTTP.
+const TCP_HEADROOM: usize = 1024;
+
+/// How often idle keys are dropped from the per-user and per-address limiters.
+const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
 /// A bound, wired server, not yet running.
 pub struct Application {
@@ -152,8 +164,9 @@ impl Application {
             None => None,
         };
         let (host, port) = (settings.server.host, settings.server.port);
-        let listener =
-            bind(host, port).with_context(|| format!("cannot listen on {host}:{port} (server.host, server.port)"))?;
+        let user_timeout = settings.ws.close_timeout;
+        let listener = bind(host, port, user_timeout)
+            .with_context(|| format!("cannot listen on {host}:{port} (server.host, server.port)"))?;
         let port = listener.local_addr()?.port();
 
         let mut allowed_origins: HashSet<String> = settings.server.allowed_origins.iter().cloned().collect();
@@ -201,6 +214,14 @@ impl Application {
             certs.is_some().then_some(port),
         ));
 
+        let limits = state.limits.clone();
+        actix_web::rt::spawn(async move {
+            let mut ticker = tokio::time::interval(LIMITER_SWEEP);
+            loop {
+                ticker.tick().await;
+                limits.forget_idle();
+            }
+        });
         let app_state = state.clone();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -224,6 +245,9 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .workers(workers)
+        // The hard TCP cap, per worker: room above server.max_connections WebSockets for HTTP
+        // requests, so the 503 `server_full` answers and the API keep flowing.
+        .max_connections((settings.server.max_connections + TCP_HEADROOM).div_ceil(workers))
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
         .disable_signals();
         let server = match &certs {
@@ -233,7 +257,7 @@ impl Application {
         let (server, redirect_port) = match settings.tls.redirect_port {
             0 => (server, None),
             wanted => {
-                let plain = bind(host, wanted)
+                let plain = bind(host, wanted, user_timeout)
                     .with_context(|| format!("cannot listen on {host}:{wanted} (tls.redirect_port)"))?;
                 let bound = plain.local_addr()?.port();
                 (server.listen(plain)?, Some(bound))

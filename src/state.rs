@@ -13,6 +13,7 @@ use crate::auth::sessions::Sessions;
 use crate::config::Settings;
 use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
+use crate::ratelimit::SharedLimits;
 use crate::registry::Registry;
 use crate::store::Stores;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub registry: Addr<Registry>,
     pub metrics: Arc<Metrics>,
     pub conn_ids: ConnIdAllocator,
+    /// Message and handshake limits shared by every socket of this node.
+    pub limits: Arc<SharedLimits>,
     /// This node's name.
     pub node: String,
     /// Random per process start: tells clients that room message ids started over.
@@ -55,6 +58,7 @@ impl AppState {
         tls_port: Option<u16>,
     ) -> Self {
         Self {
+            limits: Arc::new(SharedLimits::from_settings(&settings.ws)),
             settings,
             tokens,
             users,

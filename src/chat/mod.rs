@@ -1,6 +1,10 @@
 //! Rooms, membership and history, as plain data: the registry actor owns one [`Rooms`] and
 //! does the delivering. Presence is per user: a user with two sockets in a room is announced
 //! once when the first joins and once when the last leaves.
+//!
+//! Rooms cannot be used as a weapon: a user may create only so many rooms, and only so fast;
+//! at the node's cap new rooms are refused, and a room is dropped only when it has been empty
+//! and idle for `idle_room_ttl`, never to make space for someone else's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -17,8 +21,10 @@ struct Room {
     /// Id of the last message posted (0: none yet).
     last_id: u64,
     history: VecDeque<Arc<ChatMessage>>,
-    /// Unix ms of the last join, leave or post; decides which empty room is evicted first.
+    /// Unix ms of the last join, leave or post; an empty room idle past the TTL is dropped.
     last_active: u64,
+    /// Who created it: counts against their `max_rooms_created_per_user` while it exists.
+    creator: Option<UserId>,
 }
 
 /// What a join changed.
@@ -30,22 +36,44 @@ pub struct Joined {
     pub user_arrived: bool,
 }
 
-/// The room cap is reached and every room has members.
+/// Why a new room was not created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("this server holds its maximum number of rooms")]
-pub struct TooManyRooms;
+pub enum TooManyRooms {
+    #[error("this server holds its maximum of {0} rooms; join an existing room")]
+    NodeFull(usize),
+    #[error("you created {0} rooms that still exist, the most allowed; use one of them")]
+    CreatedTooMany(usize),
+    #[error("you are creating rooms too fast (at most {0} a minute); try again shortly")]
+    CreatingTooFast(u32),
+}
+
+/// Limits on creating rooms.
+#[derive(Debug, Clone)]
+pub struct RoomLimits {
+    pub max_rooms: usize,
+    pub max_created_per_user: usize,
+    pub creations_per_minute: u32,
+    /// An empty room idle this long is dropped, history and all.
+    pub idle_ttl_ms: u64,
+}
+
+const MINUTE_MS: u64 = 60_000;
 
 /// All rooms of this node.
 #[derive(Debug)]
 pub struct Rooms {
     rooms: HashMap<RoomId, Room>,
     history_size: usize,
-    max_rooms: usize,
+    limits: RoomLimits,
+    /// Rooms each user created that still exist.
+    created: HashMap<UserId, usize>,
+    /// When each user created rooms in the last minute (a sliding window).
+    recent_creations: HashMap<UserId, VecDeque<u64>>,
 }
 
 impl Rooms {
-    pub fn new(history_size: usize, max_rooms: usize) -> Self {
-        Self { rooms: HashMap::new(), history_size, max_rooms }
+    pub fn new(history_size: usize, limits: RoomLimits) -> Self {
+        Self { rooms: HashMap::new(), history_size, limits, created: HashMap::new(), recent_creations: HashMap::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -58,9 +86,9 @@ impl Rooms {
 
     pub fn join(&mut self, room: &RoomId, conn: ConnId, user: &UserId, now_ms: u64) -> Result<Joined, TooManyRooms> {
         if !self.rooms.contains_key(room) {
-            self.make_space()?;
+            self.create(room, user, now_ms)?;
         }
-        let r = self.rooms.entry(room.clone()).or_default();
+        let r = self.rooms.get_mut(room).expect("the room exists now");
         r.last_active = now_ms;
         if r.members.contains_key(&conn) {
             return Ok(Joined { already_member: true, user_arrived: false });
@@ -133,20 +161,54 @@ impl Rooms {
         picked
     }
 
-    /// At the cap, drops the empty room that was idle longest; refuses if none is empty.
-    fn make_space(&mut self) -> Result<(), TooManyRooms> {
-        if self.rooms.len() < self.max_rooms {
-            return Ok(());
+    /// Creates `room` for `user`, within the user's count and rate and the node's cap.
+    fn create(&mut self, room: &RoomId, user: &UserId, now_ms: u64) -> Result<(), TooManyRooms> {
+        let limits = &self.limits;
+        let created = self.created.get(user).copied().unwrap_or(0);
+        if created >= limits.max_created_per_user {
+            return Err(TooManyRooms::CreatedTooMany(created));
         }
-        let idle = self
+        let recent = self.recent_creations.entry(user.clone()).or_default();
+        while recent.front().is_some_and(|&at| at + MINUTE_MS <= now_ms) {
+            recent.pop_front();
+        }
+        if recent.len() >= limits.creations_per_minute as usize {
+            return Err(TooManyRooms::CreatingTooFast(limits.creations_per_minute));
+        }
+        if self.rooms.len() >= limits.max_rooms {
+            self.drop_idle(now_ms);
+            if self.rooms.len() >= self.limits.max_rooms {
+                return Err(TooManyRooms::NodeFull(self.limits.max_rooms));
+            }
+        }
+        self.recent_creations.entry(user.clone()).or_default().push_back(now_ms);
+        *self.created.entry(user.clone()).or_default() += 1;
+        let r = Room { creator: Some(user.clone()), last_active: now_ms, ..Room::default() };
+        self.rooms.insert(room.clone(), r);
+        Ok(())
+    }
+
+    /// Drops every room that has been empty and idle for the TTL, and forgets creation times
+    /// older than a minute; answers how many rooms went.
+    pub fn drop_idle(&mut self, now_ms: u64) -> usize {
+        let ttl = self.limits.idle_ttl_ms;
+        let idle: Vec<RoomId> = self
             .rooms
             .iter()
-            .filter(|(_, r)| r.members.is_empty())
-            .min_by_key(|(_, r)| r.last_active)
+            .filter(|(_, r)| r.members.is_empty() && r.last_active.saturating_add(ttl) <= now_ms)
             .map(|(id, _)| id.clone())
-            .ok_or(TooManyRooms)?;
-        self.rooms.remove(&idle);
-        Ok(())
+            .collect();
+        for id in &idle {
+            let Some(creator) = self.rooms.remove(id).and_then(|r| r.creator) else { continue };
+            if let Some(count) = self.created.get_mut(&creator) {
+                *count -= 1;
+                if *count == 0 {
+                    self.created.remove(&creator);
+                }
+            }
+        }
+        self.recent_creations.retain(|_, times| times.back().is_some_and(|&at| at + MINUTE_MS > now_ms));
+        idle.len()
     }
 }
 
@@ -158,9 +220,13 @@ mod tests {
         RoomId::parse(name).unwrap()
     }
 
+    fn limits(max_rooms: usize) -> RoomLimits {
+        RoomLimits { max_rooms, max_created_per_user: 100, creations_per_minute: 100, idle_ttl_ms: 1000 }
+    }
+
     #[test]
     fn presence_is_per_user_not_per_socket() {
-        let mut rooms = Rooms::new(10, 10);
+        let mut rooms = Rooms::new(10, limits(10));
         let (r, alice) = (room("r"), UserId::new("alice"));
         assert!(rooms.join(&r, ConnId(1), &alice, 0).unwrap().user_arrived);
         assert!(!rooms.join(&r, ConnId(2), &alice, 0).unwrap().user_arrived);
@@ -173,8 +239,9 @@ mod tests {
 
     #[test]
     fn history_keeps_the_newest_and_pages_backwards() {
-        let mut rooms = Rooms::new(3, 10);
+        let mut rooms = Rooms::new(3, limits(10));
         let (r, bob) = (room("r"), UserId::new("bob"));
+        rooms.join(&r, ConnId(1), &bob, 0).unwrap();
         for i in 1..=5 {
             assert_eq!(rooms.post(&r, &bob, format!("m{i}"), i).id, i);
         }
@@ -185,15 +252,43 @@ mod tests {
     }
 
     #[test]
-    fn the_room_cap_evicts_idle_empty_rooms_only() {
-        let mut rooms = Rooms::new(3, 2);
+    fn at_the_cap_new_rooms_are_refused_until_an_empty_room_idles_out() {
+        let mut rooms = Rooms::new(3, limits(2));
         let u = UserId::new("u");
         rooms.join(&room("a"), ConnId(1), &u, 1).unwrap();
+        rooms.post(&room("a"), &u, "kept".into(), 1);
         rooms.join(&room("b"), ConnId(1), &u, 2).unwrap();
-        assert_eq!(rooms.join(&room("c"), ConnId(1), &u, 3), Err(TooManyRooms));
         rooms.leave(&room("a"), ConnId(1), 4);
-        assert!(rooms.join(&room("c"), ConnId(1), &u, 5).is_ok());
+        // "a" is empty but has history and is not idle long enough: it stays
+        assert_eq!(rooms.join(&room("c"), ConnId(2), &UserId::new("v"), 500), Err(TooManyRooms::NodeFull(2)));
+        assert_eq!(rooms.history(&room("a"), None, None, 10).len(), 1);
+        // past the TTL it goes, and its creator's count with it
+        assert!(rooms.join(&room("c"), ConnId(2), &UserId::new("v"), 1004).is_ok());
         assert_eq!(rooms.len(), 2);
-        assert!(!rooms.is_member(&room("a"), ConnId(1)));
+        assert_eq!(rooms.created.get(&u), Some(&1));
+    }
+
+    #[test]
+    fn a_user_creates_rooms_within_a_count_and_a_rate() {
+        let mut rooms = Rooms::new(
+            3,
+            RoomLimits { max_rooms: 100, max_created_per_user: 2, creations_per_minute: 100, idle_ttl_ms: 1 },
+        );
+        let u = UserId::new("u");
+        rooms.join(&room("a"), ConnId(1), &u, 0).unwrap();
+        rooms.join(&room("b"), ConnId(1), &u, 0).unwrap();
+        assert_eq!(rooms.join(&room("c"), ConnId(1), &u, 0), Err(TooManyRooms::CreatedTooMany(2)));
+        // joining rooms others created is not creating
+        rooms.join(&room("x"), ConnId(2), &UserId::new("w"), 0).unwrap();
+        assert!(rooms.join(&room("x"), ConnId(1), &u, 0).is_ok());
+
+        let mut rooms = Rooms::new(
+            3,
+            RoomLimits { max_rooms: 100, max_created_per_user: 100, creations_per_minute: 2, idle_ttl_ms: 1 },
+        );
+        rooms.join(&room("a"), ConnId(1), &u, 0).unwrap();
+        rooms.join(&room("b"), ConnId(1), &u, 10).unwrap();
+        assert_eq!(rooms.join(&room("c"), ConnId(1), &u, 20), Err(TooManyRooms::CreatingTooFast(2)));
+        assert!(rooms.join(&room("c"), ConnId(1), &u, MINUTE_MS + 1).is_ok(), "the window slides");
     }
 }

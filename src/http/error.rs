@@ -21,6 +21,10 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     TooManyConnections(&'static str),
+    #[error("too many WebSocket handshakes from this address; retry after the Retry-After delay")]
+    TooManyHandshakes(std::time::Duration),
+    #[error("this server holds as many WebSockets as it may; retry in a moment or on another node")]
+    ServerFull,
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
@@ -47,6 +51,8 @@ impl ApiError {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::Forbidden => "forbidden",
             Self::TooManyConnections(_) => "too_many_connections",
+            Self::TooManyHandshakes(_) => "too_many_handshakes",
+            Self::ServerFull => "server_full",
             Self::BadRequest { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::NotFoundWithCode { code, .. } | Self::Unauthorized { code, .. } => code,
@@ -54,6 +60,15 @@ impl ApiError {
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::SessionStoreUnavailable(_) => "session_store_unavailable",
             Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// How long a client should wait before trying again, for refusals that pass.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::TooManyHandshakes(wait) => Some(*wait),
+            Self::ServerFull => Some(std::time::Duration::from_secs(5)),
+            _ => None,
         }
     }
 
@@ -80,11 +95,11 @@ impl ResponseError for ApiError {
         match self {
             Self::Auth(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::OriginNotAllowed | Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyConnections(_) | Self::TooManyHandshakes(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundWithCode { .. } => StatusCode::NOT_FOUND,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::ShuttingDown | Self::StoreUnavailable(_) | Self::SessionStoreUnavailable(_) => {
+            Self::ShuttingDown | Self::ServerFull | Self::StoreUnavailable(_) | Self::SessionStoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,6 +117,11 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, Self::Auth(_)) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up (RFC 9110 §10.2.3).
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response.insert_header(("Retry-After", seconds.to_string()));
         }
         response.insert_header(("Cache-Control", "no-store"));
         response.json(json!({ "error": self.code(), "message": self.to_string() }))

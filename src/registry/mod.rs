@@ -18,7 +18,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use serde::Serialize;
 
-use crate::chat::Rooms;
+use crate::chat::{RoomLimits, Rooms};
 use crate::config::Settings;
 use crate::ids::{ConnId, RoomId, UserId};
 use crate::metrics::Metrics;
@@ -97,7 +97,16 @@ pub struct Renew {
     pub session_id: Option<String>,
 }
 
-/// A connection is gone (sent by the socket as it stops; harmless if already removed).
+/// A connection began closing by itself (its peer closed, or it broke a rule): deliver
+/// nothing more to it, but count it against the caps until [`Unregister`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Closing {
+    pub conn_id: ConnId,
+}
+
+/// A connection's TCP connection is gone (sent when the response body is dropped; harmless if
+/// already removed).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unregister {
@@ -206,6 +215,8 @@ pub struct GetStats;
 pub enum Refusal {
     #[error("too many connections")]
     TooManyConnections,
+    #[error("this node holds server.max_connections sockets")]
+    ServerFull,
     #[error("no such connection")]
     UnknownConnection,
 }
@@ -230,6 +241,8 @@ pub struct ConnectionInfo {
 pub struct Stats {
     pub node: String,
     pub connections: usize,
+    /// Closed sockets whose TCP connection is not gone yet (they still count against caps).
+    pub closing: usize,
     pub authenticated: usize,
     pub users: usize,
     pub rooms: usize,
@@ -247,11 +260,12 @@ const DEADLINE_BATCH: usize = 512;
 pub struct RegistryConfig {
     pub node: String,
     pub warn_before: Duration,
+    pub max_connections: usize,
     pub max_unauthenticated_per_ip: usize,
     pub max_connections_per_user: usize,
     pub max_rooms_per_connection: usize,
     pub history_size: usize,
-    pub max_rooms: usize,
+    pub rooms: RoomLimits,
 }
 
 impl RegistryConfig {
@@ -259,11 +273,17 @@ impl RegistryConfig {
         Self {
             node,
             warn_before: settings.ws.warn_before,
+            max_connections: settings.server.max_connections,
             max_unauthenticated_per_ip: settings.ws.max_unauthenticated_per_ip,
             max_connections_per_user: settings.ws.max_connections_per_user,
             max_rooms_per_connection: settings.chat.max_rooms_per_connection,
             history_size: settings.chat.history_size,
-            max_rooms: settings.chat.max_rooms,
+            rooms: RoomLimits {
+                max_rooms: settings.chat.max_rooms,
+                max_created_per_user: settings.chat.max_rooms_created_per_user,
+                creations_per_minute: settings.chat.room_creations_per_minute,
+                idle_ttl_ms: settings.chat.idle_room_ttl.as_millis() as u64,
+            },
         }
     }
 }
@@ -277,6 +297,12 @@ struct Connection {
     rooms: BTreeSet<RoomId>,
 }
 
+/// What a closed connection still holds until its TCP connection is gone.
+enum Held {
+    User(UserId),
+    Pending(IpAddr),
+}
+
 /// The actor.
 pub struct Registry {
     config: RegistryConfig,
@@ -284,8 +310,12 @@ pub struct Registry {
     conns: HashMap<ConnId, Connection>,
     by_user: HashMap<UserId, HashSet<ConnId>>,
     by_session: HashMap<String, HashSet<ConnId>>,
-    /// Unauthenticated sockets per client IP.
+    /// Unauthenticated sockets per client IP (closing ones included).
     pending_by_ip: HashMap<IpAddr, usize>,
+    /// Closed connections whose TCP connection is not gone yet: they count against the global,
+    /// per-user and per-IP caps, so a client cannot escape a cap by not answering a close.
+    closing: HashMap<ConnId, Held>,
+    closing_by_user: HashMap<UserId, usize>,
     deadlines: Deadlines,
     /// The one armed timer: when it fires (Unix ms) and its handle.
     timer: Option<(u64, SpawnHandle)>,
@@ -294,7 +324,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(config: RegistryConfig, metrics: Arc<Metrics>) -> Self {
-        let rooms = Rooms::new(config.history_size, config.max_rooms);
+        let rooms = Rooms::new(config.history_size, config.rooms.clone());
         Self {
             config,
             metrics,
@@ -302,6 +332,8 @@ impl Registry {
             by_user: HashMap::new(),
             by_session: HashMap::new(),
             pending_by_ip: HashMap::new(),
+            closing: HashMap::new(),
+            closing_by_user: HashMap::new(),
             deadlines: Deadlines::default(),
             timer: None,
             rooms,
@@ -381,7 +413,7 @@ impl Registry {
                     } else {
                         (close::TOKEN_EXPIRED, "token expired")
                     };
-                    if let Some(conn) = self.remove(conn_id) {
+                    if let Some(conn) = self.remove(conn_id, true) {
                         conn.outbox.do_send(Outbound::Close { code, reason, deadline_ms: Some(expires_at * 1000) });
                     }
                 }
@@ -392,7 +424,7 @@ impl Registry {
 
     /// Tells the socket to close and forgets it at once, so nothing more is sent to it.
     fn close(&mut self, conn_id: ConnId, code: u16, reason: &'static str) -> bool {
-        match self.remove(conn_id) {
+        match self.remove(conn_id, true) {
             Some(conn) => {
                 conn.outbox.do_send(Outbound::Close { code, reason, deadline_ms: None });
                 true
@@ -408,14 +440,20 @@ impl Registry {
         closed
     }
 
-    /// Drops every trace of a connection and announces its departure to its rooms.
-    fn remove(&mut self, conn_id: ConnId) -> Option<Connection> {
+    /// Drops a connection from rooms, deadlines and indexes, and announces its departure to
+    /// its rooms. With `still_open`, its TCP connection is not gone yet, so it keeps counting
+    /// against the caps until [`Unregister`].
+    fn remove(&mut self, conn_id: ConnId, still_open: bool) -> Option<Connection> {
         let conn = self.conns.remove(&conn_id)?;
         self.deadlines.cancel(conn_id);
         let now = now_unix_ms();
         match &conn.identity {
             Some(identity) => {
                 unindex(&mut self.by_user, &identity.user, conn_id);
+                if still_open {
+                    *self.closing_by_user.entry(identity.user.clone()).or_default() += 1;
+                    self.closing.insert(conn_id, Held::User(identity.user.clone()));
+                }
                 if let Some(sid) = &identity.session_id {
                     unindex(&mut self.by_session, sid, conn_id);
                 }
@@ -429,6 +467,9 @@ impl Registry {
                         self.broadcast(room, &event);
                     }
                 }
+            }
+            None if still_open => {
+                self.closing.insert(conn_id, Held::Pending(conn.ip));
             }
             None => self.release_pending(conn.ip),
         }
@@ -446,7 +487,25 @@ impl Registry {
     }
 
     fn user_at_cap(&self, user: &UserId) -> bool {
-        self.by_user.get(user).is_some_and(|set| set.len() >= self.config.max_connections_per_user)
+        let open = self.by_user.get(user).map_or(0, HashSet::len);
+        let closing = self.closing_by_user.get(user).copied().unwrap_or(0);
+        open + closing >= self.config.max_connections_per_user
+    }
+
+    /// The TCP connection of a closed connection is gone: release what it held.
+    fn release_closed(&mut self, conn_id: ConnId) {
+        match self.closing.remove(&conn_id) {
+            Some(Held::User(user)) => {
+                if let Some(count) = self.closing_by_user.get_mut(&user) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.closing_by_user.remove(&user);
+                    }
+                }
+            }
+            Some(Held::Pending(ip)) => self.release_pending(ip),
+            None => {}
+        }
     }
 
     fn add_identity(&mut self, conn_id: ConnId, identity: &Identity, ctx: &mut Context<Self>) {
@@ -483,8 +542,17 @@ fn unindex<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<ConnId>>, key
     }
 }
 
+/// How often rooms that have been empty and idle past `chat.idle_room_ttl` are dropped.
+const ROOM_SWEEP: Duration = Duration::from_secs(60);
+
 impl Actor for Registry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(ROOM_SWEEP, |registry, _| {
+            registry.rooms.drop_idle(now_unix_ms());
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,6 +564,9 @@ impl Handler<Register> for Registry {
 
     /// Admits a connection within the per-user and per-IP caps and arms its expiry.
     fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
+        if self.conns.len() + self.closing.len() >= self.config.max_connections {
+            return Err(Refusal::ServerFull);
+        }
         match &msg.identity {
             Some(identity) if self.user_at_cap(&identity.user) => return Err(Refusal::TooManyConnections),
             Some(identity) => self.add_identity(msg.conn_id, identity, ctx),
@@ -566,9 +637,21 @@ impl Handler<Renew> for Registry {
 impl Handler<Unregister> for Registry {
     type Result = ();
 
-    /// Forgets a connection that stopped by itself.
+    /// Forgets a connection whose TCP connection is gone.
     fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
-        if self.remove(msg.conn_id).is_some() {
+        if self.remove(msg.conn_id, false).is_some() {
+            self.arm_timer(ctx);
+        }
+        self.release_closed(msg.conn_id);
+    }
+}
+
+impl Handler<Closing> for Registry {
+    type Result = ();
+
+    /// Stops delivering to a connection that is closing; it keeps its place under the caps.
+    fn handle(&mut self, msg: Closing, ctx: &mut Context<Self>) {
+        if self.remove(msg.conn_id, true).is_some() {
             self.arm_timer(ctx);
         }
     }
@@ -762,6 +845,7 @@ impl Handler<GetStats> for Registry {
         MessageResult(Stats {
             node: self.config.node.clone(),
             connections: self.conns.len(),
+            closing: self.closing.len(),
             authenticated: self.conns.values().filter(|c| c.identity.is_some()).count(),
             users: self.by_user.len(),
             rooms: self.rooms.len(),

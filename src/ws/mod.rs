@@ -6,10 +6,13 @@
 //! must send `{"type":"auth"}` within `auth.auth_timeout`.
 
 pub mod session;
+pub mod transport;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use actix_web::http::header;
+use actix::{Actor, AsyncContext};
+use actix_http::ws::{hash_key, verify_handshake};
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::auth::revocation::check_not_revoked;
@@ -19,7 +22,8 @@ use crate::registry::{Refusal, Register};
 use crate::state::AppState;
 use crate::store::SecretHash;
 use crate::time::now_unix_s;
-use session::{identity_of, WsSession};
+use session::{identity_of, Registration, WsSession};
+use transport::{Inbound, OutboundBody, Outbox};
 
 /// The application subprotocol; the server answers with it when the client offers it.
 pub const PROTOCOL: &str = "authchat.v1";
@@ -63,7 +67,10 @@ async fn accept(
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
+    let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    state.limits.handshake(ip).map_err(ApiError::TooManyHandshakes)?;
     check_origin(req, state)?;
+    verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
     let principal = match credential(req, state)? {
         Credential::Ticket(ticket) => Some((redeem(state, &ticket).await?, "ticket")),
         Credential::Token { token, method } => Some((verify(state, token).await?, method)),
@@ -76,13 +83,18 @@ async fn accept(
     let identity = principal.as_ref().map(|(p, method)| identity_of(p, method));
     let method = principal.as_ref().map(|(_, m)| *m);
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
-    let session = WsSession::new(conn_id, state.clone().into_inner(), principal);
-    let (addr, response) =
-        session.start(req, stream, &[PROTOCOL]).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
-    // Registered before the response goes out, so nothing the socket sends can overtake it;
-    // when refused, the actor is dropped unstarted along with the response.
-    let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let ws = &state.settings.ws;
+    let outbox = Outbox::new(ws.max_outbound_bytes);
+    let inbound = Inbound::new(stream, ws.max_message_size);
+    let session = WsSession::new(conn_id, state.clone().into_inner(), principal, outbox.clone());
+    let addr = WsSession::create(|ctx| {
+        ctx.add_stream(inbound);
+        session
+    });
+    // Registered before the response goes out, so nothing the socket sends can overtake it.
+    // When refused, the response and its body are dropped: the actor's input ends and it stops.
     let register = Register { conn_id, outbox: addr.recipient(), ip, identity };
+    let registration = Registration { conn_id, registry: state.registry.clone() };
     match state.registry.send(register).await {
         Ok(Ok(())) => {}
         Ok(Err(Refusal::TooManyConnections)) => {
@@ -93,13 +105,39 @@ async fn accept(
             };
             return Err(ApiError::TooManyConnections(what));
         }
+        Ok(Err(Refusal::ServerFull)) => return Err(ApiError::ServerFull),
         Ok(Err(Refusal::UnknownConnection)) | Err(_) => return Err(ApiError::ShuttingDown),
     }
+    let response = switching_protocols(req).streaming(OutboundBody::new(outbox, registration));
     if let Some(method) = method {
         state.metrics.upgrades_accepted.with_label_values(&[method]).inc();
     }
     tracing::info!(%conn_id, user = user.as_ref().map(|u| u.as_str()), method = method.unwrap_or("first_message"), "websocket accepted");
     Ok(response)
+}
+
+/// The 101 answer (RFC 6455 §4.2.2), naming [`PROTOCOL`] when the client offered it. The
+/// handshake was verified before.
+fn switching_protocols(req: &HttpRequest) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
+    response.upgrade("websocket");
+    if let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) {
+        let accept = header::HeaderValue::from_bytes(&hash_key(key.as_bytes())).expect("base64 is a header value");
+        response.insert_header((header::SEC_WEBSOCKET_ACCEPT, accept));
+    }
+    if offered_protocols(req).any(|p| p == PROTOCOL) {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL));
+    }
+    response
+}
+
+/// Every entry of every `Sec-WebSocket-Protocol` header.
+fn offered_protocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 /// Browsers send `Origin` on every WebSocket handshake and do not apply CORS to it, so this
@@ -125,13 +163,7 @@ fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'
     if let Some(ticket) = query_param(req.query_string(), "ticket") {
         return Ok(Credential::Ticket(ticket));
     }
-    let offered: Vec<&str> = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
+    let offered: Vec<&str> = offered_protocols(req).collect();
     if let Some(token) = offered.iter().find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX)) {
         if !offered.contains(&PROTOCOL) {
             return Err(ApiError::bad_request(

@@ -1,20 +1,18 @@
-//! One WebSocket connection as an actix actor. This is the only file that uses
-//! `actix-web-actors`, so moving to another WebSocket crate touches nothing else.
+//! One WebSocket connection as an actix actor, on the bounded wire of [`super::transport`].
 //!
-//! The session reassembles fragmented messages under the size limit, keeps the heartbeat,
-//! applies the rate limit, parses client messages, does the token work for `auth` and
-//! `reauth`, and forwards chat requests to the registry. Whatever the registry sends back
-//! arrives as [`Outbound`] and is written as is.
+//! The session keeps the heartbeat, applies the rate limits to every frame, parses client
+//! messages, does the token work for `auth` and `reauth`, and forwards chat requests to the
+//! registry. Whatever the registry sends back arrives as [`Outbound`] and is queued as is; a
+//! peer that lets more than `ws.max_outbound_bytes` pile up is closed with 4009.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::HttpRequest;
-use actix_web_actors::ws;
-use bytes::BytesMut;
+use actix_http::ws::{CloseCode, CloseReason, Message};
 use secrecy::ExposeSecret;
 
+use super::transport::{Full, Incoming, Outbox, WireError};
 use crate::auth::revocation::{check_not_revoked, RevocationCheckError};
 use crate::auth::{AuthError, Principal};
 use crate::ids::{ConnId, RoomId};
@@ -39,32 +37,17 @@ enum AuthState {
     Ready { principal: Principal, method: &'static str },
 }
 
-/// A message being received in fragments.
-struct Fragments {
-    text: bool,
-    buf: BytesMut,
-}
-
-/// Unregisters the connection however the actor ends, even if it never started (the client
-/// vanished between the upgrade and the first poll).
-struct Registration {
-    conn_id: ConnId,
-    registry: Addr<registry::Registry>,
-    /// False once the registry itself closed the connection.
-    armed: bool,
-}
-
-impl Registration {
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
+/// Unregisters the connection when its TCP connection is done with (it rides in the response
+/// body, which actix-http drops then), even if the actor never started. Until then the
+/// connection counts against the per-user, per-IP and global caps, however it was closed.
+pub struct Registration {
+    pub conn_id: ConnId,
+    pub registry: Addr<registry::Registry>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if self.armed {
-            self.registry.do_send(registry::Unregister { conn_id: self.conn_id });
-        }
+        self.registry.do_send(registry::Unregister { conn_id: self.conn_id });
     }
 }
 
@@ -75,66 +58,82 @@ pub struct WsSession {
     auth: AuthState,
     /// Last time anything arrived from the peer; the heartbeat closes it after `client_timeout`.
     last_heard: Instant,
-    fragments: Option<Fragments>,
     limiter: RateLimiter,
     /// The close code this connection ended with, for the `closes_total` metric.
     close_code: Option<u16>,
     /// Session mode: when activity was last written to the session store (Unix ms).
     last_touch_ms: u64,
-    registration: Registration,
+    outbox: Outbox,
 }
 
 impl WsSession {
-    pub fn new(conn_id: ConnId, deps: Arc<AppState>, principal: Option<(Principal, &'static str)>) -> Self {
+    pub fn new(
+        conn_id: ConnId,
+        deps: Arc<AppState>,
+        principal: Option<(Principal, &'static str)>,
+        outbox: Outbox,
+    ) -> Self {
         let rl = &deps.settings.ws.rate_limit;
         let limiter = RateLimiter::new(rl.per_second, rl.burst, rl.max_violations, Instant::now());
         let auth = match principal {
             Some((principal, method)) => AuthState::Ready { principal, method },
             None => AuthState::Pending,
         };
-        let registration = Registration { conn_id, registry: deps.registry.clone(), armed: true };
         Self {
             conn_id,
             deps,
             auth,
             last_heard: Instant::now(),
-            fragments: None,
             limiter,
             close_code: None,
             last_touch_ms: crate::time::now_unix_ms(),
-            registration,
+            outbox,
         }
     }
 
-    /// Starts the actor on the upgraded request; returns its address and the 101 response.
-    pub fn start(
-        self,
-        req: &HttpRequest,
-        stream: actix_web::web::Payload,
-        protocols: &[&str],
-    ) -> Result<(Addr<Self>, actix_web::HttpResponse), actix_web::Error> {
-        let max = self.deps.settings.ws.max_message_size;
-        ws::WsResponseBuilder::new(self, req, stream).protocols(protocols).frame_size(max).start_with_addr()
+    /// Queues a frame; a peer too slow to take it is closed with 4009.
+    fn push(&mut self, ctx: &mut Context<Self>, frame: Message) {
+        if let Err(Full) = self.outbox.send(frame) {
+            self.deps.metrics.upgrades_refused.with_label_values(&["slow_consumer"]).inc();
+            tracing::info!(conn_id = %self.conn_id, "closing a peer that does not read what it is sent");
+            self.close_with(ctx, close::TOO_SLOW, "too slow: messages were not read in time", true);
+        }
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
+    fn send(&mut self, ctx: &mut Context<Self>, message: &ServerMessage) {
         self.deps.metrics.messages_out.inc();
-        ctx.text(message.to_json());
+        self.push(ctx, Message::Text(message.to_json()));
     }
 
-    fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: impl Into<String>) {
+    fn send_error(&mut self, ctx: &mut Context<Self>, code: ErrorCode, message: impl Into<String>) {
         self.send(ctx, &ServerMessage::error(code, message));
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
-        if self.close_code.is_none() {
-            self.close_code = Some(code);
-            ctx.close(Some(ws::CloseReason { code: ws::CloseCode::from(code), description: Some(reason.to_owned()) }));
-        }
-        ctx.stop();
+    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
+        self.close_with(ctx, code, reason, false);
     }
 
-    fn welcome(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Starts the close handshake: the close frame goes out (after what is queued, unless
+    /// `discard`), further input is ignored, and the actor stops when the peer answers or the
+    /// connection is dropped `ws.close_timeout` later.
+    fn close_with(&mut self, _: &mut Context<Self>, code: u16, reason: &str, discard: bool) {
+        if self.close_code.is_some() {
+            return;
+        }
+        self.closing(code);
+        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
+        self.outbox.close(Some(reason), self.deps.settings.ws.close_timeout, discard);
+    }
+
+    /// Records how the connection ends (the `closes_total` metric) and tells the registry to
+    /// stop delivering to it.
+    fn closing(&mut self, code: u16) {
+        self.close_code = Some(code);
+        self.deps.metrics.closes.with_label_values(&[&code.to_string()]).inc();
+        self.deps.registry.do_send(registry::Closing { conn_id: self.conn_id });
+    }
+
+    fn welcome(&mut self, ctx: &mut Context<Self>) {
         if let AuthState::Ready { principal, method } = &self.auth {
             let welcome = ServerMessage::Welcome {
                 conn_id: self.conn_id,
@@ -148,25 +147,28 @@ impl WsSession {
         }
     }
 
-    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let timeout = self.deps.settings.ws.client_timeout;
         ctx.run_interval(self.deps.settings.ws.heartbeat_interval, move |session, ctx| {
+            if session.close_code.is_some() {
+                return;
+            }
             if session.last_heard.elapsed() > timeout {
                 tracing::info!(conn_id = %session.conn_id, "closing a peer that stopped answering pings");
                 session.close(ctx, close::NORMAL, "heartbeat timeout");
             } else {
-                ctx.ping(b"");
+                session.push(ctx, Message::Ping(bytes::Bytes::new()));
             }
         });
     }
 
     /// One complete text message from the peer. It is parsed before the rate limit is applied,
     /// so that even a `rate_limited` refusal says which request it refuses.
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         self.deps.metrics.messages_in.inc();
         let parsed = ClientMessage::parse(text);
         let echo = parsed.as_ref().map(ClientMessage::echo).unwrap_or_default();
-        match self.limiter.check(Instant::now()) {
+        match self.admit() {
             Verdict::Allow => {}
             Verdict::Refuse => {
                 let refusal = ServerMessage::refused(ErrorCode::RateLimited, "too many messages; slow down", echo);
@@ -250,7 +252,7 @@ impl WsSession {
 
     /// Session mode: a client message is activity; write it (at most once per
     /// `session.touch_interval`) so the session's idle deadline slides.
-    fn keep_session_alive(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn keep_session_alive(&mut self, ctx: &mut Context<Self>) {
         let AuthState::Ready { principal, method: SESSION_METHOD } = &self.auth else { return };
         if !self.deps.sessions.touch_due(self.last_touch_ms) {
             return;
@@ -272,7 +274,7 @@ impl WsSession {
 
     /// First-message auth: verify, check revocation, register the identity, then welcome.
     /// `ctx.wait` holds back further frames until this is settled.
-    fn authenticate(&mut self, token: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn authenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
         let principal = match self.deps.tokens.verify(token) {
             Ok(principal) => principal,
             Err(e) => return self.refuse_auth(e, ctx),
@@ -284,7 +286,7 @@ impl WsSession {
             let identity = identity_of(&principal, "first_message");
             match deps.registry.send(registry::Authenticate { conn_id, identity }).await {
                 Ok(Ok(())) => Ok(principal),
-                Ok(Err(Refusal::TooManyConnections)) => Err(FirstAuthFailure::TooMany),
+                Ok(Err(Refusal::TooManyConnections | Refusal::ServerFull)) => Err(FirstAuthFailure::TooMany),
                 Ok(Err(Refusal::UnknownConnection)) | Err(_) => Err(FirstAuthFailure::Gone),
             }
         };
@@ -306,7 +308,7 @@ impl WsSession {
         }));
     }
 
-    fn refuse_auth(&mut self, error: AuthError, ctx: &mut ws::WebsocketContext<Self>) {
+    fn refuse_auth(&mut self, error: AuthError, ctx: &mut Context<Self>) {
         self.deps.metrics.upgrades_refused.with_label_values(&[error.code()]).inc();
         let code = match error {
             AuthError::TokenExpired => close::TOKEN_EXPIRED,
@@ -318,7 +320,7 @@ impl WsSession {
 
     /// In-band renewal: a valid token for the same user moves the expiry; anything else
     /// leaves the old expiry in force.
-    fn reauthenticate(&mut self, token: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn reauthenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
         let AuthState::Ready { principal: current, .. } = &self.auth else { return };
         let principal = match self.deps.tokens.verify(token) {
             Ok(p) if p.user == current.user => p,
@@ -355,38 +357,41 @@ impl WsSession {
         }));
     }
 
-    /// A continuation frame; completes a message when it is the last one.
-    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let (first, data, last) = match item {
-            actix_http::ws::Item::FirstText(data) => (Some(true), data, false),
-            actix_http::ws::Item::FirstBinary(data) => (Some(false), data, false),
-            actix_http::ws::Item::Continue(data) => (None, data, false),
-            actix_http::ws::Item::Last(data) => (None, data, true),
-        };
-        match (first, self.fragments.as_mut()) {
-            (Some(text), None) => self.fragments = Some(Fragments { text, buf: BytesMut::from(&data[..]) }),
-            (None, Some(fragments)) => fragments.buf.extend_from_slice(&data),
-            _ => return self.close(ctx, close::PROTOCOL_ERROR, "unexpected continuation frame"),
+    /// The rate limits, applied to every frame: this socket's bucket, then its user's (shared by
+    /// all of the user's sockets on this node). Refusals in a row end in [`Verdict::Disconnect`].
+    fn admit(&mut self) -> Verdict {
+        let now = Instant::now();
+        let verdict = self.limiter.check(now);
+        if verdict != Verdict::Allow {
+            return verdict;
         }
-        let size = self.fragments.as_ref().map_or(0, |f| f.buf.len());
-        if size > self.deps.settings.ws.max_message_size {
-            return self.close(ctx, close::MESSAGE_TOO_BIG, "message too big");
+        if let AuthState::Ready { principal, .. } = &self.auth {
+            if !self.deps.limits.user_message(&principal.user) {
+                return self.limiter.violation(now);
+            }
         }
-        if !last {
-            return;
+        Verdict::Allow
+    }
+
+    /// A frame other than text: it counts against the rate limits like any other; over them it
+    /// is dropped without an answer (answering would amplify the flood).
+    fn on_other(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        match self.admit() {
+            Verdict::Allow => {}
+            Verdict::Refuse => return,
+            Verdict::Disconnect => return self.close(ctx, close::RATE_LIMITED, "rate limited"),
         }
-        let Fragments { text, buf } = self.fragments.take().expect("fragments in progress");
-        if !text {
-            self.deps.metrics.messages_in.inc();
-            return self.send_error(
-                ctx,
-                ErrorCode::BinaryNotSupported,
-                "binary messages are not supported; send JSON text",
-            );
-        }
-        match std::str::from_utf8(&buf) {
-            Ok(text) => self.on_text(text, ctx),
-            Err(_) => self.close(ctx, close::INVALID_UTF8, "invalid UTF-8"),
+        match incoming {
+            Incoming::Binary(_) => {
+                self.deps.metrics.messages_in.inc();
+                self.send_error(
+                    ctx,
+                    ErrorCode::BinaryNotSupported,
+                    "binary messages are not supported; send JSON text",
+                );
+            }
+            Incoming::Ping(payload) => self.push(ctx, Message::Pong(payload)),
+            Incoming::Pong | Incoming::Fragment | Incoming::Text(_) | Incoming::Close(_) => {}
         }
     }
 }
@@ -425,7 +430,7 @@ pub fn identity_of(principal: &Principal, method: &'static str) -> Identity {
 }
 
 impl Actor for WsSession {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.heartbeat(ctx);
@@ -444,9 +449,13 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        let code = self.close_code.unwrap_or(1006).to_string();
-        self.deps.metrics.closes.with_label_values(&[&code]).inc();
-        tracing::debug!(conn_id = %self.conn_id, code = %code, "connection closed");
+        // Whatever is queued (a close frame at least) still goes out; then the body ends.
+        self.outbox.finish();
+        if self.close_code.is_none() {
+            // Gone without a close frame either way.
+            self.closing(1006);
+        }
+        tracing::debug!(conn_id = %self.conn_id, code = self.close_code, "connection closed");
     }
 }
 
@@ -458,60 +467,58 @@ impl Handler<Outbound> for WsSession {
         match msg {
             Outbound::Frame(text) => {
                 self.deps.metrics.messages_out.inc();
-                ctx.text(text);
+                self.push(ctx, Message::Text(text));
             }
             Outbound::Close { code, reason, deadline_ms } => {
                 if let Some(deadline) = deadline_ms {
                     let lag = crate::time::now_unix_ms().saturating_sub(deadline);
                     self.deps.metrics.expiry_lag.observe(lag as f64 / 1000.0);
                 }
-                // The registry dropped this connection already; no need to tell it again.
-                self.registration.disarm();
                 self.close(ctx, code, reason)
             }
         }
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        if self.close_code.is_some() {
-            return;
-        }
-        let msg = match msg {
-            Ok(msg) => msg,
-            Err(ws::ProtocolError::Overflow) => return self.close(ctx, close::MESSAGE_TOO_BIG, "message too big"),
-            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
-                return self.close(ctx, close::INVALID_UTF8, "invalid UTF-8")
+impl StreamHandler<Result<Incoming, WireError>> for WsSession {
+    fn handle(&mut self, incoming: Result<Incoming, WireError>, ctx: &mut Self::Context) {
+        let incoming = match incoming {
+            Ok(incoming) => incoming,
+            Err(WireError::Gone) => return ctx.stop(),
+            Err(e) if self.close_code.is_some() => {
+                tracing::debug!(conn_id = %self.conn_id, error = %e, "WebSocket error while closing");
+                return ctx.stop();
             }
-            Err(ws::ProtocolError::Io(_)) => return ctx.stop(),
-            Err(e) => {
+            Err(WireError::TooBig) => return self.close(ctx, close::MESSAGE_TOO_BIG, "message too big"),
+            Err(WireError::InvalidUtf8) => return self.close(ctx, close::INVALID_UTF8, "invalid UTF-8"),
+            Err(e @ WireError::Protocol(_)) => {
                 tracing::debug!(conn_id = %self.conn_id, error = %e, "WebSocket protocol error");
                 return self.close(ctx, close::PROTOCOL_ERROR, "protocol error");
             }
         };
-        self.last_heard = Instant::now();
-        match msg {
-            ws::Message::Text(text) if self.fragments.is_none() => self.on_text(&text, ctx),
-            ws::Message::Binary(_) if self.fragments.is_none() => {
-                self.deps.metrics.messages_in.inc();
-                self.send_error(
-                    ctx,
-                    ErrorCode::BinaryNotSupported,
-                    "binary messages are not supported; send JSON text",
-                );
+        if let Incoming::Close(reason) = incoming {
+            // The peer's close: answered with the same code (unless ours went first), and the
+            // connection ends once that is sent.
+            if self.close_code.is_none() {
+                self.closing(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
+                let echo = reason.map(|r| CloseReason { code: r.code, description: None });
+                self.outbox.close(echo, self.deps.settings.ws.close_timeout, false);
             }
-            ws::Message::Text(_) | ws::Message::Binary(_) => {
-                self.close(ctx, close::PROTOCOL_ERROR, "new message before the fragmented one ended")
-            }
-            ws::Message::Continuation(item) => self.on_fragment(item, ctx),
-            ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(reason) => {
-                self.close_code = Some(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
-                ctx.close(reason);
-                ctx.stop();
-            }
+            self.outbox.finish();
+            return ctx.stop();
         }
+        if self.close_code.is_some() {
+            return;
+        }
+        self.last_heard = Instant::now();
+        match incoming {
+            Incoming::Text(text) => self.on_text(&text, ctx),
+            other => self.on_other(other, ctx),
+        }
+    }
+
+    /// The peer's side of the TCP connection is gone.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }

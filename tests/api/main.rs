@@ -8,6 +8,7 @@ mod expiry;
 mod frames;
 #[path = "../support/mod.rs"]
 mod helpers;
+mod hostile;
 mod jwks;
 mod keys;
 mod lifecycle;

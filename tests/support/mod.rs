@@ -35,7 +35,8 @@ pub struct TestApp {
 /// Test settings: the embedded default, a fixed secret, port 0, one worker, no process env.
 pub fn test_settings(overrides: &str) -> Settings {
     let base = format!(
-        "[server]\nport = 0\nworkers = 1\nnode_id = \"test-node\"\nshutdown_timeout = \"3s\"\n[auth]\nsecret = \"{SECRET}\"\n"
+        "[server]\nport = 0\nworkers = 1\nnode_id = \"test-node\"\nshutdown_timeout = \"3s\"\n[auth]\nsecret = \"{SECRET}\"\n\
+         [ws.handshake_limit]\nper_second = 1000.0\nburst = 1000.0\n"
     );
     Settings::load(&LoadOptions {
         env_vars: Some(Default::default()),

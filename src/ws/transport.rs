@@ -1,0 +1,420 @@
+//! The WebSocket wire beneath the socket actor, on actix-http's frame codec, with every buffer
+//! bounded. (actix-web-actors, which this replaces, reads a frame's whole payload before it
+//! looks at the declared length, and queues outbound frames without limit.)
+//!
+//! - [`Inbound`] reads the request payload into whole messages. It looks at each frame header
+//!   as soon as it arrives, so a frame declaring more than `max_message` bytes (alone, or with
+//!   the fragments before it) fails at once, and it reads only while no whole frame is
+//!   buffered: a socket holds at most `max_message` plus one read of the peer's bytes.
+//! - [`Outbox`] holds encoded frames until the HTTP layer takes them, refusing any frame that
+//!   would take it past its byte limit; [`OutboundBody`] is the response body that drains it.
+//!   After a close frame, the body waits `close_timeout` for the peer's answer and then fails,
+//!   which makes actix-http drop the TCP connection whatever the peer does.
+//!
+//! The actor and the body run on the same worker thread (an actor started in a handler lives on
+//! that worker's arbiter), so they share the outbox through `Rc<RefCell<…>>`, without locks.
+
+use std::cell::RefCell;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::{CloseReason, Codec, Frame, Item, Message, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+/// One complete thing from the peer.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(ByteString),
+    Binary(Bytes),
+    /// A frame of a fragmented message that is not its last (counted, so fragments cannot
+    /// bypass the rate limit).
+    Fragment,
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
+/// Why the inbound side failed; each maps to a close code.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("message too big")]
+    TooBig,
+    #[error("invalid UTF-8")]
+    InvalidUtf8,
+    #[error("protocol error: {0}")]
+    Protocol(ProtocolError),
+    /// The connection broke; there is nobody to tell.
+    #[error("connection lost")]
+    Gone,
+}
+
+/// Whole messages out of a request payload, holding at most one message's worth of bytes.
+pub struct Inbound<S> {
+    payload: S,
+    codec: Codec,
+    buf: BytesMut,
+    max_message: usize,
+    /// A fragmented message being reassembled: whether it is text, and its bytes so far.
+    partial: Option<(bool, BytesMut)>,
+    done: bool,
+}
+
+impl<S> Inbound<S> {
+    pub fn new(payload: S, max_message: usize) -> Self {
+        Self {
+            payload,
+            codec: Codec::new().max_size(max_message),
+            buf: BytesMut::new(),
+            max_message,
+            partial: None,
+            done: false,
+        }
+    }
+
+    /// Refuses a frame whose header declares too much, before its payload is read.
+    fn check_header(&self) -> Result<(), WireError> {
+        let Some((opcode, declared)) = frame_header(&self.buf) else { return Ok(()) };
+        let is_control = opcode & 0x08 != 0;
+        let held = if is_control { 0 } else { self.partial.as_ref().map_or(0, |(_, b)| b.len()) };
+        if declared.saturating_add(held as u64) > self.max_message as u64 {
+            return Err(WireError::TooBig);
+        }
+        Ok(())
+    }
+
+    /// Turns a frame into a message, reassembling fragments.
+    fn assemble(&mut self, frame: Frame) -> Result<Incoming, WireError> {
+        let (first, data, last) = match frame {
+            Frame::Text(data) => return text(data),
+            Frame::Binary(data) => return Ok(Incoming::Binary(data)),
+            Frame::Ping(data) => return Ok(Incoming::Ping(data)),
+            Frame::Pong(_) => return Ok(Incoming::Pong),
+            Frame::Close(reason) => return Ok(Incoming::Close(reason)),
+            Frame::Continuation(Item::FirstText(data)) => (Some(true), data, false),
+            Frame::Continuation(Item::FirstBinary(data)) => (Some(false), data, false),
+            Frame::Continuation(Item::Continue(data)) => (None, data, false),
+            Frame::Continuation(Item::Last(data)) => (None, data, true),
+        };
+        match (first, self.partial.as_mut()) {
+            (Some(is_text), None) => self.partial = Some((is_text, BytesMut::from(&data[..]))),
+            (None, Some((_, buf))) => buf.extend_from_slice(&data),
+            // The codec tracks continuation state and refuses these first; kept total anyway.
+            _ => return Err(WireError::Protocol(ProtocolError::ContinuationNotStarted)),
+        }
+        if self.partial.as_ref().is_some_and(|(_, b)| b.len() > self.max_message) {
+            return Err(WireError::TooBig);
+        }
+        if !last {
+            return Ok(Incoming::Fragment);
+        }
+        let (is_text, buf) = self.partial.take().expect("a fragmented message is in progress");
+        if is_text {
+            text(buf.freeze())
+        } else {
+            Ok(Incoming::Binary(buf.freeze()))
+        }
+    }
+
+    fn fail(&mut self, error: WireError) -> Poll<Option<Result<Incoming, WireError>>> {
+        self.done = true;
+        self.buf = BytesMut::new();
+        self.partial = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+fn text(data: Bytes) -> Result<Incoming, WireError> {
+    ByteString::try_from(data).map(Incoming::Text).map_err(|_| WireError::InvalidUtf8)
+}
+
+/// The opcode and declared payload length of the frame at the start of `buf`, once its
+/// header (up to the extended length) has arrived (RFC 6455 §5.2).
+fn frame_header(buf: &[u8]) -> Option<(u8, u64)> {
+    let (first, second) = (*buf.first()?, *buf.get(1)?);
+    let declared = match second & 0x7F {
+        126 => u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+        127 => u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?),
+        n => u64::from(n),
+    };
+    Some((first & 0x0F, declared))
+}
+
+impl<S, E> Stream for Inbound<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Incoming, WireError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Err(e) = this.check_header() {
+                return this.fail(e);
+            }
+            match this.codec.decode(&mut this.buf) {
+                Ok(Some(frame)) => {
+                    return match this.assemble(frame) {
+                        Ok(message) => Poll::Ready(Some(Ok(message))),
+                        Err(e) => this.fail(e),
+                    }
+                }
+                Ok(None) => {}
+                Err(ProtocolError::Overflow) => return this.fail(WireError::TooBig),
+                Err(e) => return this.fail(WireError::Protocol(e)),
+            }
+            // No whole frame yet, and the one begun is within the limit: read more.
+            match Pin::new(&mut this.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
+                Poll::Ready(Some(Err(_))) => return this.fail(WireError::Gone),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A frame did not fit: the peer is not reading fast enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the outbound queue is full")]
+pub struct Full;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// A close frame is queued; the body ends when the peer answers, or fails at `deadline`.
+    Closing {
+        deadline: Instant,
+    },
+    /// Nothing more will be queued: the body ends once the queue is drained.
+    Finished,
+}
+
+struct OutboxState {
+    codec: Codec,
+    queued: BytesMut,
+    limit: usize,
+    phase: Phase,
+    waker: Option<Waker>,
+}
+
+/// Encoded frames waiting for the HTTP layer, at most `limit` bytes of them.
+#[derive(Clone)]
+pub struct Outbox(Rc<RefCell<OutboxState>>);
+
+impl Outbox {
+    pub fn new(limit: usize) -> Self {
+        Self(Rc::new(RefCell::new(OutboxState {
+            codec: Codec::new(),
+            queued: BytesMut::new(),
+            limit,
+            phase: Phase::Open,
+            waker: None,
+        })))
+    }
+
+    /// Queues a data or control frame. Once a close frame is queued, nothing more is sent
+    /// (RFC 6455 §5.5.1), and this is a no-op.
+    pub fn send(&self, message: Message) -> Result<(), Full> {
+        let mut state = self.0.borrow_mut();
+        if state.phase != Phase::Open {
+            return Ok(());
+        }
+        let before = state.queued.len();
+        let OutboxState { codec, queued, .. } = &mut *state;
+        // Encoding a text, binary, ping or pong frame into a buffer cannot fail.
+        let _ = codec.encode(message, queued);
+        if state.queued.len() > state.limit {
+            state.queued.truncate(before);
+            return Err(Full);
+        }
+        state.wake();
+        Ok(())
+    }
+
+    /// Queues the close frame and starts the close handshake: the body waits up to `timeout`
+    /// for the peer's answer. With `discard`, frames still queued are dropped first (the peer
+    /// is not reading them), so the close frame goes out next.
+    pub fn close(&self, reason: Option<CloseReason>, timeout: Duration, discard: bool) {
+        let mut state = self.0.borrow_mut();
+        if state.phase != Phase::Open {
+            return;
+        }
+        if discard {
+            state.queued = BytesMut::new();
+        }
+        let OutboxState { codec, queued, .. } = &mut *state;
+        let _ = codec.encode(Message::Close(reason), queued);
+        state.phase = Phase::Closing { deadline: Instant::now() + timeout };
+        state.wake();
+    }
+
+    /// Nothing more to send (the close handshake completed, or the actor stopped): the body
+    /// ends once what is queued has been handed over.
+    pub fn finish(&self) {
+        let mut state = self.0.borrow_mut();
+        state.phase = Phase::Finished;
+        state.wake();
+    }
+
+    /// Whether a close frame has been queued.
+    pub fn is_closing(&self) -> bool {
+        self.0.borrow().phase != Phase::Open
+    }
+}
+
+impl OutboxState {
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The 101 response's body: the outbox's frames as the HTTP layer asks for them. `G` rides
+/// along and is dropped with the body, that is, when the connection is done with.
+pub struct OutboundBody<G> {
+    outbox: Outbox,
+    close_timer: Option<Pin<Box<Sleep>>>,
+    _guard: G,
+}
+
+impl<G> OutboundBody<G> {
+    pub fn new(outbox: Outbox, guard: G) -> Self {
+        Self { outbox, close_timer: None, _guard: guard }
+    }
+}
+
+impl<G: Unpin> Stream for OutboundBody<G> {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let mut state = this.outbox.0.borrow_mut();
+        if !state.queued.is_empty() {
+            return Poll::Ready(Some(Ok(state.queued.split().freeze())));
+        }
+        match state.phase {
+            Phase::Finished => return Poll::Ready(None),
+            Phase::Open => {}
+            Phase::Closing { deadline } => {
+                let timer = this.close_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    // Failing the body makes actix-http drop the connection at once.
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "WebSocket peer did not answer the close frame within ws.close_timeout; connection dropped",
+                    ))));
+                }
+            }
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    /// A masked client frame header for `len` payload bytes.
+    fn header(opcode: u8, fin: bool, len: u64) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match len {
+            0..=125 => out.push(0x80 | len as u8),
+            126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as is
+        out
+    }
+
+    fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Bytes {
+        let mut out = header(opcode, fin, payload.len() as u64);
+        out.extend_from_slice(payload);
+        Bytes::from(out)
+    }
+
+    fn inbound(chunks: Vec<Bytes>, max: usize) -> Inbound<impl Stream<Item = Result<Bytes, ()>> + Unpin> {
+        Inbound::new(futures_util::stream::iter(chunks.into_iter().map(Ok)), max)
+    }
+
+    #[actix_rt::test]
+    async fn a_huge_declared_length_fails_on_the_header_alone() {
+        // The payload never comes: the header is enough to refuse.
+        let mut stream = inbound(vec![Bytes::from(header(0x1, true, 1 << 40))], 1024);
+        assert!(matches!(stream.next().await, Some(Err(WireError::TooBig))));
+        assert!(stream.next().await.is_none());
+    }
+
+    #[actix_rt::test]
+    async fn fragments_count_against_the_limit_before_they_arrive() {
+        let first = frame(0x1, false, &[b'a'; 600]);
+        let next = Bytes::from(header(0x0, true, 600));
+        let mut stream = inbound(vec![first, next], 1024);
+        assert!(matches!(stream.next().await, Some(Ok(Incoming::Fragment))));
+        assert!(matches!(stream.next().await, Some(Err(WireError::TooBig))));
+    }
+
+    #[actix_rt::test]
+    async fn fragments_reassemble_and_text_is_checked_for_utf8() {
+        let chunks = vec![frame(0x1, false, b"hel"), frame(0x9, true, b"p"), frame(0x0, true, b"lo")];
+        let mut stream = inbound(chunks, 1024);
+        assert!(matches!(stream.next().await, Some(Ok(Incoming::Fragment))));
+        assert!(matches!(stream.next().await, Some(Ok(Incoming::Ping(p))) if &p[..] == b"p"));
+        assert!(matches!(stream.next().await, Some(Ok(Incoming::Text(t))) if &t[..] == "hello"));
+        let mut bad = inbound(vec![frame(0x1, true, &[0xff, 0xfe])], 1024);
+        assert!(matches!(bad.next().await, Some(Err(WireError::InvalidUtf8))));
+    }
+
+    #[actix_rt::test]
+    async fn frames_split_across_reads_are_put_together() {
+        let whole = frame(0x1, true, b"split me");
+        let chunks = whole.chunks(3).map(Bytes::copy_from_slice).collect();
+        let mut stream = inbound(chunks, 1024);
+        assert!(matches!(stream.next().await, Some(Ok(Incoming::Text(t))) if &t[..] == "split me"));
+    }
+
+    #[actix_rt::test]
+    async fn the_outbox_refuses_past_its_limit_and_close_discards_the_backlog() {
+        let outbox = Outbox::new(100);
+        assert_eq!(outbox.send(Message::Text("x".repeat(60).into())), Ok(()));
+        assert_eq!(outbox.send(Message::Text("y".repeat(60).into())), Err(Full));
+        outbox.close(None, Duration::from_secs(1), true);
+        let mut body = OutboundBody::new(outbox.clone(), ());
+        let sent = body.next().await.unwrap().unwrap();
+        assert_eq!(&sent[..], &[0x88, 0x00], "only the close frame is left");
+        outbox.finish();
+        assert!(body.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_close_fails_the_body_at_the_deadline() {
+        let outbox = Outbox::new(100);
+        let mut body = OutboundBody::new(outbox.clone(), ());
+        outbox.close(None, Duration::from_secs(3), false);
+        assert!(body.next().await.unwrap().is_ok());
+        let started = Instant::now();
+        assert!(body.next().await.unwrap().is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+}
