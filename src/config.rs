@@ -99,11 +99,11 @@ pub struct AuthSettings {
     /// Further verification (and optionally signing) keys, for rotation and asymmetric algorithms.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
-    /// Expected `iss`; empty disables the check.
+    /// Expected (and required) `iss`; empty disables the check.
     pub issuer: String,
-    /// Expected `aud`; empty disables the check.
+    /// Expected (and required) `aud`; empty disables the check.
     pub audience: String,
-    /// Clock skew tolerated on `nbf` and `exp` at validation.
+    /// Clock skew tolerated on `nbf` and `iat` (`exp` is enforced exactly).
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// Lifetime of access tokens minted by `/api/login` and `authchat token`.
@@ -118,6 +118,10 @@ pub struct AuthSettings {
     pub auth_timeout: Duration,
     /// Longest token accepted, in bytes; longer ones are refused before any parsing.
     pub max_token_bytes: usize,
+    /// Longest lifetime a token may claim (`exp` minus `iat`, or minus now without `iat`);
+    /// longer-lived tokens are refused, and none is minted.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// Lifetime of a refresh token; each refresh issues a new one for this long.
     #[serde(with = "humantime_serde")]
     pub refresh_ttl: Duration,
@@ -370,6 +374,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "auth.ticket_ttl",
                 "ticket_ttl must be at least 1s and refresh_ttl at least access_ttl",
+            ));
+        }
+        if self.auth.max_token_lifetime < self.auth.access_ttl {
+            return Err(ConfigError::invalid(
+                "auth.max_token_lifetime",
+                "must be at least auth.access_ttl, or the tokens minted here would be refused",
             ));
         }
         if self.auth.max_token_bytes < 256 {

@@ -1,6 +1,7 @@
-//! JWT verification and minting, following RFC 8725: the algorithm is pinned per key, `kid`
-//! selects a key from a fixed map, `exp` and `sub` are required, `nbf` is checked, and `iss`
-//! and `aud` are checked when configured.
+//! JWT verification and minting, following RFC 8725: only canonical compact serialisations
+//! are parsed, the algorithm is pinned per key, `kid` selects a key from a fixed map, `exp` and
+//! `sub` are required, and so are `iss` and `aud` when configured; `nbf` is checked, an `iat` in
+//! the future is refused, and no token may live longer than `auth.max_token_lifetime`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ pub struct TokenService {
     audience: Option<String>,
     access_ttl: Duration,
     max_token_bytes: usize,
+    /// Longest `exp - iat` accepted (or minted): a token with a far `exp` would outlive every
+    /// revocation horizon and hold a socket open for ever.
+    max_token_lifetime: Duration,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -113,6 +117,7 @@ impl TokenService {
                 audience,
                 access_ttl: auth.access_ttl,
                 max_token_bytes: auth.max_token_bytes,
+                max_token_lifetime: auth.max_token_lifetime,
             };
             service.reload_jwks().map_err(|e| ConfigError::invalid("auth.jwks_file", e))?;
             return Ok(service);
@@ -227,6 +232,7 @@ impl TokenService {
             audience,
             access_ttl: auth.access_ttl,
             max_token_bytes: auth.max_token_bytes,
+            max_token_lifetime: auth.max_token_lifetime,
         })
     }
 
@@ -273,16 +279,28 @@ impl TokenService {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::InvalidToken("token is longer than auth.max_token_bytes"));
         }
+        if !is_canonical_compact(token) {
+            return Err(AuthError::InvalidToken("not three canonical, unpadded base64url segments"));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("not a JWT"))?;
         let kid = header.kid.as_deref().or(self.default_kid.as_deref()).ok_or(AuthError::InvalidToken("no kid"))?;
         let keys = self.keys.load();
         let key = keys.get(kid).ok_or(AuthError::InvalidToken("unknown kid"))?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(map_jwt_error)?;
         let claims = data.claims;
-        // Leeway forgives clock skew on `nbf` only: a socket is closed at `exp` exactly, so a
-        // token already past it must not open one.
-        if claims.exp <= now_unix_s() {
+        // Leeway forgives clock skew on `nbf` and `iat` only: a socket is closed at `exp`
+        // exactly, so a token already past it must not open one.
+        let now = now_unix_s();
+        if claims.exp <= now {
             return Err(AuthError::TokenExpired);
+        }
+        // Revocation marks compare `iat`: a token claiming to be issued later than now would
+        // pass for one issued after its user's revocation.
+        if claims.iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
+            return Err(AuthError::InvalidToken("issued in the future (iat)"));
+        }
+        if claims.exp.saturating_sub(claims.iat.unwrap_or(now)) > self.max_token_lifetime.as_secs() {
+            return Err(AuthError::InvalidToken("lives longer than auth.max_token_lifetime"));
         }
         if claims.sub.is_empty() {
             return Err(AuthError::InvalidToken("empty sub"));
@@ -307,8 +325,12 @@ impl TokenService {
         sid: Option<&str>,
     ) -> Result<MintedToken, MintError> {
         let signer = self.signer.as_ref().ok_or(MintError::NoSigningKey)?;
+        let ttl = ttl.unwrap_or(self.access_ttl);
+        if ttl > self.max_token_lifetime {
+            return Err(MintError::TooLong(self.max_token_lifetime));
+        }
         let now = now_unix_s();
-        let expires_at = now + ttl.unwrap_or(self.access_ttl).as_secs().max(1);
+        let expires_at = now + ttl.as_secs().max(1);
         let claims = Claims {
             sub: user.as_str().to_owned(),
             exp: expires_at,
@@ -334,6 +356,8 @@ pub enum MintError {
     NoSigningKey,
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error("the lifetime asked for is longer than auth.max_token_lifetime ({})", humantime::format_duration(*.0))]
+    TooLong(Duration),
 }
 
 /// A random URL-safe identifier of `bytes` random bytes (token ids, generated secrets).
@@ -344,10 +368,13 @@ pub fn random_id(bytes: usize) -> String {
 }
 
 /// The rules pinned to one key: its algorithm, `exp` and `sub` required, `nbf` checked,
-/// `iss`/`aud` checked when configured.
+/// `iss`/`aud` required and checked when configured (jsonwebtoken checks a configured claim
+/// only when the token has it, unless it is also listed as required).
 fn validation(algorithm: Algorithm, leeway: u64, issuer: Option<&str>, audience: Option<&str>) -> Validation {
     let mut v = Validation::new(algorithm);
-    v.set_required_spec_claims(&["exp", "sub"]);
+    let configured = [issuer.map(|_| "iss"), audience.map(|_| "aud")];
+    let required: Vec<&str> = ["exp", "sub"].into_iter().chain(configured.into_iter().flatten()).collect();
+    v.set_required_spec_claims(&required);
     v.validate_nbf = true;
     v.leeway = leeway;
     match issuer {
@@ -359,6 +386,17 @@ fn validation(algorithm: Algorithm, leeway: u64, issuer: Option<&str>, audience:
         None => v.validate_aud = false,
     }
     v
+}
+
+/// RFC 7515 compact serialisation, strictly: three segments, each the one base64url encoding
+/// of its bytes (no padding, no `+` or `/`, no set trailing bits). A decoder that forgives any
+/// of these lets one token take many spellings, which defeats blocklists and caches keyed by
+/// the token text; checking here keeps the guarantee whatever jsonwebtoken decodes with.
+fn is_canonical_compact(token: &str) -> bool {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let canonical = |segment: &str| URL_SAFE_NO_PAD.decode(segment).is_ok_and(|b| URL_SAFE_NO_PAD.encode(b) == segment);
+    let segments: Vec<&str> = token.split('.').collect();
+    segments.len() == 3 && segments.into_iter().all(canonical)
 }
 
 fn parse_algorithm(name: &str) -> Option<Algorithm> {
@@ -384,7 +422,13 @@ fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::ImmatureSignature => AuthError::InvalidToken("not valid yet (nbf)"),
         ErrorKind::InvalidIssuer => AuthError::InvalidToken("wrong issuer"),
         ErrorKind::InvalidAudience => AuthError::InvalidToken("wrong audience"),
-        ErrorKind::MissingRequiredClaim(_) => AuthError::InvalidToken("a required claim (exp, sub) is missing"),
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidToken(match claim.as_str() {
+            "exp" => "the exp claim is missing",
+            "sub" => "the sub claim is missing",
+            "iss" => "the iss claim is missing (auth.issuer is set)",
+            "aud" => "the aud claim is missing (auth.audience is set)",
+            _ => "a required claim is missing",
+        }),
         _ => AuthError::InvalidToken("malformed token"),
     }
 }
@@ -464,6 +508,54 @@ mod tests {
             svc.verify(&sign(good, Algorithm::HS256, None, b"another-secret-another-secret-xx")),
             Err(AuthError::InvalidToken("bad signature"))
         ));
+    }
+
+    #[test]
+    fn only_canonical_compact_serialisations_pass() {
+        let svc = service(SECRET);
+        let token = svc.mint(&UserId::new("alice"), &[], None, None).unwrap().token.expose_secret().to_owned();
+        assert!(is_canonical_compact(&token));
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
+        let standard = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        assert!(!is_canonical_compact(&format!("{message}.{standard}")), "padded standard base64");
+        assert!(!is_canonical_compact(&format!("{token}=")), "padding");
+        assert!(!is_canonical_compact(&format!("{message}.+{}", &signature[1..])), "+ of standard base64");
+        assert!(!is_canonical_compact(&format!("{message}./{}", &signature[1..])), "/ of standard base64");
+        // 32 bytes take 43 characters; the last one has 2 unused bits, which must be zero
+        let mut trailing = token.clone();
+        let last = trailing.pop().unwrap();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        trailing.push(alphabet.as_bytes()[alphabet.find(last).unwrap() ^ 1] as char);
+        assert!(!is_canonical_compact(&trailing), "trailing bits");
+        assert!(!is_canonical_compact(message), "two segments");
+        assert!(!is_canonical_compact(&format!("{token}.{signature}")), "four segments");
+    }
+
+    #[test]
+    fn lifetime_and_iat_are_bounded_and_minting_respects_the_cap() {
+        let svc = service(&format!("{SECRET}\nmax_token_lifetime = \"1h\""));
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let now = now_unix_s();
+        let token = |exp: u64, iat: Option<u64>| {
+            let mut claims = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":"authchat"});
+            if let Some(iat) = iat {
+                claims["iat"] = iat.into();
+            }
+            sign(claims, Algorithm::HS256, None, secret)
+        };
+        assert!(svc.verify(&token(now + 3600, Some(now))).is_ok());
+        assert!(svc.verify(&token(now + 3601, Some(now))).is_err());
+        assert!(svc.verify(&token(now + 3601, None)).is_err(), "without iat, counted from now");
+        assert!(svc.verify(&token(u64::MAX, Some(now))).is_err());
+        assert!(svc.verify(&token(now + 60, Some(now + 5))).is_ok(), "within auth.leeway");
+        assert_eq!(
+            svc.verify(&token(now + 60, Some(now + 60))),
+            Err(AuthError::InvalidToken("issued in the future (iat)"))
+        );
+        let alice = UserId::new("alice");
+        assert!(svc.mint(&alice, &[], Some(Duration::from_secs(3600)), None).is_ok());
+        assert!(matches!(svc.mint(&alice, &[], Some(Duration::from_secs(3601)), None), Err(MintError::TooLong(_))));
     }
 
     #[test]
