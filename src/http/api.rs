@@ -2,17 +2,26 @@
 
 use super::extract::Authenticated;
 use super::token;
+use crate::config::AuthMode;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The routes of `mode`: refresh and tickets exist only with JWTs; in session mode they
+/// answer 404 `not_in_jwt_mode` before looking at any credential.
+pub fn routes(cfg: &mut web::ServiceConfig, mode: AuthMode) {
     cfg.route("/login", web::post().to(token::login))
-        .route("/token/refresh", web::post().to(token::refresh))
         .route("/token/logout", web::post().to(token::logout))
         .route("/logout", web::post().to(token::logout))
-        .route("/ticket", web::post().to(token::ticket))
         .route("/me", web::get().to(me))
         .route("/config", web::get().to(config));
+    match mode {
+        AuthMode::Jwt => {
+            cfg.route("/token/refresh", web::post().to(token::refresh)).route("/ticket", web::post().to(token::ticket))
+        }
+        AuthMode::Session => cfg
+            .route("/token/refresh", web::post().to(token::not_in_jwt_mode))
+            .route("/ticket", web::post().to(token::not_in_jwt_mode)),
+    };
 }
 
 /// `GET /api/me`: the token's user, roles and expiry.
