@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Principal};
-use crate::config::{AuthSettings, ConfigError, MIN_HS_SECRET_BYTES};
+use crate::config::{AuthSettings, ConfigError, KeyAlgorithm, MIN_HS_SECRET_BYTES};
 use crate::ids::UserId;
 use crate::time::now_unix_s;
 
@@ -145,19 +145,8 @@ impl TokenService {
                     "must be non-empty and unique (also against auth.secret_kid)",
                 ));
             }
-            let algorithm = parse_algorithm(&entry.algorithm)
-                .ok_or_else(|| ConfigError::invalid(at("algorithm"), "must be one of HS256, RS256, ES256, EdDSA"))?;
-            let (decoding, encoding) = if algorithm == Algorithm::HS256 {
-                let secret = entry.secret.as_ref().map(|s| s.expose_secret().as_bytes()).unwrap_or_default();
-                if secret.len() < MIN_HS_SECRET_BYTES {
-                    return Err(ConfigError::invalid(
-                        at("secret"),
-                        format!("HS256 keys need a secret of at least {MIN_HS_SECRET_BYTES} bytes"),
-                    ));
-                }
-                let bad = |e: jsonwebtoken::errors::Error| ConfigError::invalid(at("secret"), e.to_string());
-                (DecodingKey::from_secret(secret).map_err(bad)?, Some(EncodingKey::from_secret(secret).map_err(bad)?))
-            } else {
+            let algorithm = jwt_algorithm(entry.algorithm);
+            let (decoding, encoding) = if let Some((public_pem, private_pem)) = pem_loaders(entry.algorithm) {
                 let path = entry.public_key.as_deref().ok_or_else(|| {
                     ConfigError::invalid(
                         at("public_key"),
@@ -165,12 +154,7 @@ impl TokenService {
                     )
                 })?;
                 let pem = read_pem(path, &at("public_key"))?;
-                let decoding = match algorithm {
-                    Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
-                    Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
-                    _ => DecodingKey::from_ed_pem(&pem),
-                }
-                .map_err(|e| {
+                let decoding = public_pem(&pem).map_err(|e| {
                     ConfigError::invalid(
                         at("public_key"),
                         format!("{}: not a {} public key: {e}", path.display(), entry.algorithm),
@@ -180,12 +164,7 @@ impl TokenService {
                     None => None,
                     Some(path) => {
                         let pem = read_pem(path, &at("private_key"))?;
-                        let key = match algorithm {
-                            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-                            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-                            _ => EncodingKey::from_ed_pem(&pem),
-                        }
-                        .map_err(|e| {
+                        let key = private_pem(&pem).map_err(|e| {
                             ConfigError::invalid(
                                 at("private_key"),
                                 format!("{}: not a {} private key: {e}", path.display(), entry.algorithm),
@@ -195,6 +174,16 @@ impl TokenService {
                     }
                 };
                 (decoding, encoding)
+            } else {
+                let secret = entry.secret.as_ref().map(|s| s.expose_secret().as_bytes()).unwrap_or_default();
+                if secret.len() < MIN_HS_SECRET_BYTES {
+                    return Err(ConfigError::invalid(
+                        at("secret"),
+                        format!("HS256 keys need a secret of at least {MIN_HS_SECRET_BYTES} bytes"),
+                    ));
+                }
+                let bad = |e: jsonwebtoken::errors::Error| ConfigError::invalid(at("secret"), e.to_string());
+                (DecodingKey::from_secret(secret).map_err(bad)?, Some(EncodingKey::from_secret(secret).map_err(bad)?))
             };
             keys.insert(entry.kid.clone(), VerifyingKey { key: decoding, validation: validation_for(algorithm) });
             if let Some(encoding) = encoding {
@@ -399,13 +388,26 @@ fn is_canonical_compact(token: &str) -> bool {
     segments.len() == 3 && segments.into_iter().all(canonical)
 }
 
-fn parse_algorithm(name: &str) -> Option<Algorithm> {
-    match name {
-        "HS256" => Some(Algorithm::HS256),
-        "RS256" => Some(Algorithm::RS256),
-        "ES256" => Some(Algorithm::ES256),
-        "EdDSA" => Some(Algorithm::EdDSA),
-        _ => None,
+fn jwt_algorithm(algorithm: KeyAlgorithm) -> Algorithm {
+    match algorithm {
+        KeyAlgorithm::Hs256 => Algorithm::HS256,
+        KeyAlgorithm::Rs256 => Algorithm::RS256,
+        KeyAlgorithm::Es256 => Algorithm::ES256,
+        KeyAlgorithm::EdDsa => Algorithm::EdDSA,
+    }
+}
+
+/// PEM readers of the public and the private key of an asymmetric algorithm; `None` for
+/// HS256, whose key is a secret.
+type PemLoaders =
+    (fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>, fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>);
+
+fn pem_loaders(algorithm: KeyAlgorithm) -> Option<PemLoaders> {
+    match algorithm {
+        KeyAlgorithm::Hs256 => None,
+        KeyAlgorithm::Rs256 => Some((DecodingKey::from_rsa_pem, EncodingKey::from_rsa_pem)),
+        KeyAlgorithm::Es256 => Some((DecodingKey::from_ec_pem, EncodingKey::from_ec_pem)),
+        KeyAlgorithm::EdDsa => Some((DecodingKey::from_ed_pem, EncodingKey::from_ed_pem)),
     }
 }
 

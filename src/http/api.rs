@@ -37,7 +37,7 @@ async fn me(Authenticated(principal): Authenticated) -> HttpResponse {
 async fn config(state: web::Data<AppState>) -> HttpResponse {
     let settings = &state.settings;
     HttpResponse::Ok().json(serde_json::json!({
-        "mode": if state.session_mode() { "session" } else { "jwt" },
+        "mode": settings.auth.mode,
         "login": state.session_mode() || !state.tokens.is_verify_only(),
         "ticket_ttl_seconds": settings.auth.ticket_ttl.as_secs(),
         "node": state.node,
