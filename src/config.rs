@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The development configuration compiled into the binary, so `cargo run` needs no files.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -79,12 +79,57 @@ pub struct ServerSettings {
     pub max_connections: usize,
 }
 
-/// JWTs, or server-side sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    Jwt,
-    Session,
+/// A closed set of config values, read from exactly these names: an unknown one is a config
+/// error naming its key and the choices, and a `match` on it cannot fall through.
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant),+
+        }
+
+        impl $name {
+            /// The name used in config files.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(value: String) -> Result<Self, String> {
+                match value.as_str() {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(format!("{value:?} is not one of {}", [$($text),+].join(", "))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+closed_set! {
+    /// JWTs, or server-side sessions.
+    AuthMode {
+        Jwt = "jwt",
+        Session = "session",
+    }
 }
 
 /// How credentials are checked.
@@ -102,11 +147,11 @@ pub struct AuthSettings {
     /// Further verification (and optionally signing) keys, for rotation and asymmetric algorithms.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
-    /// Expected `iss`; empty disables the check.
+    /// Expected (and required) `iss`; empty disables the check.
     pub issuer: String,
-    /// Expected `aud`; empty disables the check.
+    /// Expected (and required) `aud`; empty disables the check.
     pub audience: String,
-    /// Clock skew tolerated on `nbf` and `exp` at validation.
+    /// Clock skew tolerated on `nbf` and `iat` (`exp` is enforced exactly).
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// Lifetime of access tokens minted by `/api/login` and `authchat token`.
@@ -121,6 +166,10 @@ pub struct AuthSettings {
     pub auth_timeout: Duration,
     /// Longest token accepted, in bytes; longer ones are refused before any parsing.
     pub max_token_bytes: usize,
+    /// Longest lifetime a token may claim (`exp` minus `iat`, or minus now without `iat`);
+    /// longer-lived tokens are refused, and none is minted.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// Lifetime of a refresh token; each refresh issues a new one for this long.
     #[serde(with = "humantime_serde")]
     pub refresh_ttl: Duration,
@@ -138,13 +187,24 @@ pub struct AuthSettings {
     pub jwks_poll_interval: Duration,
 }
 
+closed_set! {
+    /// The signature algorithm of a configured key. A closed set, so an unknown name is a
+    /// config error naming the key, never a fallthrough to some other algorithm.
+    KeyAlgorithm {
+        Hs256 = "HS256",
+        Rs256 = "RS256",
+        Es256 = "ES256",
+        EdDsa = "EdDSA",
+    }
+}
+
 /// One verification key, selected by the token's `kid`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     pub kid: String,
-    /// HS256, RS256, ES256 or EdDSA. Pinned: a token's own `alg` must match.
-    pub algorithm: String,
+    /// Pinned: a token's own `alg` must match.
+    pub algorithm: KeyAlgorithm,
     /// For HS256 only.
     pub secret: Option<SecretString>,
     /// PEM file with the public key (RS256, ES256, EdDSA).
@@ -255,8 +315,17 @@ impl TlsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// `memory` (one process, lost on restart) or `redis` (shared, durable as Redis is).
-    pub backend: String,
+    pub backend: StoreBackend,
+}
+
+closed_set! {
+    /// The store behind refresh tokens, tickets, revocation marks and sessions.
+    StoreBackend {
+        /// One process, lost on restart (the default).
+        Memory = "memory",
+        /// Shared by every node on that Redis, durable as Redis is.
+        Redis = "redis",
+    }
 }
 
 /// The Redis connection, when `store.backend = "redis"`.
@@ -296,10 +365,19 @@ pub struct SessionSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A `tracing` filter; `RUST_LOG` wins when set.
     pub filter: String,
+}
+
+closed_set! {
+    /// How log lines are written.
+    LogFormat {
+        /// For people.
+        Text = "text",
+        /// One JSON object per line, for machines.
+        Json = "json",
+    }
 }
 
 /// One account of the built-in user directory.
@@ -372,7 +450,7 @@ impl Settings {
             .add_source(env)
             .build()
             .and_then(Config::try_deserialize)
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(|e| ConfigError::Load(dotted_array_paths(&e.to_string())))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -399,6 +477,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "auth.ticket_ttl",
                 "ticket_ttl must be at least 1s and refresh_ttl at least access_ttl",
+            ));
+        }
+        if self.auth.max_token_lifetime < self.auth.access_ttl {
+            return Err(ConfigError::invalid(
+                "auth.max_token_lifetime",
+                "must be at least auth.access_ttl, or the tokens minted here would be refused",
             ));
         }
         if self.auth.max_token_bytes < 256 {
@@ -454,9 +538,6 @@ impl Settings {
                 ));
             }
         }
-        if !matches!(self.store.backend.as_str(), "memory" | "redis") {
-            return Err(ConfigError::invalid("store.backend", "must be \"memory\" or \"redis\""));
-        }
         if self.session.idle_timeout.is_zero() || self.session.absolute_lifetime < self.session.idle_timeout {
             return Err(ConfigError::invalid(
                 "session.absolute_lifetime",
@@ -485,9 +566,6 @@ impl Settings {
         }
         if !self.dev_mode {
             self.refuse_unsafe_production()?;
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::invalid("log.format", "must be \"text\" or \"json\""));
         }
         let mut names = std::collections::HashSet::new();
         for (i, user) in self.users.iter().enumerate() {
@@ -572,6 +650,21 @@ fn dev_users() -> Vec<UserEntry> {
     parsed.map(|u| u.users).unwrap_or_default()
 }
 
+/// The config crate prints the key of a field inside an array element as `auth.keys[0]algorithm`;
+/// put the dot back, so the message names the key as it is written.
+fn dotted_array_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 4);
+    let mut previous = None;
+    for c in message.chars() {
+        if previous == Some(']') && (c.is_ascii_alphanumeric() || c == '_') {
+            out.push('.');
+        }
+        out.push(c);
+        previous = Some(c);
+    }
+    out
+}
+
 /// `scheme://host[:port]` with nothing after it: what browsers send in `Origin`.
 fn is_plain_origin(origin: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
@@ -649,7 +742,7 @@ mod tests {
         assert!(!settings.dev_mode);
         assert!(settings.users.is_empty(), "no dev users in production");
         assert!(!settings.auth.query_token);
-        assert_eq!(settings.log.format, "json");
+        assert_eq!(settings.log.format, LogFormat::Json);
         assert!(settings.tls.files().is_some());
     }
 
@@ -674,6 +767,25 @@ mod tests {
             ..LoadOptions::default()
         });
         assert!(dev_users.unwrap_err().to_string().contains("users[0]"));
+    }
+
+    #[test]
+    fn closed_sets_are_enums_and_an_unknown_value_names_its_key() {
+        let key = "[[auth.keys]]\nkid = \"k2\"\nsecret = \"0123456789abcdef0123456789abcdef\"\nalgorithm = ";
+        for (layer, name) in [
+            (format!("{key}\"HS512\""), "auth.keys[0].algorithm"),
+            (format!("{key}\"hs256\""), "auth.keys[0].algorithm"),
+            ("[store]\nbackend = \"mysql\"".into(), "store.backend"),
+            ("[log]\nformat = \"xml\"".into(), "log.format"),
+            ("[auth]\nmode = \"cookie\"".into(), "auth.mode"),
+        ] {
+            let err = load_with(&[&layer], &[]).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("is not one of"), "{layer}: {err}");
+        }
+        let err = load_with(&[], &[("AUTHCHAT__STORE__BACKEND", "Redis")]).unwrap_err().to_string();
+        assert!(err.contains("store.backend"), "{err}");
+        let settings = load_with(&[&format!("{key}\"EdDSA\"\npublic_key = \"k.pem\"")], &[]).unwrap();
+        assert_eq!(settings.auth.keys[0].algorithm, KeyAlgorithm::EdDsa);
     }
 
     #[test]

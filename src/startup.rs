@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use crate::auth::jwt::TokenService;
 use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
-use crate::config::{AuthMode, Settings, MIN_HS_SECRET_BYTES};
+use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
@@ -182,11 +182,11 @@ impl Application {
                 actix_web::rt::spawn(watch_jwks(tokens.clone(), path.to_path_buf(), interval));
             }
         }
-        let stores = match settings.store.backend.as_str() {
-            "redis" => {
+        let stores = match settings.store.backend {
+            StoreBackend::Redis => {
                 Stores::redis(&settings.redis).await.map_err(|e| anyhow::anyhow!("store.backend = \"redis\": {e}"))?
             }
-            _ => Stores::memory(),
+            StoreBackend::Memory => Stores::memory(),
         };
         let sessions = Sessions::new(stores.sessions.clone(), settings.session.clone());
         let metrics = Arc::new(Metrics::new());

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::LogSettings;
+use crate::config::{LogFormat, LogSettings};
 
 /// Query parameters whose values are credentials and never reach a log line.
 const SECRET_PARAMS: &[&str] = &["token", "ticket", "access_token", "refresh_token", "password", "code"];
@@ -14,7 +14,10 @@ pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stdout);
-    let result = if settings.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let result = match settings.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
     // A second init (tests start several servers in one process) keeps the first subscriber.
     drop(result);
 }

@@ -1,6 +1,7 @@
-//! JWT verification and minting, following RFC 8725: the algorithm is pinned per key, `kid`
-//! selects a key from a fixed map, `exp` and `sub` are required, `nbf` is checked, and `iss`
-//! and `aud` are checked when configured.
+//! JWT verification and minting, following RFC 8725: only canonical compact serialisations
+//! are parsed, the algorithm is pinned per key, `kid` selects a key from a fixed map, `exp` and
+//! `sub` are required, and so are `iss` and `aud` when configured; `nbf` is checked, an `iat` in
+//! the future is refused, and no token may live longer than `auth.max_token_lifetime`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Principal};
-use crate::config::{AuthSettings, ConfigError, MIN_HS_SECRET_BYTES};
+use crate::config::{AuthSettings, ConfigError, KeyAlgorithm, MIN_HS_SECRET_BYTES};
 use crate::ids::UserId;
 use crate::time::now_unix_s;
 
@@ -75,6 +76,9 @@ pub struct TokenService {
     audience: Option<String>,
     access_ttl: Duration,
     max_token_bytes: usize,
+    /// Longest `exp - iat` accepted (or minted): a token with a far `exp` would outlive every
+    /// revocation horizon and hold a socket open for ever.
+    max_token_lifetime: Duration,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -113,6 +117,7 @@ impl TokenService {
                 audience,
                 access_ttl: auth.access_ttl,
                 max_token_bytes: auth.max_token_bytes,
+                max_token_lifetime: auth.max_token_lifetime,
             };
             service.reload_jwks().map_err(|e| ConfigError::invalid("auth.jwks_file", e))?;
             return Ok(service);
@@ -140,19 +145,8 @@ impl TokenService {
                     "must be non-empty and unique (also against auth.secret_kid)",
                 ));
             }
-            let algorithm = parse_algorithm(&entry.algorithm)
-                .ok_or_else(|| ConfigError::invalid(at("algorithm"), "must be one of HS256, RS256, ES256, EdDSA"))?;
-            let (decoding, encoding) = if algorithm == Algorithm::HS256 {
-                let secret = entry.secret.as_ref().map(|s| s.expose_secret().as_bytes()).unwrap_or_default();
-                if secret.len() < MIN_HS_SECRET_BYTES {
-                    return Err(ConfigError::invalid(
-                        at("secret"),
-                        format!("HS256 keys need a secret of at least {MIN_HS_SECRET_BYTES} bytes"),
-                    ));
-                }
-                let bad = |e: jsonwebtoken::errors::Error| ConfigError::invalid(at("secret"), e.to_string());
-                (DecodingKey::from_secret(secret).map_err(bad)?, Some(EncodingKey::from_secret(secret).map_err(bad)?))
-            } else {
+            let algorithm = jwt_algorithm(entry.algorithm);
+            let (decoding, encoding) = if let Some((public_pem, private_pem)) = pem_loaders(entry.algorithm) {
                 let path = entry.public_key.as_deref().ok_or_else(|| {
                     ConfigError::invalid(
                         at("public_key"),
@@ -160,12 +154,7 @@ impl TokenService {
                     )
                 })?;
                 let pem = read_pem(path, &at("public_key"))?;
-                let decoding = match algorithm {
-                    Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
-                    Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
-                    _ => DecodingKey::from_ed_pem(&pem),
-                }
-                .map_err(|e| {
+                let decoding = public_pem(&pem).map_err(|e| {
                     ConfigError::invalid(
                         at("public_key"),
                         format!("{}: not a {} public key: {e}", path.display(), entry.algorithm),
@@ -175,12 +164,7 @@ impl TokenService {
                     None => None,
                     Some(path) => {
                         let pem = read_pem(path, &at("private_key"))?;
-                        let key = match algorithm {
-                            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-                            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-                            _ => EncodingKey::from_ed_pem(&pem),
-                        }
-                        .map_err(|e| {
+                        let key = private_pem(&pem).map_err(|e| {
                             ConfigError::invalid(
                                 at("private_key"),
                                 format!("{}: not a {} private key: {e}", path.display(), entry.algorithm),
@@ -190,6 +174,16 @@ impl TokenService {
                     }
                 };
                 (decoding, encoding)
+            } else {
+                let secret = entry.secret.as_ref().map(|s| s.expose_secret().as_bytes()).unwrap_or_default();
+                if secret.len() < MIN_HS_SECRET_BYTES {
+                    return Err(ConfigError::invalid(
+                        at("secret"),
+                        format!("HS256 keys need a secret of at least {MIN_HS_SECRET_BYTES} bytes"),
+                    ));
+                }
+                let bad = |e: jsonwebtoken::errors::Error| ConfigError::invalid(at("secret"), e.to_string());
+                (DecodingKey::from_secret(secret).map_err(bad)?, Some(EncodingKey::from_secret(secret).map_err(bad)?))
             };
             keys.insert(entry.kid.clone(), VerifyingKey { key: decoding, validation: validation_for(algorithm) });
             if let Some(encoding) = encoding {
@@ -227,6 +221,7 @@ impl TokenService {
             audience,
             access_ttl: auth.access_ttl,
             max_token_bytes: auth.max_token_bytes,
+            max_token_lifetime: auth.max_token_lifetime,
         })
     }
 
@@ -273,16 +268,28 @@ impl TokenService {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::InvalidToken("token is longer than auth.max_token_bytes"));
         }
+        if !is_canonical_compact(token) {
+            return Err(AuthError::InvalidToken("not three canonical, unpadded base64url segments"));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("not a JWT"))?;
         let kid = header.kid.as_deref().or(self.default_kid.as_deref()).ok_or(AuthError::InvalidToken("no kid"))?;
         let keys = self.keys.load();
         let key = keys.get(kid).ok_or(AuthError::InvalidToken("unknown kid"))?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(map_jwt_error)?;
         let claims = data.claims;
-        // Leeway forgives clock skew on `nbf` only: a socket is closed at `exp` exactly, so a
-        // token already past it must not open one.
-        if claims.exp <= now_unix_s() {
+        // Leeway forgives clock skew on `nbf` and `iat` only: a socket is closed at `exp`
+        // exactly, so a token already past it must not open one.
+        let now = now_unix_s();
+        if claims.exp <= now {
             return Err(AuthError::TokenExpired);
+        }
+        // Revocation marks compare `iat`: a token claiming to be issued later than now would
+        // pass for one issued after its user's revocation.
+        if claims.iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
+            return Err(AuthError::InvalidToken("issued in the future (iat)"));
+        }
+        if claims.exp.saturating_sub(claims.iat.unwrap_or(now)) > self.max_token_lifetime.as_secs() {
+            return Err(AuthError::InvalidToken("lives longer than auth.max_token_lifetime"));
         }
         if claims.sub.is_empty() {
             return Err(AuthError::InvalidToken("empty sub"));
@@ -307,8 +314,12 @@ impl TokenService {
         sid: Option<&str>,
     ) -> Result<MintedToken, MintError> {
         let signer = self.signer.as_ref().ok_or(MintError::NoSigningKey)?;
+        let ttl = ttl.unwrap_or(self.access_ttl);
+        if ttl > self.max_token_lifetime {
+            return Err(MintError::TooLong(self.max_token_lifetime));
+        }
         let now = now_unix_s();
-        let expires_at = now + ttl.unwrap_or(self.access_ttl).as_secs().max(1);
+        let expires_at = now + ttl.as_secs().max(1);
         let claims = Claims {
             sub: user.as_str().to_owned(),
             exp: expires_at,
@@ -334,6 +345,8 @@ pub enum MintError {
     NoSigningKey,
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error("the lifetime asked for is longer than auth.max_token_lifetime ({})", humantime::format_duration(*.0))]
+    TooLong(Duration),
 }
 
 /// A random URL-safe identifier of `bytes` random bytes (token ids, generated secrets).
@@ -344,10 +357,13 @@ pub fn random_id(bytes: usize) -> String {
 }
 
 /// The rules pinned to one key: its algorithm, `exp` and `sub` required, `nbf` checked,
-/// `iss`/`aud` checked when configured.
+/// `iss`/`aud` required and checked when configured (jsonwebtoken checks a configured claim
+/// only when the token has it, unless it is also listed as required).
 fn validation(algorithm: Algorithm, leeway: u64, issuer: Option<&str>, audience: Option<&str>) -> Validation {
     let mut v = Validation::new(algorithm);
-    v.set_required_spec_claims(&["exp", "sub"]);
+    let configured = [issuer.map(|_| "iss"), audience.map(|_| "aud")];
+    let required: Vec<&str> = ["exp", "sub"].into_iter().chain(configured.into_iter().flatten()).collect();
+    v.set_required_spec_claims(&required);
     v.validate_nbf = true;
     v.leeway = leeway;
     match issuer {
@@ -361,13 +377,37 @@ fn validation(algorithm: Algorithm, leeway: u64, issuer: Option<&str>, audience:
     v
 }
 
-fn parse_algorithm(name: &str) -> Option<Algorithm> {
-    match name {
-        "HS256" => Some(Algorithm::HS256),
-        "RS256" => Some(Algorithm::RS256),
-        "ES256" => Some(Algorithm::ES256),
-        "EdDSA" => Some(Algorithm::EdDSA),
-        _ => None,
+/// RFC 7515 compact serialisation, strictly: three segments, each the one base64url encoding
+/// of its bytes (no padding, no `+` or `/`, no set trailing bits). A decoder that forgives any
+/// of these lets one token take many spellings, which defeats blocklists and caches keyed by
+/// the token text; checking here keeps the guarantee whatever jsonwebtoken decodes with.
+fn is_canonical_compact(token: &str) -> bool {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let canonical = |segment: &str| URL_SAFE_NO_PAD.decode(segment).is_ok_and(|b| URL_SAFE_NO_PAD.encode(b) == segment);
+    let segments: Vec<&str> = token.split('.').collect();
+    segments.len() == 3 && segments.into_iter().all(canonical)
+}
+
+fn jwt_algorithm(algorithm: KeyAlgorithm) -> Algorithm {
+    match algorithm {
+        KeyAlgorithm::Hs256 => Algorithm::HS256,
+        KeyAlgorithm::Rs256 => Algorithm::RS256,
+        KeyAlgorithm::Es256 => Algorithm::ES256,
+        KeyAlgorithm::EdDsa => Algorithm::EdDSA,
+    }
+}
+
+/// PEM readers of the public and the private key of an asymmetric algorithm; `None` for
+/// HS256, whose key is a secret.
+type PemLoaders =
+    (fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>, fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>);
+
+fn pem_loaders(algorithm: KeyAlgorithm) -> Option<PemLoaders> {
+    match algorithm {
+        KeyAlgorithm::Hs256 => None,
+        KeyAlgorithm::Rs256 => Some((DecodingKey::from_rsa_pem, EncodingKey::from_rsa_pem)),
+        KeyAlgorithm::Es256 => Some((DecodingKey::from_ec_pem, EncodingKey::from_ec_pem)),
+        KeyAlgorithm::EdDsa => Some((DecodingKey::from_ed_pem, EncodingKey::from_ed_pem)),
     }
 }
 
@@ -384,7 +424,13 @@ fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::ImmatureSignature => AuthError::InvalidToken("not valid yet (nbf)"),
         ErrorKind::InvalidIssuer => AuthError::InvalidToken("wrong issuer"),
         ErrorKind::InvalidAudience => AuthError::InvalidToken("wrong audience"),
-        ErrorKind::MissingRequiredClaim(_) => AuthError::InvalidToken("a required claim (exp, sub) is missing"),
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidToken(match claim.as_str() {
+            "exp" => "the exp claim is missing",
+            "sub" => "the sub claim is missing",
+            "iss" => "the iss claim is missing (auth.issuer is set)",
+            "aud" => "the aud claim is missing (auth.audience is set)",
+            _ => "a required claim is missing",
+        }),
         _ => AuthError::InvalidToken("malformed token"),
     }
 }
@@ -464,6 +510,54 @@ mod tests {
             svc.verify(&sign(good, Algorithm::HS256, None, b"another-secret-another-secret-xx")),
             Err(AuthError::InvalidToken("bad signature"))
         ));
+    }
+
+    #[test]
+    fn only_canonical_compact_serialisations_pass() {
+        let svc = service(SECRET);
+        let token = svc.mint(&UserId::new("alice"), &[], None, None).unwrap().token.expose_secret().to_owned();
+        assert!(is_canonical_compact(&token));
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
+        let standard = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        assert!(!is_canonical_compact(&format!("{message}.{standard}")), "padded standard base64");
+        assert!(!is_canonical_compact(&format!("{token}=")), "padding");
+        assert!(!is_canonical_compact(&format!("{message}.+{}", &signature[1..])), "+ of standard base64");
+        assert!(!is_canonical_compact(&format!("{message}./{}", &signature[1..])), "/ of standard base64");
+        // 32 bytes take 43 characters; the last one has 2 unused bits, which must be zero
+        let mut trailing = token.clone();
+        let last = trailing.pop().unwrap();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        trailing.push(alphabet.as_bytes()[alphabet.find(last).unwrap() ^ 1] as char);
+        assert!(!is_canonical_compact(&trailing), "trailing bits");
+        assert!(!is_canonical_compact(message), "two segments");
+        assert!(!is_canonical_compact(&format!("{token}.{signature}")), "four segments");
+    }
+
+    #[test]
+    fn lifetime_and_iat_are_bounded_and_minting_respects_the_cap() {
+        let svc = service(&format!("{SECRET}\nmax_token_lifetime = \"1h\""));
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let now = now_unix_s();
+        let token = |exp: u64, iat: Option<u64>| {
+            let mut claims = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":"authchat"});
+            if let Some(iat) = iat {
+                claims["iat"] = iat.into();
+            }
+            sign(claims, Algorithm::HS256, None, secret)
+        };
+        assert!(svc.verify(&token(now + 3600, Some(now))).is_ok());
+        assert!(svc.verify(&token(now + 3601, Some(now))).is_err());
+        assert!(svc.verify(&token(now + 3660, None)).is_err(), "without iat, counted from now");
+        assert!(svc.verify(&token(u64::MAX, Some(now))).is_err());
+        assert!(svc.verify(&token(now + 60, Some(now + 5))).is_ok(), "within auth.leeway");
+        assert_eq!(
+            svc.verify(&token(now + 60, Some(now + 60))),
+            Err(AuthError::InvalidToken("issued in the future (iat)"))
+        );
+        let alice = UserId::new("alice");
+        assert!(svc.mint(&alice, &[], Some(Duration::from_secs(3600)), None).is_ok());
+        assert!(matches!(svc.mint(&alice, &[], Some(Duration::from_secs(3601)), None), Err(MintError::TooLong(_))));
     }
 
     #[test]

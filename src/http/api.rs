@@ -2,17 +2,26 @@
 
 use super::extract::Authenticated;
 use super::token;
+use crate::config::AuthMode;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The routes of `mode`: refresh and tickets exist only with JWTs; in session mode they
+/// answer 404 `not_in_jwt_mode` before looking at any credential.
+pub fn routes(cfg: &mut web::ServiceConfig, mode: AuthMode) {
     cfg.route("/login", web::post().to(token::login))
-        .route("/token/refresh", web::post().to(token::refresh))
         .route("/token/logout", web::post().to(token::logout))
         .route("/logout", web::post().to(token::logout))
-        .route("/ticket", web::post().to(token::ticket))
         .route("/me", web::get().to(me))
         .route("/config", web::get().to(config));
+    match mode {
+        AuthMode::Jwt => {
+            cfg.route("/token/refresh", web::post().to(token::refresh)).route("/ticket", web::post().to(token::ticket))
+        }
+        AuthMode::Session => cfg
+            .route("/token/refresh", web::post().to(token::not_in_jwt_mode))
+            .route("/ticket", web::post().to(token::not_in_jwt_mode)),
+    };
 }
 
 /// `GET /api/me`: the token's user, roles and expiry.
@@ -28,7 +37,7 @@ async fn me(Authenticated(principal): Authenticated) -> HttpResponse {
 async fn config(state: web::Data<AppState>) -> HttpResponse {
     let settings = &state.settings;
     HttpResponse::Ok().json(serde_json::json!({
-        "mode": if state.session_mode() { "session" } else { "jwt" },
+        "mode": settings.auth.mode,
         "login": state.session_mode() || !state.tokens.is_verify_only(),
         "ticket_ttl_seconds": settings.auth.ticket_ttl.as_secs(),
         "node": state.node,

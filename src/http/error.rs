@@ -17,6 +17,12 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("this Origin may not open a WebSocket here")]
     OriginNotAllowed,
+    /// The REST counterpart of `OriginNotAllowed` (same code): a cookie-authenticated write
+    /// from a page of another origin.
+    #[error(
+        "cross-site request refused: requests with the session cookie may come only from this server's allowed origins"
+    )]
+    CrossSite,
     #[error("this endpoint needs the admin role")]
     Forbidden,
     #[error("{0}")]
@@ -48,7 +54,7 @@ impl ApiError {
         match self {
             Self::Auth(e) => e.code(),
             Self::InvalidCredentials => "invalid_credentials",
-            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::OriginNotAllowed | Self::CrossSite => "origin_not_allowed",
             Self::Forbidden => "forbidden",
             Self::TooManyConnections(_) => "too_many_connections",
             Self::TooManyHandshakes(_) => "too_many_handshakes",
@@ -94,7 +100,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Auth(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::OriginNotAllowed | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::OriginNotAllowed | Self::CrossSite | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooManyConnections(_) | Self::TooManyHandshakes(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundWithCode { .. } => StatusCode::NOT_FOUND,

@@ -1,5 +1,5 @@
-//! Extractors for REST routes: a verified caller (bearer token, or in session mode the session
-//! cookie), and one that must hold the admin role.
+//! Extractors for REST routes: a verified caller (in JWT mode by bearer token, in session mode
+//! by the session cookie alone), and one that must hold the admin role.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,30 +11,30 @@ use crate::auth::revocation::check_not_revoked;
 use crate::auth::{AuthError, Principal};
 use crate::state::AppState;
 
-/// The caller, proven by `Authorization: Bearer <jwt>` (valid and not revoked).
+/// The caller, proven by `Authorization: Bearer <jwt>` (valid and not revoked), or in session
+/// mode by the session cookie alone.
 pub struct Authenticated(pub Principal);
 
 /// A caller whose token has `admin` in its `roles` claim: 401 without a token, 403 without the role.
 pub struct Admin(pub Principal);
 
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req.headers().get(header::AUTHORIZATION).ok_or(AuthError::MissingCredentials)?;
+/// The token of `Authorization: Bearer <token>`: `None` without the header, an error for any
+/// other scheme. The one parser of that header, for REST and for the upgrade.
+pub fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, AuthError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
     match value.to_str().unwrap_or_default().split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim().to_owned()),
-        _ => Err(AuthError::InvalidToken("Authorization must use the Bearer scheme").into()),
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(AuthError::InvalidToken("Authorization must use the Bearer scheme")),
     }
 }
 
-/// In session mode the session cookie comes first; otherwise (and without one) the bearer token.
-async fn authenticate(state: web::Data<AppState>, credential: Credential) -> Result<Principal, ApiError> {
-    let principal = match credential {
-        Credential::Session { secret, cross_site } => {
-            if cross_site {
-                return Err(ApiError::OriginNotAllowed);
-            }
-            state.sessions.authenticate(&secret).await?
-        }
-        Credential::Bearer(token) => state.tokens.verify(&token?)?,
+async fn authenticate(
+    state: web::Data<AppState>,
+    credential: Result<Credential, ApiError>,
+) -> Result<Principal, ApiError> {
+    let principal = match credential? {
+        Credential::Session(secret) => state.sessions.authenticate(&secret).await?,
+        Credential::Bearer(token) => state.tokens.verify(&token)?,
     };
     check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
     Ok(principal)
@@ -42,24 +42,21 @@ async fn authenticate(state: web::Data<AppState>, credential: Credential) -> Res
 
 /// What a REST request presented.
 enum Credential {
-    /// `cross_site`: a state-changing request from an Origin not on the allowlist (CSRF).
-    Session {
-        secret: String,
-        cross_site: bool,
-    },
-    Bearer(Result<String, ApiError>),
+    Session(String),
+    Bearer(String),
 }
 
-fn credential(req: &HttpRequest, state: &AppState) -> Credential {
+/// In session mode only the session cookie authenticates, as at the upgrade (a bearer token
+/// is not looked at), and a state-changing request with it must not come from a foreign page.
+/// In JWT mode only the bearer token does.
+fn credential(req: &HttpRequest, state: &AppState) -> Result<Credential, ApiError> {
     if state.session_mode() {
-        if let Some(secret) = super::session::session_secret(req) {
-            let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
-            let cross_site = req.method() != actix_web::http::Method::GET
-                && origin.is_some_and(|o| !state.allowed_origins.contains(o));
-            return Credential::Session { secret, cross_site };
-        }
+        let secret = super::session::session_secret(req).ok_or(AuthError::MissingCredentials)?;
+        super::session::refuse_cross_site(req, state)?;
+        return Ok(Credential::Session(secret));
     }
-    Credential::Bearer(bearer(req))
+    let token = bearer_token(req)?.ok_or(AuthError::MissingCredentials)?;
+    Ok(Credential::Bearer(token.to_owned()))
 }
 
 fn state_of(req: &HttpRequest) -> web::Data<AppState> {

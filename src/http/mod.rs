@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod ops;
@@ -28,7 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
-        .service(web::scope("/api").wrap(cors(state)).configure(api::routes))
+        .service(web::scope("/api").wrap(cors(state)).configure(|cfg| api::routes(cfg, state.settings.auth.mode)))
         .service(web::scope("/admin").wrap(cors(state)).configure(admin::routes));
     let dir = &state.settings.server.static_dir;
     if dir.is_dir() {

@@ -1,16 +1,17 @@
-//! Session mode over HTTP: the `authchat_session` cookie, login and logout.
+//! Session mode over HTTP: the `authchat_session` cookie, login and logout, and the CSRF rule
+//! for requests the cookie authenticates.
 
-use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use std::time::Duration;
+
+use actix_web::http::{header, Method};
 use actix_web::{HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 
+use super::cookies::AuthCookie;
 use super::error::ApiError;
 use crate::auth::password::Account;
 use crate::auth::sessions::{SessionError, Sessions};
 use crate::state::AppState;
-
-/// HttpOnly, SameSite=Lax (so a link into the app keeps the user signed in), path `/`.
-pub const SESSION_COOKIE: &str = "authchat_session";
 
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
@@ -25,21 +26,27 @@ impl From<SessionError> for ApiError {
 
 /// The session id behind the request's cookie, if it has one (not checked against the store).
 pub fn session_secret(req: &HttpRequest) -> Option<String> {
-    req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()).filter(|v| !v.is_empty())
+    AuthCookie::Session.value_in(req)
+}
+
+/// Refuses a state-changing request from an `Origin` not on the allowlist: browsers attach
+/// the session cookie to such requests (CSRF). Applies wherever the cookie is honoured.
+pub fn refuse_cross_site(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let origin = req.headers().get(header::ORIGIN).map(|o| o.to_str().unwrap_or_default());
+    match origin {
+        Some(origin) if req.method() != Method::GET && !state.allowed_origins.contains(origin) => {
+            Err(ApiError::CrossSite)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Starts a session and answers with its cookie.
 pub async fn login(state: &AppState, account: &Account) -> Result<HttpResponse, ApiError> {
     let (secret, record) = state.sessions.start(account).await.map_err(ApiError::SessionStoreUnavailable)?;
     tracing::info!(user = %account.user, "login (session)");
-    let lifetime = (record.absolute_expiry_ms - record.created_ms) / 1000;
-    let cookie = Cookie::build(SESSION_COOKIE, secret.expose_secret().to_owned())
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .secure(state.secure_cookies())
-        .max_age(CookieDuration::seconds(lifetime as i64))
-        .finish();
+    let lifetime = Duration::from_millis(record.absolute_expiry_ms - record.created_ms);
+    let cookie = AuthCookie::Session.set(secret.expose_secret().to_owned(), lifetime, state.secure_cookies());
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).json(serde_json::json!({
         "mode": "session",
         "user": record.user,
@@ -50,15 +57,14 @@ pub async fn login(state: &AppState, account: &Account) -> Result<HttpResponse, 
 }
 
 /// Ends the request's session (its sockets close with 4002 through the store's notification)
-/// and clears the cookie.
+/// and clears the cookie. From a foreign page it is refused like any cookie-authenticated write.
 pub async fn logout(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
     if let Some(secret) = session_secret(req) {
+        refuse_cross_site(req, state)?;
         state.sessions.store().delete(&Sessions::id_of(&secret)).await.map_err(ApiError::SessionStoreUnavailable)?;
     }
-    let mut removal = Cookie::build(SESSION_COOKIE, "").path("/").http_only(true).same_site(SameSite::Lax).finish();
-    removal.make_removal();
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .cookie(removal)
+        .cookie(AuthCookie::Session.removal(state.secure_cookies()))
         .json(serde_json::json!({ "status": "logged_out" })))
 }

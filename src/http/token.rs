@@ -1,11 +1,11 @@
 //! The token lifecycle over HTTP: login (access token + refresh cookie), refresh with rotation
 //! and reuse detection, logout, and one-time WebSocket tickets.
 
-use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::cookies::AuthCookie;
 use super::error::ApiError;
 use super::extract::Authenticated;
 use crate::auth::jwt::random_id;
@@ -17,10 +17,6 @@ use crate::registry::CloseSession;
 use crate::state::AppState;
 use crate::store::{RefreshRecord, SecretHash, Taken};
 use crate::time::now_unix_s;
-
-/// The refresh cookie: HttpOnly, SameSite=Strict, sent only to `/api/token/…`.
-pub const REFRESH_COOKIE: &str = "authchat_refresh";
-const REFRESH_PATH: &str = "/api/token";
 
 /// `POST /api/login` body.
 #[derive(Deserialize)]
@@ -61,9 +57,8 @@ pub async fn login(state: web::Data<AppState>, body: web::Json<LoginRequest>) ->
 /// cookie. A token presented twice revokes its whole family (reuse means theft).
 pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     refuse_in_verify_only_mode(&state)?;
-    refuse_in_session_mode(&state)?;
-    let presented = req.cookie(REFRESH_COOKIE).ok_or_else(invalid_refresh)?;
-    let hash = SecretHash::of(presented.value());
+    let presented = AuthCookie::Refresh.value_in(&req).ok_or_else(invalid_refresh)?;
+    let hash = SecretHash::of(&presented);
     let record = match state.stores.refresh.take(&hash).await.map_err(ApiError::StoreUnavailable)? {
         None => return Err(invalid_refresh()),
         Some(Taken::Reused(record)) => {
@@ -100,8 +95,8 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
     if state.session_mode() {
         return super::session::logout(&state, &req).await;
     }
-    let family = match req.cookie(REFRESH_COOKIE) {
-        Some(cookie) => match state.stores.refresh.take(&SecretHash::of(cookie.value())).await {
+    let family = match AuthCookie::Refresh.value_in(&req) {
+        Some(cookie) => match state.stores.refresh.take(&SecretHash::of(&cookie)).await {
             Ok(Some(Taken::Fresh(r) | Taken::Reused(r))) => Some(r.family),
             Ok(None) => None,
             Err(e) => return Err(ApiError::StoreUnavailable(e)),
@@ -120,7 +115,7 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
     }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .cookie(removal_cookie(&state))
+        .cookie(AuthCookie::Refresh.removal(state.secure_cookies()))
         .json(serde_json::json!({ "status": "logged_out" })))
 }
 
@@ -165,13 +160,7 @@ async fn issue(state: &AppState, user: &UserId, roles: &[String], family: String
         expires_at: now + refresh_ttl.as_secs(),
     };
     state.stores.refresh.put(&SecretHash::of(&refresh_token), record).await.map_err(ApiError::StoreUnavailable)?;
-    let cookie = Cookie::build(REFRESH_COOKIE, refresh_token)
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .path(REFRESH_PATH)
-        .secure(state.secure_cookies())
-        .max_age(CookieDuration::seconds(refresh_ttl.as_secs() as i64))
-        .finish();
+    let cookie = AuthCookie::Refresh.set(refresh_token, refresh_ttl, state.secure_cookies());
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).json(TokenResponse {
         access_token: minted.token.expose_secret().to_owned(),
         token_type: "Bearer",
@@ -194,17 +183,6 @@ async fn end_login(state: &AppState, family: &str, code: u16, reason: &'static s
     Ok(())
 }
 
-fn removal_cookie(state: &AppState) -> Cookie<'static> {
-    let mut cookie = Cookie::build(REFRESH_COOKIE, "")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .path(REFRESH_PATH)
-        .secure(state.secure_cookies())
-        .finish();
-    cookie.make_removal();
-    cookie
-}
-
 fn invalid_refresh() -> ApiError {
     ApiError::unauthorized(
         "invalid_refresh_token",
@@ -212,14 +190,12 @@ fn invalid_refresh() -> ApiError {
     )
 }
 
-fn refuse_in_session_mode(state: &AppState) -> Result<(), ApiError> {
-    if state.session_mode() {
-        return Err(ApiError::NotFoundWithCode {
-            code: "not_in_jwt_mode",
-            message: "session mode has no refresh tokens or tickets: the session cookie authenticates the WebSocket",
-        });
-    }
-    Ok(())
+/// What the JWT-only routes (refresh, tickets) answer in session mode, whoever asks.
+pub async fn not_in_jwt_mode() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFoundWithCode {
+        code: "not_in_jwt_mode",
+        message: "session mode has no refresh tokens or tickets: the session cookie authenticates the WebSocket",
+    })
 }
 
 fn refuse_in_verify_only_mode(state: &AppState) -> Result<(), ApiError> {

@@ -88,8 +88,9 @@ pub struct Authenticate {
 }
 
 /// A connection renewed its token in-band: move its deadlines (and follow the new token's login).
+/// Refused for a session-bound connection, which lives and ends with its session.
 #[derive(Message)]
-#[rtype(result = "Result<(), Refusal>")]
+#[rtype(result = "Result<(), RenewRefusal>")]
 pub struct Renew {
     pub conn_id: ConnId,
     pub token_id: Option<String>,
@@ -219,6 +220,19 @@ pub enum Refusal {
     ServerFull,
     #[error("no such connection")]
     UnknownConnection,
+}
+
+/// Why a [`Renew`] was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RenewRefusal {
+    #[error("no such connection")]
+    UnknownConnection,
+    /// A connection authenticated by a server-side session keeps that session to the end:
+    /// a token must not move its expiry or detach it from the session.
+    #[error(
+        "this connection is bound to its session (session mode): it ends with the session, and a token cannot renew it"
+    )]
+    SessionBound,
 }
 
 /// One row of `GET /admin/connections`.
@@ -612,12 +626,20 @@ impl Handler<Authenticate> for Registry {
 }
 
 impl Handler<Renew> for Registry {
-    type Result = Result<(), Refusal>;
+    type Result = Result<(), RenewRefusal>;
 
-    /// Replaces the connection's expiry (and warning) with the new token's.
+    /// Replaces the connection's expiry (and warning) with the new token's, and follows the new
+    /// token's login. Never for a session-bound connection: its session id is what logout and
+    /// operators close it by, so it must never change.
     fn handle(&mut self, msg: Renew, ctx: &mut Context<Self>) -> Self::Result {
-        let identity =
-            self.conns.get_mut(&msg.conn_id).and_then(|c| c.identity.as_mut()).ok_or(Refusal::UnknownConnection)?;
+        let identity = self
+            .conns
+            .get_mut(&msg.conn_id)
+            .and_then(|c| c.identity.as_mut())
+            .ok_or(RenewRefusal::UnknownConnection)?;
+        if identity.session_bound {
+            return Err(RenewRefusal::SessionBound);
+        }
         identity.expires_at = msg.expires_at;
         identity.token_id = msg.token_id;
         let old_session = std::mem::replace(&mut identity.session_id, msg.session_id.clone());
@@ -850,5 +872,84 @@ impl Handler<GetStats> for Registry {
             users: self.by_user.len(),
             rooms: self.rooms.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands in for a socket: takes what the registry sends and drops it.
+    struct Sink;
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Sink {
+        type Result = ();
+
+        fn handle(&mut self, _: Outbound, _: &mut Context<Self>) {}
+    }
+
+    fn registry() -> Addr<Registry> {
+        let config = RegistryConfig {
+            node: "test".into(),
+            warn_before: Duration::from_secs(60),
+            max_unauthenticated_per_ip: 4,
+            max_connections_per_user: 4,
+            max_rooms_per_connection: 4,
+            history_size: 4,
+            max_connections: 16,
+            rooms: RoomLimits { max_rooms: 4, max_created_per_user: 4, creations_per_minute: 4, idle_ttl_ms: 1000 },
+        };
+        Registry::new(config, Arc::new(Metrics::new())).start()
+    }
+
+    async fn register(registry: &Addr<Registry>, conn_id: u64, session_id: &str, session_bound: bool) {
+        let identity = Identity {
+            user: UserId::new("alice"),
+            token_id: None,
+            expires_at: crate::time::now_unix_s() + 3600,
+            method: if session_bound { "session" } else { "header" },
+            session_id: Some(session_id.into()),
+            session_bound,
+        };
+        let outbox = Sink.start().recipient();
+        let register =
+            Register { conn_id: ConnId(conn_id), outbox, ip: IpAddr::from([127, 0, 0, 1]), identity: Some(identity) };
+        registry.send(register).await.unwrap().unwrap();
+    }
+
+    fn renew(conn_id: u64, session_id: &str) -> Renew {
+        Renew {
+            conn_id: ConnId(conn_id),
+            token_id: Some("jti".into()),
+            expires_at: crate::time::now_unix_s() + 7200,
+            session_id: Some(session_id.into()),
+        }
+    }
+
+    #[actix::test]
+    async fn a_session_bound_connection_is_never_renewed_out_of_its_session() {
+        let registry = registry();
+        register(&registry, 1, "session-1", true).await;
+        assert_eq!(registry.send(renew(1, "login-of-a-token")).await.unwrap(), Err(RenewRefusal::SessionBound));
+        let rows = registry.send(ListConnections { user: None }).await.unwrap();
+        assert_eq!((rows[0].token_id.as_deref(), rows[0].auth), (None, Some("session")), "unchanged");
+        assert_eq!(registry.send(ListSessionIds).await.unwrap(), ["session-1"]);
+        let close = |session_id: &str| CloseSession { session_id: session_id.into(), code: 4002, reason: "ended" };
+        assert_eq!(registry.send(close("login-of-a-token")).await.unwrap(), 0);
+        assert_eq!(registry.send(close("session-1")).await.unwrap(), 1, "its session still closes it");
+    }
+
+    #[actix::test]
+    async fn a_token_connection_follows_the_login_of_its_new_token() {
+        let registry = registry();
+        register(&registry, 1, "login-1", false).await;
+        assert_eq!(registry.send(renew(1, "login-2")).await.unwrap(), Ok(()));
+        let close = |session_id: &str| CloseSession { session_id: session_id.into(), code: 4002, reason: "ended" };
+        assert_eq!(registry.send(close("login-1")).await.unwrap(), 0);
+        assert_eq!(registry.send(close("login-2")).await.unwrap(), 1);
     }
 }

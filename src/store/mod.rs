@@ -161,8 +161,8 @@ pub trait StoreHealth: Send + Sync + 'static {
 /// Every store the server uses.
 #[derive(Clone)]
 pub struct Stores {
-    /// `memory` or `redis`, for logs and `/readyz`.
-    pub backend: &'static str,
+    /// For logs and `/readyz`.
+    pub backend: crate::config::StoreBackend,
     pub refresh: Arc<dyn RefreshStore>,
     pub tickets: Arc<dyn TicketStore>,
     pub revocations: Arc<dyn RevocationStore>,
@@ -177,7 +177,7 @@ impl Stores {
         let store = Arc::new(memory::MemoryStore::default());
         let sessions = Arc::new(memory::MemorySessions::start());
         Self {
-            backend: "memory",
+            backend: crate::config::StoreBackend::Memory,
             refresh: store.clone(),
             tickets: store.clone(),
             revocations: store.clone(),
@@ -190,7 +190,7 @@ impl Stores {
     pub async fn redis(settings: &crate::config::RedisSettings) -> Result<Self, StoreError> {
         let store = Arc::new(redis::RedisStore::connect(settings).await?);
         Ok(Self {
-            backend: "redis",
+            backend: crate::config::StoreBackend::Redis,
             refresh: store.clone(),
             tickets: store.clone(),
             revocations: store.clone(),

@@ -175,14 +175,8 @@ fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'
         }
         return Ok(Credential::Token { token, method: "subprotocol" });
     }
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().unwrap_or_default();
-        return match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                Ok(Credential::Token { token: token.trim(), method: "header" })
-            }
-            _ => Err(AuthError::InvalidToken("Authorization must use the Bearer scheme").into()),
-        };
+    if let Some(token) = crate::http::extract::bearer_token(req)? {
+        return Ok(Credential::Token { token, method: "header" });
     }
     if let Some(token) = query_param(req.query_string(), "token") {
         if !state.settings.auth.query_token {

@@ -321,7 +321,10 @@ impl WsSession {
     /// In-band renewal: a valid token for the same user moves the expiry; anything else
     /// leaves the old expiry in force.
     fn reauthenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
-        let AuthState::Ready { principal: current, .. } = &self.auth else { return };
+        let AuthState::Ready { principal: current, method } = &self.auth else { return };
+        if *method == SESSION_METHOD {
+            return self.send_error(ctx, ErrorCode::ReauthFailed, registry::RenewRefusal::SessionBound.to_string());
+        }
         let principal = match self.deps.tokens.verify(token) {
             Ok(p) if p.user == current.user => p,
             Ok(_) => return self.send_error(ctx, ErrorCode::ReauthFailed, "the token belongs to another user"),
@@ -342,6 +345,7 @@ impl WsSession {
             };
             match deps.registry.send(renew).await {
                 Ok(Ok(())) => Ok(principal),
+                Ok(Err(refusal @ registry::RenewRefusal::SessionBound)) => Err(refusal.to_string()),
                 _ => Err("the connection is closing".to_owned()),
             }
         };

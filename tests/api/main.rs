@@ -14,5 +14,6 @@ mod keys;
 mod lifecycle;
 mod ops;
 mod sessions;
+mod strict;
 mod tls;
 mod upgrade;

@@ -228,6 +228,120 @@ on_both_stores!(
     the_absolute_lifetime_ends_even_a_busy_session,
 );
 
+/// Issue 10: a session socket that presented a JWT with `reauth` used to be renewed onto the
+/// token and detached from its session, so neither logout nor an operator could close it.
+#[actix_web::test]
+async fn a_session_socket_refuses_reauth_and_stays_bound_to_its_session() {
+    let (app, _redis) = session_app(Backend::Memory, "").await;
+    let (admin, _, _) = login(&app, "admin").await;
+    let (first, _, _) = login(&app, "alice").await;
+    let (second, _, _) = login(&app, "alice").await;
+    let mut ws1 = open_socket(&app, &first).await;
+    let mut ws2 = open_socket(&app, &second).await;
+    for ws in [&mut ws1, &mut ws2] {
+        ws.send(json!({"type":"reauth","token": sign("alice", 300, &[])})).await;
+        let refused = ws.next_json().await;
+        assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("reauth_failed")));
+        assert!(refused["message"].as_str().unwrap().contains("session"), "says why: {refused}");
+        ws.assert_alive().await;
+    }
+    // both ways of ending a session still close the socket
+    assert_eq!(with_cookie(&app, Method::POST, "/api/logout", &first).await.0, 200);
+    let (code, took) = close_timed(&mut ws1).await;
+    assert_eq!(code, 4002);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let id = authchat::auth::sessions::Sessions::id_of(&second);
+    assert_eq!(with_cookie(&app, Method::DELETE, &format!("/admin/sessions/{id}"), &admin).await.0, 200);
+    let (code, took) = close_timed(&mut ws2).await;
+    assert_eq!(code, 4002);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// Issue 10: tickets are a JWT-mode route; in session mode it is not there, whoever asks.
+#[actix_web::test]
+async fn tickets_answer_404_in_session_mode() {
+    let (app, _redis) = session_app(Backend::Memory, "").await;
+    let (cookie, _, _) = login(&app, "alice").await;
+    let (status, body) = with_cookie(&app, Method::POST, "/api/ticket", &cookie).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_in_jwt_mode")), "{body}");
+    let (status, body) = app.send_json(Method::POST, "/api/ticket", None).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_in_jwt_mode")), "{body}");
+}
+
+/// Issue 10: in session mode only the session cookie authenticates, on REST as at the upgrade.
+#[actix_web::test]
+async fn bearer_tokens_do_not_authenticate_rest_in_session_mode() {
+    let (app, _redis) = session_app(Backend::Memory, "").await;
+    let (status, body) = app.get_json("/api/me", Some(&sign("alice", 300, &[]))).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("missing_credentials")), "{body}");
+    let admin = sign("root", 300, &["admin"]);
+    let (status, body) = app.get_json("/admin/connections", Some(&admin)).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("missing_credentials")), "{body}");
+    // the cookie still works, and wins over a bearer token sent alongside
+    let (cookie, _, _) = login(&app, "bob").await;
+    let res = app
+        .http
+        .get(app.url("/api/me"))
+        .header("Cookie", format!("authchat_session={cookie}"))
+        .bearer_auth(sign("alice", 300, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["user"], "bob");
+}
+
+/// Issue 10: logout with the session cookie from a foreign page is a cross-site request like
+/// any other: 403, and the session lives on. The message speaks of requests, not WebSockets.
+#[actix_web::test]
+async fn a_cross_site_logout_is_refused_and_the_session_lives_on() {
+    let (app, _redis) = session_app(Backend::Memory, "").await;
+    let (cookie, _, _) = login(&app, "alice").await;
+    let mut ws = open_socket(&app, &cookie).await;
+    for (method, path) in [(Method::POST, "/api/logout"), (Method::DELETE, "/admin/users/bob/connections")] {
+        let res = app
+            .http
+            .request(method, app.url(path))
+            .header("Cookie", format!("authchat_session={cookie}"))
+            .header("Origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "origin_not_allowed", "{path}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(!message.contains("WebSocket") && message.contains("cross-site"), "{path}: {message}");
+    }
+    assert_eq!(with_cookie(&app, Method::GET, "/api/me", &cookie).await.0, 200);
+    ws.assert_alive().await;
+    // the same logout from an allowed page (here: no Origin) works
+    assert_eq!(with_cookie(&app, Method::POST, "/api/logout", &cookie).await.0, 200);
+    assert_eq!(ws.expect_close().await.0, 4002);
+}
+
+/// Issue 10: the cookie that clears the session lost `Secure`; a removal must carry the
+/// attributes of the cookie it clears.
+#[actix_web::test]
+async fn logout_clears_the_session_cookie_with_the_attributes_it_was_set_with() {
+    let app = spawn_app_with("[auth]\nmode = \"session\"\nsecure_cookies = true").await;
+    let (cookie, set, _) = login(&app, "alice").await;
+    let res = app
+        .http
+        .post(app.url("/api/logout"))
+        .header("Cookie", format!("authchat_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cleared = res.headers()["set-cookie"].to_str().unwrap().to_ascii_lowercase();
+    assert!(cleared.starts_with("authchat_session=;") && cleared.contains("max-age=0"), "{cleared}");
+    for attr in ["httponly", "samesite=lax", "path=/", "secure"] {
+        assert!(set.to_ascii_lowercase().contains(attr), "login: {attr} missing: {set}");
+        assert!(cleared.contains(attr), "logout: {attr} missing: {cleared}");
+    }
+}
+
 #[actix_web::test]
 async fn a_session_key_deleted_by_another_process_closes_its_sockets() {
     let (app, redis) = session_app(Backend::Redis, "").await;
