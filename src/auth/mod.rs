@@ -6,6 +6,7 @@
 pub mod hashing;
 pub mod jwks;
 pub mod jwt;
+pub mod login;
 pub mod password;
 pub mod revocation;
 pub mod sessions;

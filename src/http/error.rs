@@ -1,10 +1,13 @@
 //! The one error type of the HTTP boundary: a status and a JSON body `{"error","message"}`.
 //! 4xx bodies say what was wrong; 5xx bodies never carry internals.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::auth::login::LoginError;
 use crate::auth::revocation::RevocationCheckError;
 use crate::auth::AuthError;
 use crate::store::StoreError;
@@ -21,6 +24,10 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     TooManyConnections(&'static str),
+    #[error("too many failed logins from this address or for this user name; wait for Retry-After seconds")]
+    TooManyAttempts { retry_after: Duration },
+    #[error("the server is busy checking other logins; retry after Retry-After seconds")]
+    Busy { retry_after: Duration },
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
@@ -29,6 +36,8 @@ pub enum ApiError {
     NotFoundWithCode { code: &'static str, message: &'static str },
     #[error("{message}")]
     Unauthorized { code: &'static str, message: &'static str },
+    #[error("the request was not received and answered within {} (server.request_timeout)", humantime::format_duration(*.0))]
+    RequestTimeout(Duration),
     #[error("the server is shutting down; reconnect in a moment (a load balancer sends you to another node)")]
     ShuttingDown,
     #[error("a backing store is unavailable; try again")]
@@ -47,9 +56,12 @@ impl ApiError {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::Forbidden => "forbidden",
             Self::TooManyConnections(_) => "too_many_connections",
+            Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::Busy { .. } => "busy",
             Self::BadRequest { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::NotFoundWithCode { code, .. } | Self::Unauthorized { code, .. } => code,
+            Self::RequestTimeout(_) => "request_timeout",
             Self::ShuttingDown => "shutting_down",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::SessionStoreUnavailable(_) => "session_store_unavailable",
@@ -63,6 +75,26 @@ impl ApiError {
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest { code, message: message.into() }
+    }
+
+    /// How long the client should wait before trying again, for refusals that know.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::TooManyAttempts { retry_after } | Self::Busy { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::InvalidCredentials => Self::InvalidCredentials,
+            LoginError::Throttled { retry_after } => Self::TooManyAttempts { retry_after },
+            LoginError::Busy { retry_after } => Self::Busy { retry_after },
+            LoginError::Store(e) => Self::StoreUnavailable(e),
+            LoginError::Internal(detail) => Self::Internal(detail),
+        }
     }
 }
 
@@ -80,11 +112,12 @@ impl ResponseError for ApiError {
         match self {
             Self::Auth(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::OriginNotAllowed | Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyConnections(_) | Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundWithCode { .. } => StatusCode::NOT_FOUND,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::ShuttingDown | Self::StoreUnavailable(_) | Self::SessionStoreUnavailable(_) => {
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ShuttingDown | Self::Busy { .. } | Self::StoreUnavailable(_) | Self::SessionStoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,6 +135,11 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, Self::Auth(_)) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up: a client that waits that long finds room.
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response.insert_header(("Retry-After", seconds.to_string()));
         }
         response.insert_header(("Cache-Control", "no-store"));
         response.json(json!({ "error": self.code(), "message": self.to_string() }))

@@ -7,8 +7,6 @@
 
 pub mod session;
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -81,7 +79,7 @@ async fn accept(
         session.start(req, stream, &[PROTOCOL]).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
     // Registered before the response goes out, so nothing the socket sends can overtake it;
     // when refused, the actor is dropped unstarted along with the response.
-    let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let ip = crate::http::client_ip(req);
     let register = Register { conn_id, outbox: addr.recipient(), ip, identity };
     match state.registry.send(register).await {
         Ok(Ok(())) => {}

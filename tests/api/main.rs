@@ -11,6 +11,7 @@ mod helpers;
 mod jwks;
 mod keys;
 mod lifecycle;
+mod limits;
 mod ops;
 mod sessions;
 mod tls;
