@@ -77,6 +77,11 @@ pub struct ServerSettings {
     /// WebSockets this node holds at once (closing ones included); past it, upgrades get 503
     /// `server_full`. TCP connections are capped a little above it, so HTTP keeps answering.
     pub max_connections: usize,
+    /// An HTTP request (body included) must arrive and be answered within this, or it gets 408
+    /// and its connection is closed: a client trickling its body must not hold a connection
+    /// forever. `/ws` is exempt once upgraded.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 /// A closed set of config values, read from exactly these names: an unknown one is a config
@@ -185,6 +190,62 @@ pub struct AuthSettings {
     /// How often the JWKS file is checked for changes; 0s turns polling off (SIGHUP still re-reads).
     #[serde(with = "humantime_serde")]
     pub jwks_poll_interval: Duration,
+    /// Argon2 checks run at once; 0 means one per core. Each holds ~19 MiB while it runs, so
+    /// this is what bounds the memory a burst of logins can take.
+    pub max_concurrent_hashes: usize,
+    /// Logins that may wait for a hashing slot; the rest are turned away with 503 at once.
+    pub hash_queue: usize,
+    pub login_throttle: LoginThrottleSettings,
+}
+
+/// Failed-login limits (GCRA), per client address and per user name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginThrottleSettings {
+    /// Failures allowed at once from one address (any user names); 0 turns the limit off.
+    pub per_ip: u32,
+    /// Time for a full `per_ip` allowance to come back.
+    #[serde(with = "humantime_serde")]
+    pub ip_window: Duration,
+    /// Failures allowed at once for one user name (from any address); 0 turns the limit off.
+    pub per_user: u32,
+    /// Time for a full `per_user` allowance to come back.
+    #[serde(with = "humantime_serde")]
+    pub user_window: Duration,
+}
+
+impl LoginThrottleSettings {
+    /// One address alone must never exhaust a user name's allowance, or an attacker could lock
+    /// the real user out from a single machine: `per_user` must be larger than `per_ip`, and
+    /// refill at least as fast.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, count, window) in
+            [("per_ip", self.per_ip, self.ip_window), ("per_user", self.per_user, self.user_window)]
+        {
+            if count > 0 && window.as_millis() < u128::from(count) {
+                return Err(ConfigError::invalid(
+                    format!("auth.login_throttle.{key}"),
+                    "its window must be at least one millisecond per allowed failure",
+                ));
+            }
+        }
+        if self.per_ip == 0 || self.per_user == 0 {
+            return Ok(());
+        }
+        let ip_rate = f64::from(self.per_ip) / self.ip_window.as_secs_f64();
+        let user_rate = f64::from(self.per_user) / self.user_window.as_secs_f64();
+        if self.per_user <= self.per_ip || user_rate < ip_rate {
+            return Err(ConfigError::invalid(
+                "auth.login_throttle.per_user",
+                format!(
+                    "must be above per_ip ({}) and refill at least as fast (per_user / user_window >= per_ip / \
+                     ip_window), so that one address alone cannot lock a user out",
+                    self.per_ip
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 closed_set! {
@@ -485,6 +546,10 @@ impl Settings {
                 "must be at least auth.access_ttl, or the tokens minted here would be refused",
             ));
         }
+        if self.server.request_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("server.request_timeout", "must be at least 100ms"));
+        }
+        self.auth.login_throttle.validate()?;
         if self.auth.max_token_bytes < 256 {
             return Err(ConfigError::invalid("auth.max_token_bytes", "must be at least 256"));
         }
@@ -786,6 +851,25 @@ mod tests {
         assert!(err.contains("store.backend"), "{err}");
         let settings = load_with(&[&format!("{key}\"EdDSA\"\npublic_key = \"k.pem\"")], &[]).unwrap();
         assert_eq!(settings.auth.keys[0].algorithm, KeyAlgorithm::EdDsa);
+    }
+
+    #[test]
+    fn one_address_must_not_be_able_to_exhaust_a_user_names_allowance() {
+        let throttle = |per_ip: u32, ip_window: &str, per_user: u32, user_window: &str| {
+            load_with(
+                &[&format!(
+                    "[auth.login_throttle]\nper_ip = {per_ip}\nip_window = \"{ip_window}\"\n\
+                     per_user = {per_user}\nuser_window = \"{user_window}\""
+                )],
+                &[],
+            )
+        };
+        assert!(throttle(10, "15m", 30, "15m").is_ok());
+        assert!(throttle(0, "15m", 30, "15m").is_ok(), "a limit that is off constrains nothing");
+        for (per_ip, ip_window, per_user, user_window) in [(10, "15m", 10, "15m"), (10, "15m", 30, "1h")] {
+            let err = throttle(per_ip, ip_window, per_user, user_window).unwrap_err().to_string();
+            assert!(err.contains("auth.login_throttle.per_user"), "{err}");
+        }
     }
 
     #[test]

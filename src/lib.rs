@@ -4,11 +4,13 @@
 //! - [`config`]: typed, layered configuration, validated at start.
 //! - [`startup`]: [`startup::Application`] binds, wires and runs the server.
 //! - [`auth`]: token verification and minting ([`auth::jwt`]), the user directory
-//!   ([`auth::password`]), the revocation check ([`auth::revocation`]), JWKS files ([`auth::jwks`]). No HTTP in here.
+//!   ([`auth::password`]), throttled password login ([`auth::login`]) behind a cap on concurrent
+//!   hashing ([`auth::hashing`]), the revocation check ([`auth::revocation`]), JWKS files
+//!   ([`auth::jwks`]). No HTTP in here.
 //! - [`registry`]: the actor that knows every connection, its expiry and its rooms; it warns,
 //!   force-closes at `exp`, fans messages out and serves the admin API.
-//! - [`store`]: refresh tokens, tickets and revocation marks behind small async traits; in
-//!   memory by default.
+//! - [`store`]: refresh tokens, tickets, revocation marks, sessions and failed-login counters
+//!   behind small async traits; in memory by default, or in Redis.
 //! - [`chat`]: rooms, membership and history as plain data.
 //! - [`protocol`]: the JSON messages and close codes.
 //! - [`ws`]: the upgrade (credential checked first) and the per-socket actor.

@@ -1,6 +1,8 @@
 //! Rate limiting: per connection, a token bucket for messages and a count of refusals that
 //! tells abuse (keeps hammering) from a burst (backs off); per user and per client address,
-//! limits shared by every socket of this node ([`SharedLimits`], GCRA by `governor`).
+//! limits shared by every socket of this node ([`SharedLimits`], GCRA by `governor`); and
+//! [`Gcra`] for counters kept in a store (failed logins), where a key's whole state is one
+//! timestamp.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -140,6 +142,42 @@ impl RateLimiter {
     }
 }
 
+/// The generic cell rate algorithm: `burst` events at once, then one more every
+/// `window / burst`. A key's state is its theoretical arrival time (TAT, Unix ms); a key without
+/// one, or whose TAT has passed, is fresh, so a store may forget it at its TAT.
+/// `store::redis` runs the same arithmetic in Lua.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gcra {
+    /// Milliseconds each event adds to the TAT.
+    pub interval_ms: u64,
+    /// How far ahead of now the TAT may be for one more event to be let in.
+    pub tolerance_ms: u64,
+}
+
+impl Gcra {
+    /// `burst` events within `window`; `burst` must be above 0.
+    pub fn new(burst: u32, window: Duration) -> Self {
+        let interval_ms = (window.as_millis() as u64 / u64::from(burst.max(1))).max(1);
+        Self { interval_ms, tolerance_ms: interval_ms * u64::from(burst.max(1) - 1) }
+    }
+
+    /// Counts one event at `now_ms`: the new TAT, or how long until an event would be let in.
+    pub fn admit(&self, tat_ms: Option<u64>, now_ms: u64) -> Result<u64, Duration> {
+        let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
+        let ahead = tat - now_ms;
+        if ahead > self.tolerance_ms {
+            return Err(Duration::from_millis(ahead - self.tolerance_ms));
+        }
+        Ok(tat + self.interval_ms)
+    }
+
+    /// Takes one counted event back: the new TAT, or `None` when the key is fresh again.
+    pub fn refund(&self, tat_ms: u64, now_ms: u64) -> Option<u64> {
+        let tat = tat_ms.saturating_sub(self.interval_ms);
+        (tat > now_ms).then_some(tat)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +205,32 @@ mod tests {
         assert_eq!(limiter.check(later), Verdict::Refuse);
         assert_eq!(limiter.check(later), Verdict::Refuse);
         assert_eq!(limiter.check(later), Verdict::Disconnect);
+    }
+
+    #[test]
+    fn gcra_lets_a_burst_in_then_one_per_interval() {
+        let gcra = Gcra::new(3, Duration::from_secs(60));
+        let mut tat = None;
+        for _ in 0..3 {
+            tat = Some(gcra.admit(tat, 0).expect("within the burst"));
+        }
+        assert_eq!(gcra.admit(tat, 0), Err(Duration::from_secs(20)), "the fourth waits one interval");
+        assert_eq!(gcra.admit(tat, 19_999), Err(Duration::from_millis(1)));
+        let after = gcra.admit(tat, 20_000).expect("one more after an interval");
+        assert!(gcra.admit(Some(after), 20_000).is_err());
+        // a key idle for a whole window is fresh again
+        assert_eq!(gcra.admit(Some(after), 80_000), Ok(100_000));
+    }
+
+    #[test]
+    fn a_refund_gives_one_event_back() {
+        let gcra = Gcra::new(2, Duration::from_secs(10));
+        let tat = gcra.admit(None, 0).unwrap();
+        let tat = gcra.admit(Some(tat), 0).unwrap();
+        assert!(gcra.admit(Some(tat), 0).is_err());
+        let refunded = gcra.refund(tat, 0);
+        assert_eq!(refunded, Some(5_000));
+        assert!(gcra.admit(refunded, 0).is_ok());
+        assert_eq!(gcra.refund(5_000, 0), None, "refunding the last event leaves a fresh key");
     }
 }

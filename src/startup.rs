@@ -14,6 +14,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 
 use crate::auth::jwt::TokenService;
+use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
 use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
@@ -189,6 +190,7 @@ impl Application {
             StoreBackend::Memory => Stores::memory(),
         };
         let sessions = Sessions::new(stores.sessions.clone(), settings.session.clone());
+        let login = PasswordLogin::new(users.clone(), stores.attempts.clone(), &settings.auth);
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
         // Only session mode binds sockets to server-side sessions; in JWT mode there is nothing
@@ -205,6 +207,7 @@ impl Application {
             settings.clone(),
             tokens,
             users,
+            login,
             stores,
             sessions,
             registry,
@@ -238,6 +241,7 @@ impl Application {
                     web::QueryConfig::default()
                         .error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()),
                 )
+                .wrap(from_fn(crate::http::request_deadline))
                 .wrap(from_fn(crate::http::transport_security))
                 .wrap(crate::http::security_headers())
                 .wrap(from_fn(crate::http::access_log))

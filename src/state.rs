@@ -8,6 +8,7 @@ use std::time::Instant;
 use actix::Addr;
 
 use crate::auth::jwt::TokenService;
+use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
 use crate::config::Settings;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub tokens: Arc<TokenService>,
     pub users: Arc<UserDirectory>,
+    /// Password checks for `POST /api/login`: throttled, and capped in concurrency.
+    pub login: PasswordLogin,
     pub stores: Stores,
     pub sessions: Sessions,
     pub registry: Addr<Registry>,
@@ -49,6 +52,7 @@ impl AppState {
         settings: Arc<Settings>,
         tokens: Arc<TokenService>,
         users: Arc<UserDirectory>,
+        login: PasswordLogin,
         stores: Stores,
         sessions: Sessions,
         registry: Addr<Registry>,
@@ -62,6 +66,7 @@ impl AppState {
             settings,
             tokens,
             users,
+            login,
             stores,
             sessions,
             registry,

@@ -3,8 +3,10 @@
 //! Nothing here knows about HTTP or WebSockets; the transport modules extract a credential
 //! and hand it to [`jwt::TokenService`] and a [`revocation::RevocationStore`].
 
+pub mod hashing;
 pub mod jwks;
 pub mod jwt;
+pub mod login;
 pub mod password;
 pub mod revocation;
 pub mod sessions;

@@ -1,10 +1,13 @@
 //! The one error type of the HTTP boundary: a status and a JSON body `{"error","message"}`.
 //! 4xx bodies say what was wrong; 5xx bodies never carry internals.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::auth::login::LoginError;
 use crate::auth::revocation::RevocationCheckError;
 use crate::auth::AuthError;
 use crate::store::StoreError;
@@ -28,9 +31,13 @@ pub enum ApiError {
     #[error("{0}")]
     TooManyConnections(&'static str),
     #[error("too many WebSocket handshakes from this address; retry after the Retry-After delay")]
-    TooManyHandshakes(std::time::Duration),
+    TooManyHandshakes(Duration),
     #[error("this server holds as many WebSockets as it may; retry in a moment or on another node")]
     ServerFull,
+    #[error("too many failed logins from this address or for this user name; wait for Retry-After seconds")]
+    TooManyAttempts { retry_after: Duration },
+    #[error("the server is busy checking other logins; retry after Retry-After seconds")]
+    Busy { retry_after: Duration },
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
@@ -39,6 +46,8 @@ pub enum ApiError {
     NotFoundWithCode { code: &'static str, message: &'static str },
     #[error("{message}")]
     Unauthorized { code: &'static str, message: &'static str },
+    #[error("the request was not received and answered within {} (server.request_timeout)", humantime::format_duration(*.0))]
+    RequestTimeout(Duration),
     #[error("the server is shutting down; reconnect in a moment (a load balancer sends you to another node)")]
     ShuttingDown,
     #[error("a backing store is unavailable; try again")]
@@ -59,9 +68,12 @@ impl ApiError {
             Self::TooManyConnections(_) => "too_many_connections",
             Self::TooManyHandshakes(_) => "too_many_handshakes",
             Self::ServerFull => "server_full",
+            Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::Busy { .. } => "busy",
             Self::BadRequest { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::NotFoundWithCode { code, .. } | Self::Unauthorized { code, .. } => code,
+            Self::RequestTimeout(_) => "request_timeout",
             Self::ShuttingDown => "shutting_down",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::SessionStoreUnavailable(_) => "session_store_unavailable",
@@ -70,10 +82,11 @@ impl ApiError {
     }
 
     /// How long a client should wait before trying again, for refusals that pass.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::TooManyHandshakes(wait) => Some(*wait),
-            Self::ServerFull => Some(std::time::Duration::from_secs(5)),
+            Self::TooManyAttempts { retry_after } | Self::Busy { retry_after } => Some(*retry_after),
+            Self::ServerFull => Some(Duration::from_secs(5)),
             _ => None,
         }
     }
@@ -84,6 +97,18 @@ impl ApiError {
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest { code, message: message.into() }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::InvalidCredentials => Self::InvalidCredentials,
+            LoginError::Throttled { retry_after } => Self::TooManyAttempts { retry_after },
+            LoginError::Busy { retry_after } => Self::Busy { retry_after },
+            LoginError::Store(e) => Self::StoreUnavailable(e),
+            LoginError::Internal(detail) => Self::Internal(detail),
+        }
     }
 }
 
@@ -101,13 +126,18 @@ impl ResponseError for ApiError {
         match self {
             Self::Auth(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::OriginNotAllowed | Self::CrossSite | Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::TooManyConnections(_) | Self::TooManyHandshakes(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyConnections(_) | Self::TooManyHandshakes(_) | Self::TooManyAttempts { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundWithCode { .. } => StatusCode::NOT_FOUND,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::ShuttingDown | Self::ServerFull | Self::StoreUnavailable(_) | Self::SessionStoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ShuttingDown
+            | Self::ServerFull
+            | Self::Busy { .. }
+            | Self::StoreUnavailable(_)
+            | Self::SessionStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -1,4 +1,5 @@
-//! The HTTP surface: routes, CORS for the REST API, and the access log.
+//! The HTTP surface: routes, CORS for the REST API, the request deadline, the client address,
+//! and the access log.
 
 pub mod admin;
 pub mod api;
@@ -9,6 +10,7 @@ pub mod ops;
 pub mod session;
 pub mod token;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use actix_cors::Cors;
@@ -17,8 +19,8 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::HttpResponse;
 use actix_web::{http::Method, web};
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::state::AppState;
 use crate::telemetry::redact_target;
@@ -67,6 +69,37 @@ fn cors(state: &AppState) -> Cors {
     cors
 }
 
+/// The address a request comes from, for per-client limits (login throttling, unauthenticated
+/// sockets). Today the TCP peer; the one place to change when trusted proxies'
+/// `X-Forwarded-For` is honoured.
+pub fn client_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
+/// The route that outlives its request: its handler returns at the upgrade, and the socket
+/// then lives on its own heartbeat and token deadlines.
+const WEBSOCKET_PATH: &str = "/ws";
+
+/// Every request but the WebSocket upgrade must be read (body included) and answered within
+/// `server.request_timeout`; otherwise the client gets 408 and, its body being unread, actix
+/// closes the connection. Actix cuts off slow headers by itself, but not slow bodies.
+///
+/// The refusal is returned as an error, not a response: a response needs the `HttpRequest`,
+/// and a clone of it taken before routing would make routing panic.
+pub async fn request_deadline(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if req.path() == WEBSOCKET_PATH {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let limit = req.app_data::<web::Data<AppState>>().expect("AppState is registered").settings.server.request_timeout;
+    match tokio::time::timeout(limit, next.call(req)).await {
+        Ok(response) => Ok(response?.map_into_boxed_body()),
+        Err(_) => Err(error::ApiError::RequestTimeout(limit).into()),
+    }
+}
+
 /// On a TLS server: a request that came in on the plain redirect port is sent to HTTPS (308,
 /// method and body kept), and every TLS response carries `Strict-Transport-Security`.
 pub async fn transport_security(
@@ -105,15 +138,20 @@ pub async fn access_log(
     let method = req.method().clone();
     let target = redact_target(req.path(), req.query_string()).into_owned();
     let peer = req.peer_addr();
-    let response = next.call(req).await?;
+    let response = next.call(req).await;
+    // A middleware's refusal (e.g. the request deadline) is an error answered by actix itself.
+    let status = match &response {
+        Ok(response) => response.status(),
+        Err(e) => e.as_response_error().status_code(),
+    };
     tracing::info!(
         target: "authchat::access",
         %method,
         %target,
-        status = response.status().as_u16(),
+        status = status.as_u16(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         peer = ?peer,
         "request"
     );
-    Ok(response)
+    response
 }

@@ -9,6 +9,7 @@ use super::cookies::AuthCookie;
 use super::error::ApiError;
 use super::extract::Authenticated;
 use crate::auth::jwt::random_id;
+use crate::auth::login::LoginError;
 use crate::auth::revocation::check_not_revoked;
 use crate::auth::Principal;
 use crate::ids::UserId;
@@ -34,17 +35,21 @@ pub struct TokenResponse {
     pub expires_in: u64,
 }
 
-/// `POST /api/login`: checks name and password (Argon2, off the executor), starts a refresh
-/// token family, and returns an access token tied to it. Unknown user and wrong password get
-/// the same answer.
-pub async fn login(state: web::Data<AppState>, body: web::Json<LoginRequest>) -> Result<HttpResponse, ApiError> {
+/// `POST /api/login`: checks name and password (throttled per client address and user name,
+/// Argon2 off the executor with a cap on how many run at once), starts a refresh token family,
+/// and returns an access token tied to it. Unknown user and wrong password get the same answer.
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
     refuse_in_verify_only_mode(&state)?;
     let LoginRequest { username, password } = body.into_inner();
-    let users = state.users.clone();
-    let account = web::block(move || users.verify(&username, &password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or(ApiError::InvalidCredentials)?;
+    let account = state.login.attempt(super::client_ip(&req), &username, password).await.map_err(|e| match e {
+        // In session mode the store behind login is the session store, and clients are told so.
+        LoginError::Store(e) if state.session_mode() => ApiError::SessionStoreUnavailable(e),
+        other => other.into(),
+    })?;
     if state.session_mode() {
         return super::session::login(&state, &account).await;
     }

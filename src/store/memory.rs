@@ -10,14 +10,15 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, Notify};
 
 use super::{
-    Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent, SessionRecord, SessionStore,
-    StoreError, StoreHealth, Taken, TicketStore,
+    AttemptStore, Counter, Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent,
+    SessionRecord, SessionStore, StoreError, StoreHealth, Taken, TicketStore,
 };
 use crate::auth::Principal;
 use crate::ids::UserId;
 use crate::time::{now_unix_ms, now_unix_s};
 
-/// A map whose entries disappear at their expiry (Unix seconds).
+/// A map whose entries disappear at their expiry (a timestamp, in whatever unit the caller
+/// uses for `now` too: Unix seconds for tokens, milliseconds for counters).
 #[derive(Debug)]
 pub struct ExpiringMap<K, V> {
     entries: HashMap<K, (V, u64)>,
@@ -89,9 +90,12 @@ struct State {
     revoked_sessions: ExpiringMap<String, ()>,
     /// One mark per revoked user; kept for the life of the process.
     revoked_users: HashMap<UserId, u64>,
+    /// Rate-limited counters: each key's TAT (Unix ms), forgotten at that instant, when the key
+    /// is fresh again.
+    attempts: ExpiringMap<String, u64>,
 }
 
-/// All three stores in one lock: the operations are tiny and never await while holding it.
+/// All the stores but sessions in one lock: the operations are tiny and never await while holding it.
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -155,6 +159,43 @@ impl RevocationStore for MemoryStore {
             user_revoked_at: s.revoked_users.get(user).copied(),
             session_revoked: sid.is_some_and(|sid| s.revoked_sessions.get_mut(&sid.to_owned(), now).is_some()),
         }))
+    }
+}
+
+#[async_trait]
+impl AttemptStore for MemoryStore {
+    async fn acquire(&self, counters: &[Counter]) -> Result<Option<Duration>, StoreError> {
+        let now = now_unix_ms();
+        Ok(self.with(|s, _| {
+            let admitted: Result<Vec<u64>, Duration> =
+                counters.iter().map(|c| c.limit.admit(s.attempts.get_mut(&c.key, now).copied(), now)).collect();
+            match admitted {
+                Ok(tats) => {
+                    for (counter, tat) in counters.iter().zip(tats) {
+                        s.attempts.insert(counter.key.clone(), tat, tat, now);
+                    }
+                    None
+                }
+                // The longest wait: all of them must have room.
+                Err(_) => counters
+                    .iter()
+                    .filter_map(|c| c.limit.admit(s.attempts.get_mut(&c.key, now).copied(), now).err())
+                    .max(),
+            }
+        }))
+    }
+
+    async fn release(&self, counters: &[Counter]) -> Result<(), StoreError> {
+        let now = now_unix_ms();
+        self.with(|s, _| {
+            for counter in counters {
+                let Some(tat) = s.attempts.remove(&counter.key, now) else { continue };
+                if let Some(tat) = counter.limit.refund(tat, now) {
+                    s.attempts.insert(counter.key.clone(), tat, tat, now);
+                }
+            }
+        });
+        Ok(())
     }
 }
 
@@ -350,6 +391,26 @@ mod tests {
         assert_eq!(RefreshStore::take(&store, &hash).await.unwrap(), Some(Taken::Fresh(record.clone())));
         assert_eq!(RefreshStore::take(&store, &hash).await.unwrap(), Some(Taken::Reused(record)));
         assert_eq!(RefreshStore::take(&store, &SecretHash::of("other")).await.unwrap(), None);
+    }
+
+    #[actix_rt::test]
+    async fn counters_are_taken_all_or_none_and_given_back() {
+        use crate::ratelimit::Gcra;
+        let store = MemoryStore::default();
+        let minute = Duration::from_secs(60);
+        let tight = Counter { key: "ip:a".into(), limit: Gcra::new(1, minute) };
+        let loose = Counter { key: "user:u".into(), limit: Gcra::new(3, minute) };
+        let both = [tight, loose.clone()];
+        assert_eq!(store.acquire(&both).await.unwrap(), None);
+        let wait = store.acquire(&both).await.unwrap().expect("the tight counter is full");
+        assert!(wait > Duration::from_secs(58) && wait <= minute, "{wait:?}");
+        // the refused attempt took nothing from the loose counter: two more fit there
+        let other = Counter { key: "ip:b".into(), limit: Gcra::new(1, minute) };
+        assert_eq!(store.acquire(&[other, loose.clone()]).await.unwrap(), None);
+        assert_eq!(store.acquire(std::slice::from_ref(&loose)).await.unwrap(), None);
+        assert!(store.acquire(std::slice::from_ref(&loose)).await.unwrap().is_some());
+        store.release(std::slice::from_ref(&loose)).await.unwrap();
+        assert_eq!(store.acquire(&[loose]).await.unwrap(), None, "a release gives one back");
     }
 
     #[test]

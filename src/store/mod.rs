@@ -1,5 +1,5 @@
-//! Storage behind small async traits: refresh tokens, one-time tickets, revocation marks and
-//! server-side sessions.
+//! Storage behind small async traits: refresh tokens, one-time tickets, revocation marks,
+//! server-side sessions and failed-login counters.
 //!
 //! [`memory`] is the embedded default. A shared backend (Redis) implements the same traits so
 //! that several nodes see the same state and it survives a restart. Secrets are never stored:
@@ -9,6 +9,7 @@ pub mod memory;
 pub mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -16,11 +17,17 @@ use tokio::sync::broadcast;
 
 use crate::auth::Principal;
 use crate::ids::UserId;
+use crate::ratelimit::Gcra;
 
 /// A store could not be reached or answered nonsense. The text is for logs, never for clients.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store unavailable: {0}")]
 pub struct StoreError(pub String);
+
+/// SHA-256 of `text`, in hex: a fixed-size key for values of any length.
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// SHA-256 of an opaque secret (refresh token, ticket): what the stores key on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,8 +35,7 @@ pub struct SecretHash(String);
 
 impl SecretHash {
     pub fn of(secret: &str) -> Self {
-        let digest = Sha256::digest(secret.as_bytes());
-        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Self(sha256_hex(secret))
     }
 
     pub fn as_str(&self) -> &str {
@@ -152,6 +158,27 @@ pub trait SessionStore: Send + Sync + 'static {
     fn events(&self) -> broadcast::Receiver<SessionEvent>;
 }
 
+/// One rate-limited counter: its key (under the store's own prefix) and its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    pub key: String,
+    pub limit: Gcra,
+}
+
+/// Rate-limited counters (failed logins), shared by every node with a shared store.
+///
+/// An attempt is counted *before* the work it guards, all counters at once or none, so that
+/// concurrent attempts cannot all slip through before the first one is counted; an attempt
+/// that turns out not to count (a successful login) is given back with `release`.
+#[async_trait]
+pub trait AttemptStore: Send + Sync + 'static {
+    /// Counts one attempt on every counter if each has room; otherwise counts none and answers
+    /// how long until all of them would have room.
+    async fn acquire(&self, counters: &[Counter]) -> Result<Option<Duration>, StoreError>;
+    /// Gives one attempt back to every counter.
+    async fn release(&self, counters: &[Counter]) -> Result<(), StoreError>;
+}
+
 /// Whether the backing store answers (`/readyz`).
 #[async_trait]
 pub trait StoreHealth: Send + Sync + 'static {
@@ -167,6 +194,7 @@ pub struct Stores {
     pub tickets: Arc<dyn TicketStore>,
     pub revocations: Arc<dyn RevocationStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub attempts: Arc<dyn AttemptStore>,
     pub health: Arc<dyn StoreHealth>,
 }
 
@@ -182,6 +210,7 @@ impl Stores {
             tickets: store.clone(),
             revocations: store.clone(),
             sessions,
+            attempts: store.clone(),
             health: store,
         }
     }
@@ -195,6 +224,7 @@ impl Stores {
             tickets: store.clone(),
             revocations: store.clone(),
             sessions: store.clone(),
+            attempts: store.clone(),
             health: store,
         })
     }

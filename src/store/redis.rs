@@ -4,7 +4,9 @@
 //! Keys (all under `redis.key_prefix`, each with a TTL so Redis expires them itself):
 //! `session:{id}` hash (record, last, idle, abs), `user-sessions:{user}` set of ids,
 //! `refresh:{sha256}` hash (record, used), `ticket:{sha256}` string, `revoked-user:{user}`,
-//! `revoked-session:{sid}`.
+//! `revoked-session:{sid}`, and rate-limited counters under the keys their owner names
+//! (`login-failures:ip:{address}`, `login-failures:user:{sha256}`): a TAT in Unix ms,
+//! expiring at that instant.
 //!
 //! Session endings reach every node two ways: the `session-ended` pub/sub channel (published on
 //! logout, admin deletion and revoke), and Redis keyspace notifications for expired and deleted
@@ -24,8 +26,8 @@ use secrecy::ExposeSecret;
 use tokio::sync::broadcast;
 
 use super::{
-    Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent, SessionRecord, SessionStore,
-    StoreError, StoreHealth, Taken, TicketStore,
+    AttemptStore, Counter, Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent,
+    SessionRecord, SessionStore, StoreError, StoreHealth, Taken, TicketStore,
 };
 use crate::auth::Principal;
 use crate::config::RedisSettings;
@@ -52,6 +54,46 @@ redis.call('PEXPIRE', KEYS[1], deadline - now)
 return 1
 ";
 
+/// [`crate::ratelimit::Gcra::admit`] on every key at once, all or none. ARGV holds each key's
+/// interval and tolerance (ms), in key order. Redis's own clock, so that every node counts
+/// alike. Returns 0 when counted, else the wait in ms.
+const ACQUIRE_COUNTERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tats, wait = {}, 0
+for i, key in ipairs(KEYS) do
+  local stored = redis.call('GET', key)
+  local tat = now
+  if stored then tat = math.max(tonumber(stored), now) end
+  local over = tat - now - tonumber(ARGV[2 * i])
+  if over > 0 then wait = math.max(wait, over) end
+  tats[i] = tat + tonumber(ARGV[2 * i - 1])
+end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, string.format('%.0f', tats[i]), 'PX', string.format('%.0f', tats[i] - now))
+end
+return 0
+";
+
+/// [`crate::ratelimit::Gcra::refund`] on every key: ARGV holds each key's interval (ms).
+const RELEASE_COUNTERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i, key in ipairs(KEYS) do
+  local stored = redis.call('GET', key)
+  if stored then
+    local tat = tonumber(stored) - tonumber(ARGV[i])
+    if tat > now then
+      redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', tat - now))
+    else
+      redis.call('DEL', key)
+    end
+  end
+end
+return 0
+";
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
 }
@@ -67,6 +109,8 @@ pub struct RedisStore {
     events: broadcast::Sender<SessionEvent>,
     take_refresh: Script,
     touch_session: Script,
+    acquire_counters: Script,
+    release_counters: Script,
     /// The notification listener stops once this is dropped.
     _alive: Arc<()>,
 }
@@ -104,6 +148,8 @@ impl RedisStore {
             events,
             take_refresh: Script::new(TAKE_REFRESH),
             touch_session: Script::new(TOUCH_SESSION),
+            acquire_counters: Script::new(ACQUIRE_COUNTERS),
+            release_counters: Script::new(RELEASE_COUNTERS),
         })
     }
 
@@ -385,6 +431,27 @@ impl SessionStore for RedisStore {
 
     fn events(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
+    }
+}
+
+#[async_trait]
+impl AttemptStore for RedisStore {
+    async fn acquire(&self, counters: &[Counter]) -> Result<Option<Duration>, StoreError> {
+        let mut invocation = self.acquire_counters.prepare_invoke();
+        for counter in counters {
+            invocation.key(format!("{}{}", self.prefix, counter.key));
+            invocation.arg(counter.limit.interval_ms).arg(counter.limit.tolerance_ms);
+        }
+        let wait_ms: u64 = invocation.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+    }
+
+    async fn release(&self, counters: &[Counter]) -> Result<(), StoreError> {
+        let mut invocation = self.release_counters.prepare_invoke();
+        for counter in counters {
+            invocation.key(format!("{}{}", self.prefix, counter.key)).arg(counter.limit.interval_ms);
+        }
+        invocation.invoke_async::<()>(&mut self.conn()).await.map_err(unavailable)
     }
 }
 

@@ -8,8 +8,6 @@
 pub mod session;
 pub mod transport;
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use actix::{Actor, AsyncContext};
 use actix_http::ws::{hash_key, verify_handshake};
 use actix_web::http::{header, StatusCode};
@@ -67,7 +65,7 @@ async fn accept(
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
-    let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let ip = crate::http::client_ip(req);
     state.limits.handshake(ip).map_err(ApiError::TooManyHandshakes)?;
     check_origin(req, state)?;
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;

@@ -23,13 +23,10 @@ async fn login_returns_a_working_token_and_refuses_alike() {
     assert_eq!(status, 200);
     assert_eq!(me["user"], "alice");
 
-    let wrong = |user: &str, password: &str| {
-        let body = json!({"username": user, "password": password});
-        let req = app.http.post(app.url("/api/login")).json(&body);
-        async move {
-            let res = req.send().await.unwrap();
-            (res.status().as_u16(), res.json::<Value>().await.unwrap())
-        }
+    let app_ref = &app;
+    let wrong = |user: &'static str, password: &'static str| async move {
+        let res = app_ref.post_login_with(&app_ref.http, user, password).await;
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
     };
     let unknown = wrong("nobody", "alice-password").await;
     let bad_password = wrong("alice", "nope").await;

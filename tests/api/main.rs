@@ -12,6 +12,7 @@ mod hostile;
 mod jwks;
 mod keys;
 mod lifecycle;
+mod limits;
 mod ops;
 mod sessions;
 mod strict;

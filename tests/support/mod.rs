@@ -81,8 +81,13 @@ impl TestApp {
 
     /// `POST /api/login` with a dev user's password (`<user>-password`), whatever the answer.
     pub async fn post_login(&self, user: &str) -> reqwest::Response {
-        let body = json!({"username": user, "password": format!("{user}-password")});
-        self.http.post(self.url("/api/login")).json(&body).send().await.unwrap()
+        self.post_login_with(&self.http, user, &format!("{user}-password")).await
+    }
+
+    /// `POST /api/login` through `client` (e.g. one bound to another source address).
+    pub async fn post_login_with(&self, client: &reqwest::Client, user: &str, password: &str) -> reqwest::Response {
+        let body = json!({"username": user, "password": password});
+        client.post(self.url("/api/login")).json(&body).send().await.unwrap()
     }
 
     /// Logs in through the API and returns the access token.
@@ -138,6 +143,12 @@ impl TestApp {
         let welcome = client.next_of("welcome").await;
         (client, welcome)
     }
+}
+
+/// An HTTP client whose connections come from `ip`, a loopback address such as 127.0.0.2, so
+/// one test can be several clients as the server sees them.
+pub fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).timeout(WAIT).build().unwrap()
 }
 
 impl Drop for TestApp {
