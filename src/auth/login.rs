@@ -74,7 +74,7 @@ impl PasswordLogin {
         }
         let users = self.users.clone();
         let owned_name = name.to_owned();
-        let outcome = self.gate.run(move || users.verify(&owned_name, &password)).await;
+        let outcome = self.gate.run(move |memory| users.verify(&owned_name, &password, memory)).await;
         if !matches!(outcome, Ok(None)) {
             // Only a wrong password counts: give back what a success or an unanswered attempt took.
             if let Err(e) = self.attempts.release(&counters).await {

@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
 use argon2::Argon2;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::hashing::{verify_phc, HashMemory};
 use crate::config::UserEntry;
 use crate::ids::UserId;
 
@@ -39,16 +40,14 @@ impl UserDirectory {
         Self { users, dummy_hash }
     }
 
-    /// The account, when `password` is right for `name`. Slow on purpose (Argon2): call it off
-    /// the async executor.
-    pub fn verify(&self, name: &str, password: &SecretString) -> Option<Account> {
+    /// The account, when `password` is right for `name`, computed in `memory`. Slow on purpose
+    /// (Argon2): call it through a [`super::hashing::HashGate`], off the async executor.
+    pub fn verify(&self, name: &str, password: &SecretString, memory: &mut HashMemory) -> Option<Account> {
         let (hash, known) = match self.users.get(name) {
             Some(entry) => (entry.hash.as_str(), true),
             None => (self.dummy_hash.as_str(), false),
         };
-        let ok = PasswordHash::new(hash)
-            .map(|parsed| Argon2::default().verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
-            .unwrap_or(false);
+        let ok = verify_phc(hash, password.expose_secret().as_bytes(), memory);
         (ok && known).then(|| Account { user: UserId::new(name), roles: self.users[name].roles.clone() })
     }
 
@@ -73,10 +72,11 @@ mod tests {
         let hash = hash_password(&"s3cret-pass".into()).unwrap();
         let dir =
             UserDirectory::new(&[UserEntry { name: "alice".into(), password_hash: hash, roles: vec!["admin".into()] }]);
-        let account = dir.verify("alice", &"s3cret-pass".into()).unwrap();
+        let memory = &mut HashMemory::default();
+        let account = dir.verify("alice", &"s3cret-pass".into(), memory).unwrap();
         assert_eq!(account.user.as_str(), "alice");
         assert_eq!(account.roles, ["admin"]);
-        assert!(dir.verify("alice", &"wrong".into()).is_none());
-        assert!(dir.verify("mallory", &"s3cret-pass".into()).is_none());
+        assert!(dir.verify("alice", &"wrong".into(), memory).is_none());
+        assert!(dir.verify("mallory", &"s3cret-pass".into(), memory).is_none());
     }
 }
