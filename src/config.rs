@@ -683,7 +683,7 @@ impl Settings {
     /// shorter than allowed (the flag says so, for a warning).
     pub fn hs_secret(&self) -> (SecretString, bool) {
         if self.dev_mode && self.auth.secret.expose_secret().len() < MIN_HS_SECRET_BYTES {
-            return (SecretString::from(crate::auth::jwt::random_id(48)), true);
+            return (SecretString::from(crate::ids::random_id(48)), true);
         }
         (self.auth.secret.clone(), false)
     }

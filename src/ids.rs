@@ -80,6 +80,16 @@ impl fmt::Display for RoomId {
     }
 }
 
+/// A random URL-safe identifier of `bytes` random bytes (token ids, tickets, session cookies,
+/// generated secrets).
+pub fn random_id(bytes: usize) -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,7 +159,7 @@ pub enum ServerMessage {
     Welcome {
         conn_id: ConnId,
         user: UserId,
-        auth: &'static str,
+        auth: crate::auth::AuthMethod,
         expires_at: u64,
         node: String,
         boot: String,

@@ -13,6 +13,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 
+use crate::auth::authenticator::{Authenticator, JwtMode, SessionMode};
 use crate::auth::jwt::TokenService;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
@@ -189,19 +190,25 @@ impl Application {
             }
             StoreBackend::Memory => Stores::memory(),
         };
-        let sessions = Sessions::new(stores.sessions.clone(), settings.session.clone());
         let login = PasswordLogin::new(users.clone(), stores.attempts.clone(), &settings.auth);
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
-        // Only session mode binds sockets to server-side sessions; in JWT mode there is nothing
-        // to follow, and no periodic pass over the registry.
-        if settings.auth.mode == AuthMode::Session {
-            actix_web::rt::spawn(follow_sessions(
-                stores.clone(),
-                registry.clone(),
-                settings.session.reconcile_interval,
-            ));
-        }
+        let revocations = stores.revocations.clone();
+        let auth = match settings.auth.mode {
+            AuthMode::Jwt => {
+                Authenticator::Jwt(JwtMode { tokens: tokens.clone(), tickets: stores.tickets.clone(), revocations })
+            }
+            AuthMode::Session => {
+                // Only session mode binds sockets to server-side sessions, so only it follows them.
+                actix_web::rt::spawn(follow_sessions(
+                    stores.clone(),
+                    registry.clone(),
+                    settings.session.reconcile_interval,
+                ));
+                let sessions = Sessions::new(stores.sessions.clone(), settings.session.clone());
+                Authenticator::Session(SessionMode { sessions, revocations })
+            }
+        };
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState::new(
             settings.clone(),
@@ -209,7 +216,7 @@ impl Application {
             users,
             login,
             stores,
-            sessions,
+            auth,
             registry,
             metrics,
             node,

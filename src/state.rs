@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use actix::Addr;
 
+use crate::auth::authenticator::Authenticator;
 use crate::auth::jwt::TokenService;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
-use crate::auth::sessions::Sessions;
 use crate::config::Settings;
 use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
@@ -26,7 +26,8 @@ pub struct AppState {
     /// Password checks for `POST /api/login`: throttled, and capped in concurrency.
     pub login: PasswordLogin,
     pub stores: Stores,
-    pub sessions: Sessions,
+    /// JWTs or sessions, decided once at start-up.
+    pub auth: Authenticator,
     pub registry: Addr<Registry>,
     pub metrics: Arc<Metrics>,
     pub conn_ids: ConnIdAllocator,
@@ -54,7 +55,7 @@ impl AppState {
         users: Arc<UserDirectory>,
         login: PasswordLogin,
         stores: Stores,
-        sessions: Sessions,
+        auth: Authenticator,
         registry: Addr<Registry>,
         metrics: Arc<Metrics>,
         node: String,
@@ -68,12 +69,12 @@ impl AppState {
             users,
             login,
             stores,
-            sessions,
+            auth,
             registry,
             metrics,
             conn_ids: ConnIdAllocator::default(),
             node,
-            boot_id: crate::auth::jwt::random_id(6),
+            boot_id: crate::ids::random_id(6),
             allowed_origins,
             tls_port,
             draining: AtomicBool::new(false),
@@ -88,11 +89,6 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Session mode (server-side sessions behind a cookie) rather than JWTs.
-    pub fn session_mode(&self) -> bool {
-        self.settings.auth.mode == crate::config::AuthMode::Session
     }
 
     pub fn start_draining(&self) {

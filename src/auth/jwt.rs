@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -325,7 +324,7 @@ impl TokenService {
             exp: expires_at,
             iat: Some(now),
             nbf: Some(now),
-            jti: Some(random_id(16)),
+            jti: Some(crate::ids::random_id(16)),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sid: sid.map(str::to_owned),
@@ -347,13 +346,6 @@ pub enum MintError {
     Sign(String),
     #[error("the lifetime asked for is longer than auth.max_token_lifetime ({})", humantime::format_duration(*.0))]
     TooLong(Duration),
-}
-
-/// A random URL-safe identifier of `bytes` random bytes (token ids, generated secrets).
-pub fn random_id(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 /// The rules pinned to one key: its algorithm, `exp` and `sub` required, `nbf` checked,

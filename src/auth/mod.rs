@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or WebSockets; the transport modules extract a credential
 //! and hand it to [`jwt::TokenService`] and a [`revocation::RevocationStore`].
 
+pub mod authenticator;
 pub mod hashing;
 pub mod jwks;
 pub mod jwt;
@@ -28,6 +29,32 @@ pub struct Principal {
     /// The token's `sid`: the login (refresh token family) it came from, so a logout can end
     /// every token and socket of that login.
     pub session_id: Option<String>,
+}
+
+/// How a socket proved who it is (shown in `welcome`, the admin API and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    Ticket,
+    Subprotocol,
+    Header,
+    Query,
+    FirstMessage,
+    /// Session mode's cookie: the socket is bound to its server-side session.
+    Session,
+}
+
+impl AuthMethod {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ticket => "ticket",
+            Self::Subprotocol => "subprotocol",
+            Self::Header => "header",
+            Self::Query => "query",
+            Self::FirstMessage => "first_message",
+            Self::Session => "session",
+        }
+    }
 }
 
 impl Principal {

@@ -35,7 +35,7 @@ impl UserDirectory {
             .iter()
             .map(|u| (u.name.clone(), Entry { hash: u.password_hash.clone(), roles: u.roles.clone() }))
             .collect();
-        let dummy_hash = hash_password(&SecretString::from(crate::auth::jwt::random_id(16)))
+        let dummy_hash = hash_password(&SecretString::from(crate::ids::random_id(16)))
             .expect("hashing a random password cannot fail");
         Self { users, dummy_hash }
     }

@@ -32,10 +32,6 @@ impl Sessions {
         Self { store, settings }
     }
 
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
-    }
-
     /// The id under which a cookie's session is stored (and shown to operators).
     pub fn id_of(secret: &str) -> String {
         SecretHash::of(secret).as_str().to_owned()
@@ -43,7 +39,7 @@ impl Sessions {
 
     /// Creates a session for `account`; answers the cookie value and the record.
     pub async fn start(&self, account: &Account) -> Result<(SecretString, SessionRecord), StoreError> {
-        let secret = super::jwt::random_id(32);
+        let secret = crate::ids::random_id(32);
         let now = now_unix_ms();
         let record = SessionRecord {
             id: Self::id_of(&secret),
@@ -65,6 +61,16 @@ impl Sessions {
             return Err(SessionError::Invalid);
         }
         Ok(principal_of(&record))
+    }
+
+    /// Records activity on a session; false if the session is gone.
+    pub async fn touch(&self, id: &str) -> Result<bool, StoreError> {
+        self.store.touch(id, now_unix_ms()).await
+    }
+
+    /// Ends a session, by the value of its cookie; false if there was none.
+    pub async fn end(&self, secret: &str) -> Result<bool, StoreError> {
+        self.store.delete(&Self::id_of(secret)).await
     }
 
     /// Whether activity since `last_write_ms` should be written now.

@@ -92,7 +92,7 @@ async fn revoke_user(
     let user = UserId::new(path.into_inner());
     let at = now_unix_s();
     state.stores.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
-    let sessions = state.sessions.store().delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
+    let sessions = state.stores.sessions.delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
     // A session socket ends with its session (4002), here and now rather than when the store's
     // notification arrives; whatever else the user has open was opened with a token (4003).
     let mut closed = 0;
@@ -121,7 +121,7 @@ async fn list_sessions(
     filter: web::Query<UserFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let user = filter.into_inner().user.map(UserId::new);
-    let rows = state.sessions.store().list(user.as_ref()).await.map_err(ApiError::SessionStoreUnavailable)?;
+    let rows = state.stores.sessions.list(user.as_ref()).await.map_err(ApiError::SessionStoreUnavailable)?;
     let rows: Vec<_> = rows
         .into_iter()
         .map(|s| {
@@ -146,7 +146,7 @@ async fn end_session(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    if !state.sessions.store().delete(&id).await.map_err(ApiError::SessionStoreUnavailable)? {
+    if !state.stores.sessions.delete(&id).await.map_err(ApiError::SessionStoreUnavailable)? {
         return Err(ApiError::NotFound("no such session".into()));
     }
     tracing::info!(admin = %admin.user, "operator ended a session");

@@ -38,7 +38,7 @@ async fn config(state: web::Data<AppState>) -> HttpResponse {
     let settings = &state.settings;
     HttpResponse::Ok().json(serde_json::json!({
         "mode": settings.auth.mode,
-        "login": state.session_mode() || !state.tokens.is_verify_only(),
+        "login": state.auth.tokens().is_none_or(|tokens| !tokens.is_verify_only()),
         "ticket_ttl_seconds": settings.auth.ticket_ttl.as_secs(),
         "node": state.node,
         "first_message": settings.auth.first_message,

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::auth::authenticator::AuthFailure;
 use crate::auth::login::LoginError;
 use crate::auth::revocation::RevocationCheckError;
 use crate::auth::AuthError;
@@ -108,6 +109,19 @@ impl From<LoginError> for ApiError {
             LoginError::Busy { retry_after } => Self::Busy { retry_after },
             LoginError::Store(e) => Self::StoreUnavailable(e),
             LoginError::Internal(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(e: AuthFailure) -> Self {
+        match e {
+            AuthFailure::Refused(e) => Self::Auth(e),
+            AuthFailure::InvalidSession => {
+                Self::unauthorized("invalid_session", "the session is unknown, ended or expired; sign in again")
+            }
+            AuthFailure::StoreUnavailable(e) => Self::StoreUnavailable(e),
+            AuthFailure::SessionStoreUnavailable(e) => Self::SessionStoreUnavailable(e),
         }
     }
 }

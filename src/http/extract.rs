@@ -7,8 +7,9 @@ use std::pin::Pin;
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 
 use super::error::ApiError;
-use crate::auth::revocation::check_not_revoked;
+use crate::auth::authenticator::Credential;
 use crate::auth::{AuthError, Principal};
+use crate::config::AuthMode;
 use crate::state::AppState;
 
 /// The caller, proven by `Authorization: Bearer <jwt>` (valid and not revoked), or in session
@@ -28,35 +29,27 @@ pub fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, AuthError> {
     }
 }
 
-async fn authenticate(
-    state: web::Data<AppState>,
-    credential: Result<Credential, ApiError>,
-) -> Result<Principal, ApiError> {
-    let principal = match credential? {
-        Credential::Session(secret) => state.sessions.authenticate(&secret).await?,
-        Credential::Bearer(token) => state.tokens.verify(&token)?,
+async fn authenticate(state: web::Data<AppState>, presented: Result<String, ApiError>) -> Result<Principal, ApiError> {
+    let value = presented?;
+    let credential = match state.auth.mode() {
+        AuthMode::Session => Credential::SessionCookie(&value),
+        AuthMode::Jwt => Credential::Token(&value),
     };
-    check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
-    Ok(principal)
-}
-
-/// What a REST request presented.
-enum Credential {
-    Session(String),
-    Bearer(String),
+    Ok(state.auth.authenticate(credential).await?)
 }
 
 /// In session mode only the session cookie authenticates, as at the upgrade (a bearer token
 /// is not looked at), and a state-changing request with it must not come from a foreign page.
 /// In JWT mode only the bearer token does.
-fn credential(req: &HttpRequest, state: &AppState) -> Result<Credential, ApiError> {
-    if state.session_mode() {
-        let secret = super::session::session_secret(req).ok_or(AuthError::MissingCredentials)?;
-        super::session::refuse_cross_site(req, state)?;
-        return Ok(Credential::Session(secret));
+fn presented(req: &HttpRequest, state: &AppState) -> Result<String, ApiError> {
+    match state.auth.mode() {
+        AuthMode::Session => {
+            let secret = super::session::session_secret(req).ok_or(AuthError::MissingCredentials)?;
+            super::session::refuse_cross_site(req, state)?;
+            Ok(secret)
+        }
+        AuthMode::Jwt => Ok(bearer_token(req)?.ok_or(AuthError::MissingCredentials)?.to_owned()),
     }
-    let token = bearer_token(req)?.ok_or(AuthError::MissingCredentials)?;
-    Ok(Credential::Bearer(token.to_owned()))
 }
 
 fn state_of(req: &HttpRequest) -> web::Data<AppState> {
@@ -66,8 +59,8 @@ fn state_of(req: &HttpRequest) -> web::Data<AppState> {
 /// Everything the check needs, taken from the request up front so the future owns it.
 fn authenticate_request(req: &HttpRequest) -> impl Future<Output = Result<Principal, ApiError>> + 'static {
     let state = state_of(req);
-    let credential = credential(req, &state);
-    authenticate(state, credential)
+    let presented = presented(req, &state);
+    authenticate(state, presented)
 }
 
 impl FromRequest for Authenticated {

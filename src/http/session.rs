@@ -42,8 +42,8 @@ pub fn refuse_cross_site(req: &HttpRequest, state: &AppState) -> Result<(), ApiE
 }
 
 /// Starts a session and answers with its cookie.
-pub async fn login(state: &AppState, account: &Account) -> Result<HttpResponse, ApiError> {
-    let (secret, record) = state.sessions.start(account).await.map_err(ApiError::SessionStoreUnavailable)?;
+pub async fn login(state: &AppState, sessions: &Sessions, account: &Account) -> Result<HttpResponse, ApiError> {
+    let (secret, record) = sessions.start(account).await.map_err(ApiError::SessionStoreUnavailable)?;
     tracing::info!(user = %account.user, "login (session)");
     let lifetime = Duration::from_millis(record.absolute_expiry_ms - record.created_ms);
     let cookie = AuthCookie::Session.set(secret.expose_secret().to_owned(), lifetime, state.secure_cookies());
@@ -58,10 +58,10 @@ pub async fn login(state: &AppState, account: &Account) -> Result<HttpResponse, 
 
 /// Ends the request's session (its sockets close with 4002 through the store's notification)
 /// and clears the cookie. From a foreign page it is refused like any cookie-authenticated write.
-pub async fn logout(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn logout(state: &AppState, sessions: &Sessions, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
     if let Some(secret) = session_secret(req) {
         refuse_cross_site(req, state)?;
-        state.sessions.store().delete(&Sessions::id_of(&secret)).await.map_err(ApiError::SessionStoreUnavailable)?;
+        sessions.end(&secret).await.map_err(ApiError::SessionStoreUnavailable)?;
     }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

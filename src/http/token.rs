@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use super::cookies::AuthCookie;
 use super::error::ApiError;
 use super::extract::Authenticated;
-use crate::auth::jwt::random_id;
+use crate::auth::authenticator::Authenticator;
 use crate::auth::login::LoginError;
 use crate::auth::revocation::check_not_revoked;
 use crate::auth::Principal;
+use crate::ids::random_id;
 use crate::ids::UserId;
 use crate::protocol::close;
 use crate::registry::CloseSession;
@@ -45,17 +46,22 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     refuse_in_verify_only_mode(&state)?;
     let LoginRequest { username, password } = body.into_inner();
-    let account = state.login.attempt(super::client_ip(&req), &username, password).await.map_err(|e| match e {
-        // In session mode the store behind login is the session store, and clients are told so.
-        LoginError::Store(e) if state.session_mode() => ApiError::SessionStoreUnavailable(e),
-        other => other.into(),
-    })?;
-    if state.session_mode() {
-        return super::session::login(&state, &account).await;
+    let attempt = state.login.attempt(super::client_ip(&req), &username, password).await;
+    match &state.auth {
+        Authenticator::Session(mode) => {
+            // In session mode the store behind login is the session store, and clients are told so.
+            let account = attempt.map_err(|e| match e {
+                LoginError::Store(e) => ApiError::SessionStoreUnavailable(e),
+                other => other.into(),
+            })?;
+            super::session::login(&state, &mode.sessions, &account).await
+        }
+        Authenticator::Jwt(_) => {
+            let account = attempt?;
+            tracing::info!(user = %account.user, "login");
+            issue(&state, &account.user, &account.roles, random_id(16)).await
+        }
     }
-    let family = random_id(16);
-    tracing::info!(user = %account.user, "login");
-    issue(&state, &account.user, &account.roles, family).await
 }
 
 /// `POST /api/token/refresh`: trades the refresh cookie for a new access token and a new
@@ -97,8 +103,8 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
 /// `POST /api/logout` (Bearer, or the refresh cookie on `/api/token/logout`): ends the login:
 /// its refresh tokens and access tokens are refused from now on and its sockets close with 4002.
 pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    if state.session_mode() {
-        return super::session::logout(&state, &req).await;
+    if let Authenticator::Session(mode) = &state.auth {
+        return super::session::logout(&state, &mode.sessions, &req).await;
     }
     let family = match AuthCookie::Refresh.value_in(&req) {
         Some(cookie) => match state.stores.refresh.take(&SecretHash::of(&cookie)).await {

@@ -18,6 +18,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use serde::Serialize;
 
+use crate::auth::AuthMethod;
 use crate::chat::{RoomLimits, Rooms};
 use crate::config::Settings;
 use crate::ids::{ConnId, RoomId, UserId};
@@ -58,14 +59,20 @@ pub struct Identity {
     pub token_id: Option<String>,
     /// `exp` of the current token, Unix seconds.
     pub expires_at: u64,
-    /// How the socket authenticated: `subprotocol`, `header`, `query`, `first_message`, ….
-    pub method: &'static str,
+    /// How the socket authenticated.
+    pub method: AuthMethod,
     /// The login the token belongs to (`sid`), or the server-side session: ending it closes
     /// the socket.
     pub session_id: Option<String>,
+}
+
+impl Identity {
     /// Authenticated by a server-side session (session mode): no `expiring` warning (there is
-    /// nothing to renew in-band), and the end of its lifetime closes with 4002, not 4001.
-    pub session_bound: bool,
+    /// nothing to renew in-band), the end of its lifetime closes with 4002, not 4001, and it
+    /// can never be renewed out of its session.
+    pub fn session_bound(&self) -> bool {
+        self.method == AuthMethod::Session
+    }
 }
 
 /// Add a connection. Refused when its user or (unauthenticated) IP is at its cap.
@@ -241,7 +248,7 @@ pub struct ConnectionInfo {
     pub conn_id: ConnId,
     pub user: Option<UserId>,
     pub node: String,
-    pub auth: Option<&'static str>,
+    pub auth: Option<AuthMethod>,
     pub token_id: Option<String>,
     pub expires_at: Option<u64>,
     pub rooms: Vec<RoomId>,
@@ -415,7 +422,7 @@ impl Registry {
             let Some(identity) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()) else {
                 continue;
             };
-            let (expires_at, session_bound) = (identity.expires_at, identity.session_bound);
+            let (expires_at, session_bound) = (identity.expires_at, identity.session_bound());
             match due {
                 Due::Warn => {
                     let seconds_left = (expires_at * 1000).saturating_sub(now).div_ceil(1000);
@@ -527,7 +534,7 @@ impl Registry {
         if let Some(sid) = &identity.session_id {
             self.by_session.entry(sid.clone()).or_default().insert(conn_id);
         }
-        self.schedule_expiry(conn_id, identity.expires_at, identity.session_bound, ctx);
+        self.schedule_expiry(conn_id, identity.expires_at, identity.session_bound(), ctx);
     }
 
     fn info(&self, conn_id: ConnId, conn: &Connection) -> ConnectionInfo {
@@ -637,7 +644,7 @@ impl Handler<Renew> for Registry {
             .get_mut(&msg.conn_id)
             .and_then(|c| c.identity.as_mut())
             .ok_or(RenewRefusal::UnknownConnection)?;
-        if identity.session_bound {
+        if identity.session_bound() {
             return Err(RenewRefusal::SessionBound);
         }
         identity.expires_at = msg.expires_at;
@@ -852,7 +859,8 @@ impl Handler<ListSessionIds> for Registry {
 
     fn handle(&mut self, _: ListSessionIds, _: &mut Context<Self>) -> Self::Result {
         let session_bound = |ids: &HashSet<ConnId>| {
-            ids.iter().any(|id| self.conns.get(id).and_then(|c| c.identity.as_ref()).is_some_and(|i| i.session_bound))
+            ids.iter()
+                .any(|id| self.conns.get(id).and_then(|c| c.identity.as_ref()).is_some_and(Identity::session_bound))
         };
         MessageResult(
             self.by_session.iter().filter(|(_, ids)| session_bound(ids)).map(|(sid, _)| sid.clone()).collect(),
@@ -911,9 +919,8 @@ mod tests {
             user: UserId::new("alice"),
             token_id: None,
             expires_at: crate::time::now_unix_s() + 3600,
-            method: if session_bound { "session" } else { "header" },
+            method: if session_bound { AuthMethod::Session } else { AuthMethod::Header },
             session_id: Some(session_id.into()),
-            session_bound,
         };
         let outbox = Sink.start().recipient();
         let register =
@@ -936,7 +943,7 @@ mod tests {
         register(&registry, 1, "session-1", true).await;
         assert_eq!(registry.send(renew(1, "login-of-a-token")).await.unwrap(), Err(RenewRefusal::SessionBound));
         let rows = registry.send(ListConnections { user: None }).await.unwrap();
-        assert_eq!((rows[0].token_id.as_deref(), rows[0].auth), (None, Some("session")), "unchanged");
+        assert_eq!((rows[0].token_id.as_deref(), rows[0].auth), (None, Some(AuthMethod::Session)), "unchanged");
         assert_eq!(registry.send(ListSessionIds).await.unwrap(), ["session-1"]);
         let close = |session_id: &str| CloseSession { session_id: session_id.into(), code: 4002, reason: "ended" };
         assert_eq!(registry.send(close("login-of-a-token")).await.unwrap(), 0);

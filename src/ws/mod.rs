@@ -13,13 +13,12 @@ use actix_http::ws::{hash_key, verify_handshake};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::auth::revocation::check_not_revoked;
-use crate::auth::{AuthError, Principal};
+use crate::auth::authenticator::Credential;
+use crate::auth::{AuthError, AuthMethod};
+use crate::config::AuthMode;
 use crate::http::error::ApiError;
 use crate::registry::{Refusal, Register};
 use crate::state::AppState;
-use crate::store::SecretHash;
-use crate::time::now_unix_s;
 use session::{identity_of, Registration, WsSession};
 use transport::{Inbound, OutboundBody, Outbox};
 
@@ -27,22 +26,6 @@ use transport::{Inbound, OutboundBody, Outbox};
 pub const PROTOCOL: &str = "authchat.v1";
 /// Prefix of the subprotocol entry that carries a bearer token.
 pub const BEARER_PROTOCOL_PREFIX: &str = "authchat.bearer.";
-
-/// Where the credential came from.
-enum Credential<'a> {
-    /// `?ticket=`: one-time, from `POST /api/ticket`.
-    Ticket(String),
-    Token {
-        token: &'a str,
-        method: &'static str,
-    },
-    /// `?token=` (owned: it had to be percent-decoded).
-    QueryToken(String),
-    /// None presented: first-message auth.
-    Deferred,
-    /// Session mode: the session cookie.
-    Session(String),
-}
 
 pub async fn upgrade(
     req: HttpRequest,
@@ -69,17 +52,14 @@ async fn accept(
     state.limits.handshake(ip).map_err(ApiError::TooManyHandshakes)?;
     check_origin(req, state)?;
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
-    let principal = match credential(req, state)? {
-        Credential::Ticket(ticket) => Some((redeem(state, &ticket).await?, "ticket")),
-        Credential::Token { token, method } => Some((verify(state, token).await?, method)),
-        Credential::QueryToken(token) => Some((verify(state, &token).await?, "query")),
-        Credential::Deferred => None,
-        Credential::Session(secret) => Some((state.sessions.authenticate(&secret).await?, session::SESSION_METHOD)),
+    let principal = match presented(req, state)? {
+        Some((value, method)) => Some((state.auth.authenticate(credential(&value, method)).await?, method)),
+        None => None,
     };
 
     let conn_id = state.conn_ids.next();
-    let identity = principal.as_ref().map(|(p, method)| identity_of(p, method));
-    let method = principal.as_ref().map(|(_, m)| *m);
+    let identity = principal.as_ref().map(|(p, method)| identity_of(p, *method));
+    let method = principal.as_ref().map_or(AuthMethod::FirstMessage, |(_, m)| *m);
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
     let ws = &state.settings.ws;
     let outbox = Outbox::new(ws.max_outbound_bytes);
@@ -107,10 +87,10 @@ async fn accept(
         Ok(Err(Refusal::UnknownConnection)) | Err(_) => return Err(ApiError::ShuttingDown),
     }
     let response = switching_protocols(req).streaming(OutboundBody::new(outbox, registration));
-    if let Some(method) = method {
-        state.metrics.upgrades_accepted.with_label_values(&[method]).inc();
+    if user.is_some() {
+        state.metrics.upgrades_accepted.with_label_values(&[method.as_str()]).inc();
     }
-    tracing::info!(%conn_id, user = user.as_ref().map(|u| u.as_str()), method = method.unwrap_or("first_message"), "websocket accepted");
+    tracing::info!(%conn_id, user = user.as_ref().map(|u| u.as_str()), method = method.as_str(), "websocket accepted");
     Ok(response)
 }
 
@@ -151,15 +131,17 @@ fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'a>, ApiError> {
-    if state.session_mode() {
-        // Only the cookie: the Origin check above is what keeps other sites' pages out.
+/// The credential the upgrade request presents, and how; `None` for a socket that will
+/// authenticate with its first message. In session mode only the session cookie counts (the
+/// Origin check is what keeps other sites' pages out); in JWT mode, first match wins.
+fn presented(req: &HttpRequest, state: &AppState) -> Result<Option<(String, AuthMethod)>, ApiError> {
+    if state.auth.mode() == AuthMode::Session {
         return crate::http::session::session_secret(req)
-            .map(Credential::Session)
+            .map(|secret| Some((secret, AuthMethod::Session)))
             .ok_or(ApiError::Auth(AuthError::MissingCredentials));
     }
     if let Some(ticket) = query_param(req.query_string(), "ticket") {
-        return Ok(Credential::Ticket(ticket));
+        return Ok(Some((ticket, AuthMethod::Ticket)));
     }
     let offered: Vec<&str> = offered_protocols(req).collect();
     if let Some(token) = offered.iter().find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX)) {
@@ -171,10 +153,10 @@ fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'
                 ),
             ));
         }
-        return Ok(Credential::Token { token, method: "subprotocol" });
+        return Ok(Some((token.to_owned(), AuthMethod::Subprotocol)));
     }
     if let Some(token) = crate::http::extract::bearer_token(req)? {
-        return Ok(Credential::Token { token, method: "header" });
+        return Ok(Some((token.to_owned(), AuthMethod::Header)));
     }
     if let Some(token) = query_param(req.query_string(), "token") {
         if !state.settings.auth.query_token {
@@ -183,12 +165,23 @@ fn credential<'a>(req: &'a HttpRequest, state: &AppState) -> Result<Credential<'
                 "?token= is disabled on this server (auth.query_token); use the subprotocol or the Authorization header",
             ));
         }
-        return Ok(Credential::QueryToken(token));
+        return Ok(Some((token, AuthMethod::Query)));
     }
     if state.settings.auth.first_message {
-        return Ok(Credential::Deferred);
+        return Ok(None);
     }
     Err(AuthError::MissingCredentials.into())
+}
+
+/// The presented value as the [`Credential`] its method makes it.
+fn credential(value: &str, method: AuthMethod) -> Credential<'_> {
+    match method {
+        AuthMethod::Ticket => Credential::Ticket(value),
+        AuthMethod::Session => Credential::SessionCookie(value),
+        AuthMethod::Subprotocol | AuthMethod::Header | AuthMethod::Query | AuthMethod::FirstMessage => {
+            Credential::Token(value)
+        }
+    }
 }
 
 /// The first value of `name` in a query string, percent-decoded.
@@ -198,26 +191,4 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         .into_inner()
         .into_iter()
         .find_map(|(k, v)| (k == name).then_some(v))
-}
-
-/// Consumes a ticket: it is gone after this, whatever the outcome.
-async fn redeem(state: &AppState, ticket: &str) -> Result<Principal, ApiError> {
-    let principal = state
-        .stores
-        .tickets
-        .take(&SecretHash::of(ticket))
-        .await
-        .map_err(ApiError::StoreUnavailable)?
-        .ok_or(AuthError::InvalidTicket)?;
-    if principal.expires_at <= now_unix_s() {
-        return Err(AuthError::TokenExpired.into());
-    }
-    check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
-    Ok(principal)
-}
-
-async fn verify(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let principal = state.tokens.verify(token)?;
-    check_not_revoked(state.stores.revocations.as_ref(), &principal).await?;
-    Ok(principal)
 }

@@ -10,19 +10,17 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::{CloseCode, CloseReason, Message};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::transport::{Full, Incoming, Outbox, WireError};
-use crate::auth::revocation::{check_not_revoked, RevocationCheckError};
+use crate::auth::authenticator::{AuthFailure, Credential};
+use crate::auth::AuthMethod;
 use crate::auth::{AuthError, Principal};
 use crate::ids::{ConnId, RoomId};
 use crate::protocol::{close, ClientMessage, ErrorCode, ServerMessage};
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{self, Identity, Outbound, Refusal};
 use crate::state::AppState;
-
-/// The `auth` method of sockets authenticated by a server-side session cookie.
-pub const SESSION_METHOD: &str = "session";
 
 /// Most messages one `history` request returns.
 const MAX_HISTORY_LIMIT: usize = 100;
@@ -34,7 +32,7 @@ enum AuthState {
     /// Opened without a credential: only `{"type":"auth"}` is accepted, until the deadline.
     Pending,
     /// Authenticated; `principal` is the current token's.
-    Ready { principal: Principal, method: &'static str },
+    Ready { principal: Principal, method: AuthMethod },
 }
 
 /// Unregisters the connection when its TCP connection is done with (it rides in the response
@@ -70,7 +68,7 @@ impl WsSession {
     pub fn new(
         conn_id: ConnId,
         deps: Arc<AppState>,
-        principal: Option<(Principal, &'static str)>,
+        principal: Option<(Principal, AuthMethod)>,
         outbox: Outbox,
     ) -> Self {
         let rl = &deps.settings.ws.rate_limit;
@@ -138,7 +136,7 @@ impl WsSession {
             let welcome = ServerMessage::Welcome {
                 conn_id: self.conn_id,
                 user: principal.user.clone(),
-                auth: method,
+                auth: *method,
                 expires_at: principal.expires_at,
                 node: self.deps.node.clone(),
                 boot: self.deps.boot_id.clone(),
@@ -194,7 +192,7 @@ impl WsSession {
         self.keep_session_alive(ctx);
         if matches!(self.auth, AuthState::Pending) {
             return match message {
-                ClientMessage::Auth { token } => self.authenticate(token.expose_secret(), ctx),
+                ClientMessage::Auth { token } => self.authenticate(token, ctx),
                 _ => self.close(
                     ctx,
                     close::AUTH_REQUIRED,
@@ -212,7 +210,7 @@ impl WsSession {
                 "this connection is authenticated already; use reauth to renew".into(),
             )),
             ClientMessage::Reauth { token } => {
-                self.reauthenticate(token.expose_secret(), ctx);
+                self.reauthenticate(token, ctx);
                 Ok(())
             }
             ClientMessage::Join { room: name, since, .. } => {
@@ -253,14 +251,14 @@ impl WsSession {
     /// Session mode: a client message is activity; write it (at most once per
     /// `session.touch_interval`) so the session's idle deadline slides.
     fn keep_session_alive(&mut self, ctx: &mut Context<Self>) {
-        let AuthState::Ready { principal, method: SESSION_METHOD } = &self.auth else { return };
-        if !self.deps.sessions.touch_due(self.last_touch_ms) {
+        let AuthState::Ready { principal, method: AuthMethod::Session } = &self.auth else { return };
+        let Some(sessions) = self.deps.auth.sessions().cloned() else { return };
+        if !sessions.touch_due(self.last_touch_ms) {
             return;
         }
         let Some(id) = principal.session_id.clone() else { return };
         self.last_touch_ms = crate::time::now_unix_ms();
-        let store = self.deps.sessions.store().clone();
-        let touch = async move { store.touch(&id, crate::time::now_unix_ms()).await };
+        let touch = async move { sessions.touch(&id).await };
         ctx.spawn(actix::fut::wrap_future(touch).map(|alive, session: &mut Self, ctx| match alive {
             Ok(true) => {}
             Ok(false) => session.close(ctx, close::SESSION_ENDED, "session ended"),
@@ -274,16 +272,12 @@ impl WsSession {
 
     /// First-message auth: verify, check revocation, register the identity, then welcome.
     /// `ctx.wait` holds back further frames until this is settled.
-    fn authenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
-        let principal = match self.deps.tokens.verify(token) {
-            Ok(principal) => principal,
-            Err(e) => return self.refuse_auth(e, ctx),
-        };
+    fn authenticate(&mut self, token: SecretString, ctx: &mut Context<Self>) {
         let deps = self.deps.clone();
         let conn_id = self.conn_id;
         let work = async move {
-            check_not_revoked(deps.stores.revocations.as_ref(), &principal).await?;
-            let identity = identity_of(&principal, "first_message");
+            let principal = deps.auth.authenticate(Credential::Token(token.expose_secret())).await?;
+            let identity = identity_of(&principal, AuthMethod::FirstMessage);
             match deps.registry.send(registry::Authenticate { conn_id, identity }).await {
                 Ok(Ok(())) => Ok(principal),
                 Ok(Err(Refusal::TooManyConnections | Refusal::ServerFull)) => Err(FirstAuthFailure::TooMany),
@@ -292,8 +286,8 @@ impl WsSession {
         };
         ctx.wait(actix::fut::wrap_future(work).map(|result, session: &mut Self, ctx| match result {
             Ok(principal) => {
-                session.deps.metrics.upgrades_accepted.with_label_values(&["first_message"]).inc();
-                session.auth = AuthState::Ready { principal, method: "first_message" };
+                session.deps.metrics.upgrades_accepted.with_label_values(&[AuthMethod::FirstMessage.as_str()]).inc();
+                session.auth = AuthState::Ready { principal, method: AuthMethod::FirstMessage };
                 session.welcome(ctx);
             }
             Err(FirstAuthFailure::Auth(e)) => session.refuse_auth(e, ctx),
@@ -320,23 +314,23 @@ impl WsSession {
 
     /// In-band renewal: a valid token for the same user moves the expiry; anything else
     /// leaves the old expiry in force.
-    fn reauthenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
+    fn reauthenticate(&mut self, token: SecretString, ctx: &mut Context<Self>) {
         let AuthState::Ready { principal: current, method } = &self.auth else { return };
-        if *method == SESSION_METHOD {
+        if *method == AuthMethod::Session {
             return self.send_error(ctx, ErrorCode::ReauthFailed, registry::RenewRefusal::SessionBound.to_string());
         }
-        let principal = match self.deps.tokens.verify(token) {
-            Ok(p) if p.user == current.user => p,
-            Ok(_) => return self.send_error(ctx, ErrorCode::ReauthFailed, "the token belongs to another user"),
-            Err(e) => return self.send_error(ctx, ErrorCode::ReauthFailed, e.to_string()),
-        };
+        let user = current.user.clone();
         let deps = self.deps.clone();
         let conn_id = self.conn_id;
         let work = async move {
-            check_not_revoked(deps.stores.revocations.as_ref(), &principal).await.map_err(|e| match e {
-                RevocationCheckError::Auth(e) => e.to_string(),
-                RevocationCheckError::Store(_) => "the revocation store is unavailable; try again".to_owned(),
-            })?;
+            let principal =
+                deps.auth.authenticate(Credential::Token(token.expose_secret())).await.map_err(|e| match e {
+                    AuthFailure::Refused(e) => e.to_string(),
+                    _ => "the revocation store is unavailable; try again".to_owned(),
+                })?;
+            if principal.user != user {
+                return Err("the token belongs to another user".to_owned());
+            }
             let renew = registry::Renew {
                 conn_id,
                 token_id: principal.token_id.clone(),
@@ -409,12 +403,13 @@ enum FirstAuthFailure {
     Gone,
 }
 
-impl From<RevocationCheckError> for FirstAuthFailure {
-    fn from(e: RevocationCheckError) -> Self {
+impl From<AuthFailure> for FirstAuthFailure {
+    fn from(e: AuthFailure) -> Self {
         match e {
-            RevocationCheckError::Auth(e) => Self::Auth(e),
-            RevocationCheckError::Store(e) => {
-                tracing::warn!(error = %e, "revocation store unavailable during first-message auth");
+            AuthFailure::Refused(e) => Self::Auth(e),
+            AuthFailure::InvalidSession => Self::Auth(AuthError::MissingCredentials),
+            AuthFailure::StoreUnavailable(e) | AuthFailure::SessionStoreUnavailable(e) => {
+                tracing::warn!(error = %e, "a store was unavailable during first-message auth");
                 Self::StoreUnavailable
             }
         }
@@ -422,14 +417,13 @@ impl From<RevocationCheckError> for FirstAuthFailure {
 }
 
 /// The registry's view of a principal.
-pub fn identity_of(principal: &Principal, method: &'static str) -> Identity {
+pub fn identity_of(principal: &Principal, method: AuthMethod) -> Identity {
     Identity {
         user: principal.user.clone(),
         token_id: principal.token_id.clone(),
         expires_at: principal.expires_at,
         method,
         session_id: principal.session_id.clone(),
-        session_bound: method == SESSION_METHOD,
     }
 }
 
