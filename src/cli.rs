@@ -110,7 +110,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let settings = load()?;
-            let (secret, _) = settings.hs_secret();
+            let secret = settings.hs_secret().cloned().unwrap_or_else(|| crate::ids::random_id(48).into());
             TokenService::from_settings(&settings.auth, &secret)?;
             if let Some((cert, key)) = settings.tls.files() {
                 crate::tls::CertStore::load(cert, key)?;

@@ -679,13 +679,11 @@ impl Settings {
         Ok(())
     }
 
-    /// The effective HS256 secret: `auth.secret`, or in dev mode a random one when that is
-    /// shorter than allowed (the flag says so, for a warning).
-    pub fn hs_secret(&self) -> (SecretString, bool) {
-        if self.dev_mode && self.auth.secret.expose_secret().len() < MIN_HS_SECRET_BYTES {
-            return (SecretString::from(crate::ids::random_id(48)), true);
-        }
-        (self.auth.secret.clone(), false)
+    /// `auth.secret`, when it is long enough to sign with. Only dev mode lets it be shorter
+    /// (validation refuses that elsewhere); start-up then draws one random secret for the
+    /// process.
+    pub fn hs_secret(&self) -> Option<&SecretString> {
+        (self.auth.secret.expose_secret().len() >= MIN_HS_SECRET_BYTES).then_some(&self.auth.secret)
     }
 
     /// The node name used in `welcome` and the admin API.

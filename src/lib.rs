@@ -25,6 +25,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod principal;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
@@ -35,3 +36,74 @@ pub mod telemetry;
 pub mod time;
 pub mod tls;
 pub mod ws;
+
+/// The layers, lowest first: a module may `use crate::` only modules of lower layers, so there
+/// are no cycles and the domain never depends on the transport. The test reads the sources.
+#[cfg(test)]
+mod layering {
+    const LAYERS: &[&[&str]] = &[
+        &["ids", "time"],
+        &["config"],
+        &["principal", "metrics", "telemetry", "tls"],
+        &["ratelimit"],
+        &["store"],
+        &["auth"],
+        &["protocol"],
+        &["chat"],
+        &["registry"],
+        &["state"],
+        &["http"],
+        &["ws"],
+        &["startup"],
+        &["cli"],
+    ];
+
+    fn layer_of(module: &str) -> Option<usize> {
+        LAYERS.iter().position(|layer| layer.contains(&module))
+    }
+
+    /// Every `crate::<module>` a file names, outside comments.
+    fn uses(source: &str) -> Vec<String> {
+        let code: String = source.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        code.match_indices("crate::")
+            .map(|(i, _)| code[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect::<String>())
+            .collect()
+    }
+
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_uses_a_module_of_its_own_or_a_higher_layer() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut upward = Vec::new();
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            let module = relative.split(['/', '.']).next().unwrap().to_owned();
+            if module == "lib" || module == "main" {
+                continue;
+            }
+            let own = layer_of(&module).unwrap_or_else(|| panic!("src/{relative}: add module `{module}` to LAYERS"));
+            for used in uses(&std::fs::read_to_string(&file).unwrap()) {
+                if used == module {
+                    continue;
+                }
+                let layer = layer_of(&used).unwrap_or_else(|| panic!("src/{relative}: unknown module crate::{used}"));
+                if layer >= own {
+                    upward.push(format!("src/{relative}: {module} uses crate::{used}"));
+                }
+            }
+        }
+        assert!(upward.is_empty(), "uses that point up or sideways in the layers:\n{}", upward.join("\n"));
+    }
+}

@@ -150,13 +150,19 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let (hs_secret, generated) = settings.hs_secret();
-        if generated {
-            tracing::warn!(
-                "dev mode: auth.secret is shorter than {MIN_HS_SECRET_BYTES} bytes, so a random one was generated; \
-                 tokens stop verifying when the process restarts (set AUTHCHAT__AUTH__SECRET to keep them)"
-            );
-        }
+        let hs_secret = match settings.hs_secret() {
+            Some(secret) => secret.clone(),
+            None => {
+                // Only JWT mode signing with the secret cares; the others never use it.
+                if settings.auth.mode == AuthMode::Jwt && settings.auth.jwks_file.is_none() {
+                    tracing::warn!(
+                        "dev mode: auth.secret is shorter than {MIN_HS_SECRET_BYTES} bytes, so a random one was \
+                         generated; tokens stop verifying when the process restarts (set AUTHCHAT__AUTH__SECRET to keep them)"
+                    );
+                }
+                secrecy::SecretString::from(crate::ids::random_id(48))
+            }
+        };
         let tokens = Arc::new(TokenService::from_settings(&settings.auth, &hs_secret)?);
         let users = Arc::new(UserDirectory::new(&settings.users));
         let node = settings.node_id();
@@ -252,6 +258,7 @@ impl Application {
                 .wrap(from_fn(crate::http::transport_security))
                 .wrap(crate::http::security_headers())
                 .wrap(from_fn(crate::http::access_log))
+                .route("/ws", web::get().to(crate::ws::upgrade))
                 .configure(|cfg| crate::http::routes(cfg, &state))
                 .default_service(web::to(not_found))
         })

@@ -12,24 +12,7 @@ pub mod password;
 pub mod revocation;
 pub mod sessions;
 
-use crate::ids::UserId;
-
-/// The identity proven by a valid token (or a session, in session mode).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Principal {
-    pub user: UserId,
-    pub roles: Vec<String>,
-    /// The token's `jti`, when it has one: lets operators tell a user's sockets apart.
-    pub token_id: Option<String>,
-    /// The token's `exp`, Unix seconds: the registry closes the socket at this instant.
-    pub expires_at: u64,
-    /// The token's `iat`, Unix seconds; a token without one counts as issued at the epoch,
-    /// so any revocation of its user covers it.
-    pub issued_at: u64,
-    /// The token's `sid`: the login (refresh token family) it came from, so a logout can end
-    /// every token and socket of that login.
-    pub session_id: Option<String>,
-}
+pub use crate::principal::Principal;
 
 /// How a socket proved who it is (shown in `welcome`, the admin API and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -54,12 +37,6 @@ impl AuthMethod {
             Self::FirstMessage => "first_message",
             Self::Session => "session",
         }
-    }
-}
-
-impl Principal {
-    pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == "admin")
     }
 }
 

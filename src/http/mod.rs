@@ -25,10 +25,10 @@ use actix_web::{HttpRequest, HttpResponse};
 use crate::state::AppState;
 use crate::telemetry::redact_target;
 
-/// Every route of the server.
+/// Every HTTP route of the server (the WebSocket route is added by `startup`, so this layer
+/// does not depend on the socket layer above it).
 pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
-    cfg.route("/ws", web::get().to(crate::ws::upgrade))
-        .route("/healthz", web::get().to(ops::healthz))
+    cfg.route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
         .service(web::scope("/api").wrap(cors(state)).configure(|cfg| api::routes(cfg, state.settings.auth.mode)))

@@ -13,8 +13,8 @@ use super::{
     AttemptStore, Counter, Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent,
     SessionRecord, SessionStore, StoreError, StoreHealth, Taken, TicketStore,
 };
-use crate::auth::Principal;
 use crate::ids::UserId;
+use crate::principal::Principal;
 use crate::time::{now_unix_ms, now_unix_s};
 
 /// A map whose entries disappear at their expiry (a timestamp, in whatever unit the caller

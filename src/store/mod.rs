@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use crate::auth::Principal;
 use crate::ids::UserId;
+use crate::principal::Principal;
 use crate::ratelimit::Gcra;
 
 /// A store could not be reached or answered nonsense. The text is for logs, never for clients.

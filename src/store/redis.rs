@@ -29,9 +29,9 @@ use super::{
     AttemptStore, Counter, Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent,
     SessionRecord, SessionStore, StoreError, StoreHealth, Taken, TicketStore,
 };
-use crate::auth::Principal;
 use crate::config::RedisSettings;
 use crate::ids::UserId;
+use crate::principal::Principal;
 use crate::time::now_unix_ms;
 
 /// Marks a refresh token used and returns (uses so far, record); nil when unknown.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::pages::*;
-use crate::support::{sign, spawn_app_with};
+use crate::support::{spawn_app_with, TestApp};
 use crate::webdriver::Chromedriver;
 
 #[actix_web::test]
@@ -48,7 +48,22 @@ async fn sign_out_in_another_tab(overrides: &str) {
         assert_eq!((now["state"].as_str(), now["connects"].as_u64()), (Some("disconnected"), Some(1)), "{now}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (_, body) = app.get_json("/admin/connections?user=alice", Some(&sign("admin", 300, &["admin"]))).await;
+    let body = alice_connections(&app).await;
     assert_eq!(body["connections"], json!([]), "{body}");
     browser.quit().await;
+}
+
+/// The server's list of alice's sockets, asked by an operator signed in the way the mode
+/// allows (a bearer token in JWT mode, the session cookie in session mode).
+async fn alice_connections(app: &TestApp) -> serde_json::Value {
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let login = json!({"username": "admin", "password": "admin-password"});
+    let res = client.post(app.url("/api/login")).json(&login).send().await.unwrap();
+    assert_eq!(res.status(), 200, "the operator signs in");
+    let token = res.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().map(str::to_owned);
+    let mut request = client.get(app.url("/admin/connections?user=alice"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
 }

@@ -1,0 +1,27 @@
+//! Who a credential proves, as plain data: the leaf that stores, auth and the registry share,
+//! so the storage layer does not depend on the authentication layer above it.
+
+use crate::ids::UserId;
+
+/// The identity proven by a valid token (or a session, in session mode).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Principal {
+    pub user: UserId,
+    pub roles: Vec<String>,
+    /// The token's `jti`, when it has one: lets operators tell a user's sockets apart.
+    pub token_id: Option<String>,
+    /// The token's `exp`, Unix seconds: the registry closes the socket at this instant.
+    pub expires_at: u64,
+    /// The token's `iat`, Unix seconds; a token without one counts as issued at the epoch,
+    /// so any revocation of its user covers it.
+    pub issued_at: u64,
+    /// The token's `sid`: the login (refresh token family) it came from, so a logout can end
+    /// every token and socket of that login.
+    pub session_id: Option<String>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+}
