@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -22,9 +22,9 @@ use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
-use crate::registry::{CloseAll, CloseSession, ListSessionIds, Registry, RegistryConfig};
+use crate::registry::{CloseAll, Registry, RegistryConfig};
 use crate::state::AppState;
-use crate::store::{SessionEvent, Stores};
+use crate::store::Stores;
 use crate::tls::CertStore;
 
 /// Re-reads reloadable inputs without dropping connections.
@@ -43,72 +43,8 @@ impl ReloadHandle {
             }
         }
         if self.tokens.is_verify_only() {
-            reload_jwks(&self.tokens, "SIGHUP");
+            crate::auth::jwks::reload(&self.tokens, "SIGHUP");
         }
-    }
-}
-
-/// Re-reads the JWKS file, logging the outcome; on failure the previous keys stay in use.
-fn reload_jwks(tokens: &TokenService, why: &str) {
-    match tokens.reload_jwks() {
-        Ok(keys) => tracing::info!(keys, why, "JWKS re-read"),
-        Err(e) => tracing::error!(error = %e, why, "JWKS re-read failed; the previous keys stay in use"),
-    }
-}
-
-/// Re-reads the JWKS file whenever its modification time or size changes.
-async fn watch_jwks(tokens: Arc<TokenService>, path: std::path::PathBuf, interval: std::time::Duration) {
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
-    let mut seen = stamp(&path);
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        ticker.tick().await;
-        let now = stamp(&path);
-        if now != seen && now.is_some() {
-            seen = now;
-            reload_jwks(&tokens, "file changed");
-        }
-    }
-}
-
-/// Closes the sockets of every session that ends, however it ends, and re-checks the sessions
-/// with live sockets after a possible gap in notifications and every `reconcile_every`.
-async fn follow_sessions(stores: Stores, registry: Addr<Registry>, reconcile_every: std::time::Duration) {
-    use tokio::sync::broadcast::error::RecvError;
-    let mut events = stores.sessions.events();
-    let mut ticker = tokio::time::interval(reconcile_every);
-    loop {
-        let resync = tokio::select! {
-            event = events.recv() => match event {
-                Ok(SessionEvent::Ended(session_id)) => {
-                    registry.do_send(CloseSession { session_id, code: close::SESSION_ENDED, reason: "session ended" });
-                    false
-                }
-                Ok(SessionEvent::Resync) | Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => return,
-            },
-            _ = ticker.tick() => true,
-        };
-        if resync {
-            reconcile_sessions(&stores, &registry).await;
-        }
-    }
-}
-
-async fn reconcile_sessions(stores: &Stores, registry: &Addr<Registry>) {
-    let Ok(ids) = registry.send(ListSessionIds).await else { return };
-    if ids.is_empty() {
-        return;
-    }
-    match stores.sessions.alive(&ids).await {
-        Ok(alive) => {
-            for (session_id, _) in ids.into_iter().zip(alive).filter(|(_, alive)| !alive) {
-                tracing::info!("session gone from the store without a notification; closing its sockets");
-                registry.do_send(CloseSession { session_id, code: close::SESSION_ENDED, reason: "session ended" });
-            }
-        }
-        // Unknown is not ended: sockets stay while the store cannot be asked.
-        Err(e) => tracing::debug!(error = %e, "session reconciliation skipped"),
     }
 }
 
@@ -187,7 +123,7 @@ impl Application {
 
         if let (Some(path), interval) = (tokens.jwks_file(), settings.auth.jwks_poll_interval) {
             if !interval.is_zero() {
-                actix_web::rt::spawn(watch_jwks(tokens.clone(), path.to_path_buf(), interval));
+                actix_web::rt::spawn(crate::auth::jwks::watch(tokens.clone(), path.to_path_buf(), interval));
             }
         }
         let stores = match settings.store.backend {
@@ -206,7 +142,7 @@ impl Application {
             }
             AuthMode::Session => {
                 // Only session mode binds sockets to server-side sessions, so only it follows them.
-                actix_web::rt::spawn(follow_sessions(
+                actix_web::rt::spawn(crate::registry::sessions::follow_sessions(
                     stores.clone(),
                     registry.clone(),
                     settings.session.reconcile_interval,

@@ -6,6 +6,8 @@ use std::path::Path;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use super::jwt::TokenService;
+
 /// One usable key of the set.
 pub struct JwksKey {
     pub kid: String,
@@ -56,4 +58,27 @@ fn usable(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), String> {
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
     Ok((implied, key))
+}
+
+/// Re-reads the JWKS file, logging the outcome; on failure the previous keys stay in use.
+pub fn reload(tokens: &TokenService, why: &str) {
+    match tokens.reload_jwks() {
+        Ok(keys) => tracing::info!(keys, why, "JWKS re-read"),
+        Err(e) => tracing::error!(error = %e, why, "JWKS re-read failed; the previous keys stay in use"),
+    }
+}
+
+/// Re-reads the JWKS file whenever its modification time or size changes.
+pub async fn watch(tokens: std::sync::Arc<TokenService>, path: std::path::PathBuf, interval: std::time::Duration) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut seen = stamp(&path);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let now = stamp(&path);
+        if now != seen && now.is_some() {
+            seen = now;
+            reload(&tokens, "file changed");
+        }
+    }
 }

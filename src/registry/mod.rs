@@ -5,9 +5,20 @@
 //! room members, and serves the admin API. It holds each socket as a `Recipient<Outbound>`,
 //! never as the socket type, so it does not depend on the WebSocket transport.
 //!
-//! The file reads top to bottom: messages, state, then one handler per message.
+//! - [`messages`]: what sockets and the HTTP layer send it, and what it answers.
+//! - this file: its state, and the connection lifecycle (register, authenticate, renew,
+//!   closing, unregister) with token expiry.
+//! - [`rooms`]: join, leave, publish and history, and the fan-out.
+//! - [`operator`]: listing and closing connections for the admin API, and counts.
+//! - [`sessions`]: following server-side sessions (session mode).
+//! - [`deadlines`]: the ordered deadline queue; [`clock`]: the time it reads.
 
+pub mod clock;
 pub mod deadlines;
+pub mod messages;
+mod operator;
+mod rooms;
+pub mod sessions;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -15,259 +26,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytestring::ByteString;
-use serde::Serialize;
 
-use crate::auth::AuthMethod;
 use crate::chat::{RoomLimits, Rooms};
 use crate::config::Settings;
 use crate::ids::{ConnId, RoomId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{close, Echo, ErrorCode, PresenceEvent, ServerMessage};
-use crate::time::now_unix_ms;
+use clock::Clock;
 use deadlines::{Deadlines, Due};
-
-// ---------------------------------------------------------------------------------------------
-// Messages to a connection
-// ---------------------------------------------------------------------------------------------
-
-/// Something for one socket to do.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub enum Outbound {
-    /// Send this text frame.
-    Frame(ByteString),
-    /// Send a close frame with this code and reason, then stop.
-    Close {
-        code: u16,
-        reason: &'static str,
-        /// For expiry closes: the deadline (Unix ms), so the socket can record how late it
-        /// actually closed.
-        deadline_ms: Option<u64>,
-    },
-}
-
-// ---------------------------------------------------------------------------------------------
-// Messages to the registry
-// ---------------------------------------------------------------------------------------------
-
-/// Who is behind an authenticated connection.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub user: UserId,
-    /// `jti` of the current token.
-    pub token_id: Option<String>,
-    /// `exp` of the current token, Unix seconds.
-    pub expires_at: u64,
-    /// How the socket authenticated.
-    pub method: AuthMethod,
-    /// The login the token belongs to (`sid`), or the server-side session: ending it closes
-    /// the socket.
-    pub session_id: Option<String>,
-}
-
-impl Identity {
-    /// Authenticated by a server-side session (session mode): no `expiring` warning (there is
-    /// nothing to renew in-band), the end of its lifetime closes with 4002, not 4001, and it
-    /// can never be renewed out of its session.
-    pub fn session_bound(&self) -> bool {
-        self.method == AuthMethod::Session
-    }
-}
-
-/// Add a connection. Refused when its user or (unauthenticated) IP is at its cap.
-#[derive(Message)]
-#[rtype(result = "Result<(), Refusal>")]
-pub struct Register {
-    pub conn_id: ConnId,
-    pub outbox: Recipient<Outbound>,
-    pub ip: IpAddr,
-    /// `None` while waiting for first-message auth.
-    pub identity: Option<Identity>,
-}
-
-/// A connection that was waiting for first-message auth has proven who it is.
-#[derive(Message)]
-#[rtype(result = "Result<(), Refusal>")]
-pub struct Authenticate {
-    pub conn_id: ConnId,
-    pub identity: Identity,
-}
-
-/// A connection renewed its token in-band: move its deadlines (and follow the new token's login).
-/// Refused for a session-bound connection, which lives and ends with its session.
-#[derive(Message)]
-#[rtype(result = "Result<(), RenewRefusal>")]
-pub struct Renew {
-    pub conn_id: ConnId,
-    pub token_id: Option<String>,
-    pub expires_at: u64,
-    pub session_id: Option<String>,
-}
-
-/// A connection began closing by itself (its peer closed, or it broke a rule): deliver
-/// nothing more to it, but count it against the caps until [`Unregister`].
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Closing {
-    pub conn_id: ConnId,
-}
-
-/// A connection's TCP connection is gone (sent when the response body is dropped; harmless if
-/// already removed).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unregister {
-    pub conn_id: ConnId,
-}
-
-/// Join a room; answers `joined` (or an error) on the connection's outbox.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Join {
-    pub conn_id: ConnId,
-    pub room: RoomId,
-    pub since: Option<u64>,
-    /// Echoed on a refusal.
-    pub echo: Echo,
-}
-
-/// Leave a room; answers `left` or `not_member`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Leave {
-    pub conn_id: ConnId,
-    pub room: RoomId,
-    /// Echoed on a refusal.
-    pub echo: Echo,
-}
-
-/// Post a message to a room the connection is in; answers with the broadcast and an `ack`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Publish {
-    pub conn_id: ConnId,
-    pub room: RoomId,
-    pub text: String,
-    /// Echoed on a refusal; its `ref` also goes into the `ack`.
-    pub echo: Echo,
-}
-
-/// Older messages of a room the connection is in.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FetchHistory {
-    pub conn_id: ConnId,
-    pub room: RoomId,
-    pub before: Option<u64>,
-    pub limit: usize,
-    /// Echoed on a refusal.
-    pub echo: Echo,
-}
-
-/// Admin: the live connections, optionally of one user.
-#[derive(Message)]
-#[rtype(result = "Vec<ConnectionInfo>")]
-pub struct ListConnections {
-    pub user: Option<UserId>,
-}
-
-/// Close one connection; answers whether it existed.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct CloseConnection {
-    pub conn_id: ConnId,
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-/// Close every connection of a user; answers how many.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CloseUser {
-    pub user: UserId,
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-/// Close every connection of one login (`sid`); answers how many.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CloseSession {
-    pub session_id: String,
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-/// Close everything (server shutdown), sending `farewell` first when given; answers how many.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CloseAll {
-    pub farewell: Option<ByteString>,
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-/// The server-side sessions that have live sockets here (for reconciliation).
-#[derive(Message)]
-#[rtype(result = "Vec<String>")]
-pub struct ListSessionIds;
-
-/// Admin: counts.
-#[derive(Message)]
-#[rtype(result = "Stats")]
-pub struct GetStats;
-
-/// Why a connection was refused or a change not made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("too many connections")]
-    TooManyConnections,
-    #[error("this node holds server.max_connections sockets")]
-    ServerFull,
-    #[error("no such connection")]
-    UnknownConnection,
-}
-
-/// Why a [`Renew`] was not made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RenewRefusal {
-    #[error("no such connection")]
-    UnknownConnection,
-    /// A connection authenticated by a server-side session keeps that session to the end:
-    /// a token must not move its expiry or detach it from the session.
-    #[error(
-        "this connection is bound to its session (session mode): it ends with the session, and a token cannot renew it"
-    )]
-    SessionBound,
-}
-
-/// One row of `GET /admin/connections`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnectionInfo {
-    pub conn_id: ConnId,
-    pub user: Option<UserId>,
-    pub node: String,
-    pub auth: Option<AuthMethod>,
-    pub token_id: Option<String>,
-    pub expires_at: Option<u64>,
-    pub rooms: Vec<RoomId>,
-    /// Unix milliseconds.
-    pub connected_at: u64,
-    pub ip: IpAddr,
-}
-
-/// `GET /admin/stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub node: String,
-    pub connections: usize,
-    /// Closed sockets whose TCP connection is not gone yet (they still count against caps).
-    pub closing: usize,
-    pub authenticated: usize,
-    pub users: usize,
-    pub rooms: usize,
-}
+pub use messages::*;
 
 // ---------------------------------------------------------------------------------------------
 // State
@@ -341,12 +108,19 @@ pub struct Registry {
     /// The one armed timer: when it fires (Unix ms) and its handle.
     timer: Option<(u64, SpawnHandle)>,
     rooms: Rooms,
+    /// What "now" is: the system clock, or in tests tokio's (pausable) time.
+    clock: Arc<dyn Clock>,
 }
 
 impl Registry {
     pub fn new(config: RegistryConfig, metrics: Arc<Metrics>) -> Self {
+        Self::with_clock(config, metrics, Arc::new(clock::SystemClock))
+    }
+
+    pub fn with_clock(config: RegistryConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
         let rooms = Rooms::new(config.history_size, config.rooms.clone());
         Self {
+            clock,
             config,
             metrics,
             conns: HashMap::new(),
@@ -403,7 +177,7 @@ impl Registry {
             ctx.cancel_future(handle);
         }
         if let Some(at) = next {
-            let delay = Duration::from_millis(at.saturating_sub(now_unix_ms()));
+            let delay = Duration::from_millis(at.saturating_sub(self.clock.now_ms()));
             let handle = ctx.run_later(delay, |registry, ctx| {
                 registry.timer = None;
                 registry.fire_deadlines(ctx);
@@ -417,7 +191,7 @@ impl Registry {
     fn fire_deadlines(&mut self, ctx: &mut Context<Self>) {
         // Decided by the wall clock, which `exp` is measured in; if it stepped back since the
         // timer was armed, nothing is due yet and the timer is simply re-armed.
-        let now = now_unix_ms();
+        let now = self.clock.now_ms();
         for (conn_id, due) in self.deadlines.pop_due(now, DEADLINE_BATCH) {
             let Some(identity) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()) else {
                 continue;
@@ -467,7 +241,7 @@ impl Registry {
     fn remove(&mut self, conn_id: ConnId, still_open: bool) -> Option<Connection> {
         let conn = self.conns.remove(&conn_id)?;
         self.deadlines.cancel(conn_id);
-        let now = now_unix_ms();
+        let now = self.clock.now_ms();
         match &conn.identity {
             Some(identity) => {
                 unindex(&mut self.by_user, &identity.user, conn_id);
@@ -571,7 +345,8 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(ROOM_SWEEP, |registry, _| {
-            registry.rooms.drop_idle(now_unix_ms());
+            let now = registry.clock.now_ms();
+            registry.rooms.drop_idle(now);
         });
     }
 }
@@ -602,7 +377,7 @@ impl Handler<Register> for Registry {
         let conn = Connection {
             outbox: msg.outbox,
             ip: msg.ip,
-            connected_at: now_unix_ms(),
+            connected_at: self.clock.now_ms(),
             identity: msg.identity,
             rooms: BTreeSet::new(),
         };
@@ -686,206 +461,10 @@ impl Handler<Closing> for Registry {
     }
 }
 
-impl Handler<Join> for Registry {
-    type Result = ();
-
-    /// Adds the connection to the room, answers `joined` with members and history, and
-    /// announces the user to the others if this is their first socket there.
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
-        let Some(user) = self.user_of(msg.conn_id) else { return };
-        let conn_rooms = self.conns.get(&msg.conn_id).map(|c| c.rooms.len()).unwrap_or(0);
-        if !self.rooms.is_member(&msg.room, msg.conn_id) && conn_rooms >= self.config.max_rooms_per_connection {
-            let limit = self.config.max_rooms_per_connection;
-            return self.send_error(
-                msg.conn_id,
-                ErrorCode::TooManyRooms,
-                msg.echo,
-                format!("a connection may be in at most {limit} rooms"),
-            );
-        }
-        let joined = match self.rooms.join(&msg.room, msg.conn_id, &user, now_unix_ms()) {
-            Ok(joined) => joined,
-            Err(e) => return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, e.to_string()),
-        };
-        if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
-            conn.rooms.insert(msg.room.clone());
-        }
-        if joined.user_arrived {
-            let event =
-                ServerMessage::Presence { room: msg.room.clone(), user: user.clone(), event: PresenceEvent::Join };
-            let frame = event.to_json();
-            for member in self.rooms.members(&msg.room).filter(|m| *m != msg.conn_id) {
-                if let Some(conn) = self.conns.get(&member) {
-                    conn.outbox.do_send(Outbound::Frame(frame.clone()));
-                }
-            }
-        }
-        let history = self.rooms.history(&msg.room, msg.since, None, self.config.history_size);
-        let members = self.rooms.users(&msg.room);
-        self.send(msg.conn_id, &ServerMessage::Joined { room: msg.room, members, history });
-    }
-}
-
-impl Handler<Leave> for Registry {
-    type Result = ();
-
-    /// Removes the connection from the room and announces the user's departure if it was
-    /// their last socket there.
-    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
-        let Some(user) = self.user_of(msg.conn_id) else { return };
-        let Some(user_left) = self.rooms.leave(&msg.room, msg.conn_id, now_unix_ms()) else {
-            return self.send_error(
-                msg.conn_id,
-                ErrorCode::NotMember,
-                msg.echo,
-                format!("not a member of {}", msg.room),
-            );
-        };
-        if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
-            conn.rooms.remove(&msg.room);
-        }
-        if user_left {
-            self.broadcast(
-                &msg.room,
-                &ServerMessage::Presence { room: msg.room.clone(), user, event: PresenceEvent::Leave },
-            );
-        }
-        self.send(msg.conn_id, &ServerMessage::Left { room: msg.room });
-    }
-}
-
-impl Handler<Publish> for Registry {
-    type Result = ();
-
-    /// Stores the message, broadcasts it to the room (sender included), then acks the sender.
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
-        let Some(user) = self.user_of(msg.conn_id) else { return };
-        if !self.rooms.is_member(&msg.room, msg.conn_id) {
-            let message = format!("join {} before sending to it", msg.room);
-            return self.send_error(msg.conn_id, ErrorCode::NotMember, msg.echo, message);
-        }
-        let message = self.rooms.post(&msg.room, &user, msg.text, now_unix_ms());
-        let id = message.id;
-        self.broadcast(&msg.room, &ServerMessage::Message(message));
-        self.send(msg.conn_id, &ServerMessage::Ack { client_ref: msg.echo.client_ref, room: msg.room, id });
-    }
-}
-
-impl Handler<FetchHistory> for Registry {
-    type Result = ();
-
-    /// Answers `history` for a room the connection is in.
-    fn handle(&mut self, msg: FetchHistory, _: &mut Context<Self>) {
-        if self.user_of(msg.conn_id).is_none() {
-            return;
-        }
-        if !self.rooms.is_member(&msg.room, msg.conn_id) {
-            return self.send_error(
-                msg.conn_id,
-                ErrorCode::NotMember,
-                msg.echo,
-                format!("join {} to read its history", msg.room),
-            );
-        }
-        let messages = self.rooms.history(&msg.room, None, msg.before, msg.limit);
-        self.send(msg.conn_id, &ServerMessage::History { room: msg.room, messages });
-    }
-}
-
-impl Handler<ListConnections> for Registry {
-    type Result = MessageResult<ListConnections>;
-
-    /// Lists connections, oldest first.
-    fn handle(&mut self, msg: ListConnections, _: &mut Context<Self>) -> Self::Result {
-        let mut rows: Vec<ConnectionInfo> = match &msg.user {
-            Some(user) => self
-                .by_user
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.conns.get(id).map(|c| self.info(*id, c)))
-                .collect(),
-            None => self.conns.iter().map(|(id, c)| self.info(*id, c)).collect(),
-        };
-        rows.sort_by_key(|r| r.conn_id);
-        MessageResult(rows)
-    }
-}
-
-impl Handler<CloseConnection> for Registry {
-    type Result = bool;
-
-    fn handle(&mut self, msg: CloseConnection, ctx: &mut Context<Self>) -> bool {
-        self.close_many(vec![msg.conn_id], msg.code, msg.reason, ctx) == 1
-    }
-}
-
-impl Handler<CloseUser> for Registry {
-    type Result = usize;
-
-    fn handle(&mut self, msg: CloseUser, ctx: &mut Context<Self>) -> usize {
-        let ids = self.by_user.get(&msg.user).into_iter().flatten().copied().collect();
-        self.close_many(ids, msg.code, msg.reason, ctx)
-    }
-}
-
-impl Handler<CloseSession> for Registry {
-    type Result = usize;
-
-    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) -> usize {
-        let ids = self.by_session.get(&msg.session_id).into_iter().flatten().copied().collect();
-        self.close_many(ids, msg.code, msg.reason, ctx)
-    }
-}
-
-impl Handler<CloseAll> for Registry {
-    type Result = usize;
-
-    fn handle(&mut self, msg: CloseAll, ctx: &mut Context<Self>) -> usize {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in &ids {
-            if let (Some(farewell), Some(conn)) = (&msg.farewell, self.conns.get(id)) {
-                conn.outbox.do_send(Outbound::Frame(farewell.clone()));
-            }
-            self.close(*id, msg.code, msg.reason);
-        }
-        self.arm_timer(ctx);
-        ids.len()
-    }
-}
-
-impl Handler<ListSessionIds> for Registry {
-    type Result = MessageResult<ListSessionIds>;
-
-    fn handle(&mut self, _: ListSessionIds, _: &mut Context<Self>) -> Self::Result {
-        let session_bound = |ids: &HashSet<ConnId>| {
-            ids.iter()
-                .any(|id| self.conns.get(id).and_then(|c| c.identity.as_ref()).is_some_and(Identity::session_bound))
-        };
-        MessageResult(
-            self.by_session.iter().filter(|(_, ids)| session_bound(ids)).map(|(sid, _)| sid.clone()).collect(),
-        )
-    }
-}
-
-impl Handler<GetStats> for Registry {
-    type Result = MessageResult<GetStats>;
-
-    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Stats {
-            node: self.config.node.clone(),
-            connections: self.conns.len(),
-            closing: self.closing.len(),
-            authenticated: self.conns.values().filter(|c| c.identity.is_some()).count(),
-            users: self.by_user.len(),
-            rooms: self.rooms.len(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::AuthMethod;
 
     /// Stands in for a socket: takes what the registry sends and drops it.
     struct Sink;
@@ -958,5 +537,163 @@ mod tests {
         let close = |session_id: &str| CloseSession { session_id: session_id.into(), code: 4002, reason: "ended" };
         assert_eq!(registry.send(close("login-1")).await.unwrap(), 0);
         assert_eq!(registry.send(close("login-2")).await.unwrap(), 1);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Time-dependent behaviour, on tokio's paused clock: no real sleeps.
+    // -----------------------------------------------------------------------------------------
+
+    /// Stands in for a socket and remembers what it was sent, in order.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Recorder {
+        type Result = ();
+
+        fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
+            self.0.push(match msg {
+                Outbound::Frame(text) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    format!("{}:{}", v["type"].as_str().unwrap(), v["event"].as_str().unwrap_or(""))
+                }
+                Outbound::Close { code, .. } => format!("close:{code}"),
+            });
+        }
+    }
+
+    /// Everything recorded so far, emptied.
+    #[derive(Message)]
+    #[rtype(result = "Vec<String>")]
+    struct Take;
+
+    impl Handler<Take> for Recorder {
+        type Result = MessageResult<Take>;
+
+        fn handle(&mut self, _: Take, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(std::mem::take(&mut self.0))
+        }
+    }
+
+    /// A registry on tokio's clock, and that clock.
+    fn paused_registry(max_per_user: usize) -> (Addr<Registry>, Arc<clock::TokioClock>) {
+        tokio::time::pause();
+        let clock = Arc::new(clock::TokioClock::new());
+        let config = RegistryConfig {
+            node: "test".into(),
+            warn_before: Duration::from_secs(60),
+            max_unauthenticated_per_ip: 4,
+            max_connections_per_user: max_per_user,
+            max_rooms_per_connection: 4,
+            history_size: 4,
+            max_connections: 16,
+            rooms: RoomLimits { max_rooms: 4, max_created_per_user: 4, creations_per_minute: 4, idle_ttl_ms: 1000 },
+        };
+        (Registry::with_clock(config, Arc::new(Metrics::new()), clock.clone()).start(), clock)
+    }
+
+    /// Registers `user` on conn `id`, its token expiring `ttl` from the clock's now (rounded
+    /// up to a whole second, as `exp` is); answers the socket's recorder.
+    async fn connect(
+        registry: &Addr<Registry>,
+        clock: &clock::TokioClock,
+        id: u64,
+        user: &str,
+        ttl: Duration,
+    ) -> Result<Addr<Recorder>, Refusal> {
+        let recorder = Recorder::default().start();
+        let identity = Identity {
+            user: UserId::new(user),
+            token_id: None,
+            expires_at: (clock.now_ms() + ttl.as_millis() as u64).div_ceil(1000),
+            method: AuthMethod::Header,
+            session_id: None,
+        };
+        let register = Register {
+            conn_id: ConnId(id),
+            outbox: recorder.clone().recipient(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            identity: Some(identity),
+        };
+        registry.send(register).await.unwrap().map(|()| recorder)
+    }
+
+    /// Lets the registry run what is due, then takes what `socket` received.
+    async fn received(registry: &Addr<Registry>, socket: &Addr<Recorder>) -> Vec<String> {
+        // tokio rounds timers up to the next millisecond, and paused time moves only when told:
+        // one more millisecond lets a timer due "now" fire. A timer fires on the registry's
+        // next turn, which may come after the first message it answers: two round trips.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        for _ in 0..2 {
+            registry.send(GetStats).await.unwrap();
+        }
+        socket.send(Take).await.unwrap()
+    }
+
+    #[actix::test]
+    async fn a_token_is_warned_about_then_closed_with_4001_at_exp_and_not_before() {
+        let (registry, clock) = paused_registry(4);
+        let socket = connect(&registry, &clock, 1, "alice", Duration::from_secs(120)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(58)).await;
+        assert_eq!(received(&registry, &socket).await, Vec::<String>::new(), "too early to warn");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(received(&registry, &socket).await, ["expiring:"]);
+        tokio::time::advance(Duration::from_secs(57)).await;
+        assert_eq!(received(&registry, &socket).await, Vec::<String>::new(), "not closed before exp");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(received(&registry, &socket).await, ["close:4001"]);
+        assert_eq!(registry.send(GetStats).await.unwrap().connections, 0);
+    }
+
+    #[actix::test]
+    async fn a_renewal_moves_the_deadline_to_the_new_tokens_exp() {
+        let (registry, clock) = paused_registry(4);
+        let socket = connect(&registry, &clock, 1, "alice", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(received(&registry, &socket).await, ["expiring:"], "less than warn_before left: warned at once");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let expires_at = (clock.now_ms() + 100_000).div_ceil(1000);
+        let renew = Renew { conn_id: ConnId(1), token_id: None, expires_at, session_id: None };
+        registry.send(renew).await.unwrap().unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(received(&registry, &socket).await, Vec::<String>::new(), "the old exp passed unnoticed");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(received(&registry, &socket).await, ["expiring:"], "the new token is warned about");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(received(&registry, &socket).await, ["close:4001"]);
+    }
+
+    #[actix::test]
+    async fn a_closed_socket_holds_its_users_place_until_it_is_unregistered() {
+        let (registry, clock) = paused_registry(1);
+        let hour = Duration::from_secs(3600);
+        let first = connect(&registry, &clock, 1, "alice", hour).await.unwrap();
+        let close = CloseUser { user: UserId::new("alice"), code: 4004, reason: "disconnected" };
+        assert_eq!(registry.send(close).await.unwrap(), 1);
+        assert_eq!(received(&registry, &first).await, ["close:4004"]);
+        assert_eq!(connect(&registry, &clock, 2, "alice", hour).await.err(), Some(Refusal::TooManyConnections));
+        registry.send(Unregister { conn_id: ConnId(1) }).await.unwrap();
+        assert!(connect(&registry, &clock, 3, "alice", hour).await.is_ok(), "the place is free once it is gone");
+    }
+
+    #[actix::test]
+    async fn the_others_in_a_room_see_a_member_leave_when_its_socket_goes() {
+        let (registry, clock) = paused_registry(4);
+        let hour = Duration::from_secs(3600);
+        let alice = connect(&registry, &clock, 1, "alice", hour).await.unwrap();
+        let bob = connect(&registry, &clock, 2, "bob", hour).await.unwrap();
+        let room = RoomId::parse("r").unwrap();
+        for id in [1, 2] {
+            registry.do_send(Join { conn_id: ConnId(id), room: room.clone(), since: None, echo: Echo::default() });
+        }
+        received(&registry, &alice).await;
+        assert_eq!(received(&registry, &bob).await, ["joined:"]);
+        registry.send(Unregister { conn_id: ConnId(1) }).await.unwrap();
+        assert_eq!(received(&registry, &bob).await, ["presence:leave"]);
+        // and expiry takes a member out of its rooms the same way
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        assert_eq!(received(&registry, &bob).await, ["expiring:", "close:4001"]);
     }
 }
