@@ -12,9 +12,10 @@ pub struct Principal {
     pub token_id: Option<String>,
     /// The token's `exp`, Unix seconds: the registry closes the socket at this instant.
     pub expires_at: u64,
-    /// The token's `iat`, Unix seconds; a token without one counts as issued at the epoch,
-    /// so any revocation of its user covers it.
-    pub issued_at: u64,
+    /// When the credential was issued, Unix milliseconds: tokens minted here say so to the
+    /// millisecond (`iat_ms`); other tokens count from the start of their `iat` second, and a
+    /// token without `iat` from the epoch, so a revocation in that second covers them.
+    pub issued_at_ms: u64,
     /// The token's `sid`: the login (refresh token family) it came from, so a logout can end
     /// every token and socket of that login.
     pub session_id: Option<String>,

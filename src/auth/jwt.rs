@@ -27,6 +27,10 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    /// `iat` to the millisecond, in tokens minted here: a login right after a revocation, in
+    /// the same second, is not mistaken for one from before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,7 +302,11 @@ impl TokenService {
             roles: claims.roles,
             token_id: claims.jti,
             expires_at: claims.exp,
-            issued_at: claims.iat.unwrap_or(0),
+            issued_at_ms: match (claims.iat, claims.iat_ms) {
+                (Some(iat), Some(ms)) if ms / 1000 == iat => ms,
+                (Some(iat), _) => iat.saturating_mul(1000),
+                (None, _) => 0,
+            },
             session_id: claims.sid,
         })
     }
@@ -317,12 +325,14 @@ impl TokenService {
         if ttl > self.max_token_lifetime {
             return Err(MintError::TooLong(self.max_token_lifetime));
         }
-        let now = now_unix_s();
+        let now_ms = crate::time::now_unix_ms();
+        let now = now_ms / 1000;
         let expires_at = now + ttl.as_secs().max(1);
         let claims = Claims {
             sub: user.as_str().to_owned(),
             exp: expires_at,
             iat: Some(now),
+            iat_ms: Some(now_ms),
             nbf: Some(now),
             jti: Some(crate::ids::random_id(16)),
             iss: self.issuer.clone(),

@@ -86,7 +86,7 @@ pub fn principal_of(record: &SessionRecord) -> Principal {
         roles: record.roles.clone(),
         token_id: None,
         expires_at: record.absolute_expiry_ms / 1000,
-        issued_at: record.created_ms / 1000,
+        issued_at_ms: record.created_ms,
         session_id: Some(record.id.clone()),
     }
 }

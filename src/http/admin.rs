@@ -10,7 +10,6 @@ use crate::ids::{ConnId, UserId};
 use crate::protocol::close;
 use crate::registry::{CloseConnection, CloseSession, CloseUser, GetStats, ListConnections};
 use crate::state::AppState;
-use crate::time::now_unix_s;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/connections", web::get().to(list_connections))
@@ -90,7 +89,7 @@ async fn revoke_user(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::new(path.into_inner());
-    let at = now_unix_s();
+    let at = crate::time::now_unix_ms();
     state.stores.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
     let sessions = state.stores.sessions.delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
     // A session socket ends with its session (4002), here and now rather than when the store's

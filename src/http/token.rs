@@ -88,7 +88,7 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
         roles: record.roles.clone(),
         token_id: None,
         expires_at: record.expires_at,
-        issued_at: record.issued_at,
+        issued_at_ms: record.issued_at_ms,
         session_id: Some(record.family.clone()),
     };
     check_not_revoked(state.stores.revocations.as_ref(), &principal).await.map_err(|e| match ApiError::from(e) {
@@ -167,7 +167,7 @@ async fn issue(state: &AppState, user: &UserId, roles: &[String], family: String
         user: user.clone(),
         roles: roles.to_vec(),
         family,
-        issued_at: now,
+        issued_at_ms: crate::time::now_unix_ms(),
         expires_at: now + refresh_ttl.as_secs(),
     };
     state.stores.refresh.put(&SecretHash::of(&refresh_token), record).await.map_err(ApiError::StoreUnavailable)?;

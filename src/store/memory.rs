@@ -156,7 +156,7 @@ impl RevocationStore for MemoryStore {
 
     async fn marks(&self, user: &UserId, sid: Option<&str>) -> Result<Marks, StoreError> {
         Ok(self.with(|s, now| Marks {
-            user_revoked_at: s.revoked_users.get(user).copied(),
+            user_revoked_at_ms: s.revoked_users.get(user).copied(),
             session_revoked: sid.is_some_and(|sid| s.revoked_sessions.get_mut(&sid.to_owned(), now).is_some()),
         }))
     }
@@ -384,7 +384,7 @@ mod tests {
             user: UserId::new("u"),
             roles: vec![],
             family: "f".into(),
-            issued_at: now_unix_s(),
+            issued_at_ms: crate::time::now_unix_ms(),
             expires_at: now_unix_s() + 60,
         };
         RefreshStore::put(&store, &hash, record.clone()).await.unwrap();

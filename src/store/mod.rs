@@ -51,8 +51,10 @@ pub struct RefreshRecord {
     pub roles: Vec<String>,
     /// The login this token descends from; access tokens carry it as `sid`.
     pub family: String,
-    /// Unix seconds; compared with the user's revocation mark.
-    pub issued_at: u64,
+    /// Unix milliseconds; compared with the user's revocation mark. (Records written in
+    /// seconds by older versions compare as long before any mark: refused, the safe side.)
+    #[serde(alias = "issued_at")]
+    pub issued_at_ms: u64,
     /// Unix seconds.
     pub expires_at: u64,
 }
@@ -87,8 +89,8 @@ pub trait TicketStore: Send + Sync + 'static {
 /// The revocation marks that apply to one token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Marks {
-    /// The user's latest "revoke everything issued until T" mark.
-    pub user_revoked_at: Option<u64>,
+    /// The user's latest "revoke everything issued until T" mark, Unix milliseconds.
+    pub user_revoked_at_ms: Option<u64>,
     /// The token's login (`sid`) was ended: logout, or refresh token reuse.
     pub session_revoked: bool,
 }

@@ -319,7 +319,7 @@ impl RevocationStore for RedisStore {
         }
         let values: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
         Ok(Marks {
-            user_revoked_at: values.first().cloned().flatten().and_then(|v| v.parse().ok()),
+            user_revoked_at_ms: values.first().cloned().flatten().and_then(|v| v.parse().ok()).map(mark_ms),
             session_revoked: values.get(1).is_some_and(Option::is_some),
         })
     }
@@ -459,5 +459,16 @@ impl AttemptStore for RedisStore {
 impl StoreHealth for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map(drop).map_err(unavailable)
+    }
+}
+
+/// A revocation mark in milliseconds. Marks written in seconds by older versions are read as
+/// the end of their second, so nothing issued in it slips through.
+fn mark_ms(value: u64) -> u64 {
+    const MS_SINCE_1973: u64 = 100_000_000_000;
+    if value < MS_SINCE_1973 {
+        value * 1000 + 999
+    } else {
+        value
     }
 }
