@@ -25,7 +25,27 @@ struct Room {
     last_active: u64,
     /// Who created it: counts against their `max_rooms_created_per_user` while it exists.
     creator: Option<UserId>,
+    /// Recent `(sender, ref)` of posts, and the id each got: a `send` resent with the same
+    /// `ref` (after a reconnect) is acknowledged again instead of posted twice.
+    recent_refs: HashMap<(UserId, String), u64>,
+    /// The same keys, oldest first, with when they were posted, for forgetting them.
+    ref_order: VecDeque<(u64, UserId, String)>,
 }
+
+/// What a post did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Posted {
+    /// A new message, to deliver.
+    New(Arc<ChatMessage>),
+    /// The same sender posted with this `ref` before: the id it got then; nothing to deliver.
+    Duplicate(u64),
+}
+
+/// How long, and for how many posts per room, a `ref` is remembered.
+pub const REF_WINDOW_MS: u64 = 5 * 60 * 1000;
+const MAX_REFS_PER_ROOM: usize = 4096;
+/// Longer `ref`s are echoed but not remembered.
+pub const MAX_REF_LEN: usize = 128;
 
 /// What a join changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,17 +138,39 @@ impl Rooms {
         self.rooms.get(room).is_some_and(|r| r.members.contains_key(&conn))
     }
 
-    /// Appends a message and returns it with its id. The caller checked membership.
-    pub fn post(&mut self, room: &RoomId, from: &UserId, text: String, now_ms: u64) -> Arc<ChatMessage> {
+    /// Appends a message and returns it with its id, unless `client_ref` shows the sender
+    /// posted it already within [`REF_WINDOW_MS`]. The caller checked membership.
+    pub fn post(
+        &mut self,
+        room: &RoomId,
+        from: &UserId,
+        text: String,
+        client_ref: Option<&str>,
+        now_ms: u64,
+    ) -> Posted {
         let r = self.rooms.entry(room.clone()).or_default();
+        while r.ref_order.front().is_some_and(|(at, ..)| at + REF_WINDOW_MS <= now_ms)
+            || r.ref_order.len() > MAX_REFS_PER_ROOM
+        {
+            let (_, user, key) = r.ref_order.pop_front().expect("checked non-empty");
+            r.recent_refs.remove(&(user, key));
+        }
+        let key = client_ref.filter(|k| k.len() <= MAX_REF_LEN).map(|k| (from.clone(), k.to_owned()));
+        if let Some(id) = key.as_ref().and_then(|key| r.recent_refs.get(key)) {
+            return Posted::Duplicate(*id);
+        }
         r.last_id += 1;
+        if let Some((user, k)) = key {
+            r.recent_refs.insert((user.clone(), k.clone()), r.last_id);
+            r.ref_order.push_back((now_ms, user, k));
+        }
         r.last_active = now_ms;
         let message = Arc::new(ChatMessage { room: room.clone(), id: r.last_id, from: from.clone(), text, ts: now_ms });
         if r.history.len() == self.history_size {
             r.history.pop_front();
         }
         r.history.push_back(message.clone());
-        message
+        Posted::New(message)
     }
 
     /// Connections in `room`.
@@ -243,7 +285,7 @@ mod tests {
         let (r, bob) = (room("r"), UserId::new("bob"));
         rooms.join(&r, ConnId(1), &bob, 0).unwrap();
         for i in 1..=5 {
-            assert_eq!(rooms.post(&r, &bob, format!("m{i}"), i).id, i);
+            assert!(matches!(rooms.post(&r, &bob, format!("m{i}"), None, i), Posted::New(m) if m.id == i));
         }
         let ids = |v: Vec<Arc<ChatMessage>>| v.iter().map(|m| m.id).collect::<Vec<_>>();
         assert_eq!(ids(rooms.history(&r, None, None, 100)), [3, 4, 5]);
@@ -256,7 +298,7 @@ mod tests {
         let mut rooms = Rooms::new(3, limits(2));
         let u = UserId::new("u");
         rooms.join(&room("a"), ConnId(1), &u, 1).unwrap();
-        rooms.post(&room("a"), &u, "kept".into(), 1);
+        rooms.post(&room("a"), &u, "kept".into(), None, 1);
         rooms.join(&room("b"), ConnId(1), &u, 2).unwrap();
         rooms.leave(&room("a"), ConnId(1), 4);
         // "a" is empty but has history and is not idle long enough: it stays
@@ -290,5 +332,20 @@ mod tests {
         rooms.join(&room("b"), ConnId(1), &u, 10).unwrap();
         assert_eq!(rooms.join(&room("c"), ConnId(1), &u, 20), Err(TooManyRooms::CreatingTooFast(2)));
         assert!(rooms.join(&room("c"), ConnId(1), &u, MINUTE_MS + 1).is_ok(), "the window slides");
+    }
+
+    #[test]
+    fn a_resent_ref_is_acknowledged_with_its_first_id_and_not_posted_again() {
+        let mut rooms = Rooms::new(10, limits(10));
+        let (r, bob, eve) = (room("r"), UserId::new("bob"), UserId::new("eve"));
+        rooms.join(&r, ConnId(1), &bob, 0).unwrap();
+        assert!(matches!(rooms.post(&r, &bob, "hi".into(), Some("c1"), 0), Posted::New(m) if m.id == 1));
+        assert_eq!(rooms.post(&r, &bob, "hi".into(), Some("c1"), 10), Posted::Duplicate(1));
+        // another sender's ref is another key; no ref, no key
+        assert!(matches!(rooms.post(&r, &eve, "hi".into(), Some("c1"), 20), Posted::New(m) if m.id == 2));
+        assert!(matches!(rooms.post(&r, &bob, "x".into(), None, 30), Posted::New(_)));
+        assert_eq!(rooms.history(&r, None, None, 10).len(), 3);
+        // after the window the ref is forgotten
+        assert!(matches!(rooms.post(&r, &bob, "hi".into(), Some("c1"), REF_WINDOW_MS + 1), Posted::New(_)));
     }
 }

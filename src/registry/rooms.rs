@@ -3,6 +3,7 @@
 use actix::prelude::*;
 
 use super::{FetchHistory, Join, Leave, Outbound, Publish, Registry};
+use crate::chat::Posted;
 use crate::protocol::{ErrorCode, PresenceEvent, ServerMessage};
 
 impl Handler<Join> for Registry {
@@ -83,9 +84,16 @@ impl Handler<Publish> for Registry {
             let message = format!("join {} before sending to it", msg.room);
             return self.send_error(msg.conn_id, ErrorCode::NotMember, msg.echo, message);
         }
-        let message = self.rooms.post(&msg.room, &user, msg.text, self.clock.now_ms());
-        let id = message.id;
-        self.broadcast(&msg.room, &ServerMessage::Message(message));
+        let client_ref = msg.echo.client_ref.as_ref().and_then(|r| r.as_str());
+        let id = match self.rooms.post(&msg.room, &user, msg.text, client_ref, self.clock.now_ms()) {
+            Posted::New(message) => {
+                let id = message.id;
+                self.broadcast(&msg.room, &ServerMessage::Message(message));
+                id
+            }
+            // Sent before (a resend after a reconnect): acknowledged again, delivered once.
+            Posted::Duplicate(id) => id,
+        };
         self.send(msg.conn_id, &ServerMessage::Ack { client_ref: msg.echo.client_ref, room: msg.room, id });
     }
 }

@@ -123,3 +123,42 @@ async fn every_bad_input_gets_an_error_and_the_connection_stays_open() {
     ws.send(json!({"type":"send","room":"general","text":"é".repeat(4000)})).await;
     ws.next_of("ack").await;
 }
+
+#[actix_web::test]
+async fn a_send_resent_with_its_ref_after_a_reconnect_is_acknowledged_and_delivered_once() {
+    let app = spawn_app().await;
+    let (mut bob, _) = app.connect_as("bob").await;
+    bob.send(json!({"type":"join","room":"r"})).await;
+    bob.next_of("joined").await;
+
+    let (mut alice, _) = app.connect_as("alice").await;
+    alice.send(json!({"type":"join","room":"r"})).await;
+    alice.next_of("joined").await;
+    alice.send(json!({"type":"send","room":"r","text":"once","ref":"k7-1"})).await;
+    let first = alice.next_of("ack").await["id"].as_u64().unwrap();
+    alice.close().await;
+
+    // the client did not see the ack (say), reconnects and sends again with the same ref
+    let (mut alice, _) = app.connect_as("alice").await;
+    alice.send(json!({"type":"join","room":"r"})).await;
+    alice.next_of("joined").await;
+    alice.send(json!({"type":"send","room":"r","text":"once","ref":"k7-1"})).await;
+    let ack = alice.next_of("ack").await;
+    assert_eq!((ack["id"].as_u64(), ack["ref"].as_str()), (Some(first), Some("k7-1")), "{ack}");
+    alice.send(json!({"type":"send","room":"r","text":"next","ref":"k7-2"})).await;
+    assert_eq!(alice.next_of("ack").await["id"].as_u64(), Some(first + 1));
+
+    // bob saw "once" once, then "next"
+    let texts: Vec<String> = {
+        let mut texts = Vec::new();
+        while texts.len() < 2 {
+            let v = bob.next_of("message").await;
+            texts.push(v["text"].as_str().unwrap().to_owned());
+        }
+        texts
+    };
+    assert_eq!(texts, ["once", "next"]);
+    alice.send(json!({"type":"history","room":"r"})).await;
+    let history = alice.next_of("history").await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2, "{history}");
+}
