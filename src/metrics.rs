@@ -17,6 +17,8 @@ pub struct Metrics {
     /// Seconds from a token's (or session's) end to its socket acting on the close, measured
     /// per socket.
     pub expiry_lag: Histogram,
+    /// JWKS file re-reads, by outcome (`ok`, `failed`): a failed one keeps the previous keys.
+    pub jwks_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -39,6 +41,9 @@ impl Metrics {
             .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
         )
         .unwrap();
+        let jwks_reloads =
+            IntCounterVec::new(Opts::new("jwks_reloads_total", "JWKS file re-reads, by outcome"), &["outcome"])
+                .unwrap();
         for collector in [
             Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upgrades_accepted.clone()),
@@ -47,6 +52,7 @@ impl Metrics {
             Box::new(messages_in.clone()),
             Box::new(messages_out.clone()),
             Box::new(expiry_lag.clone()),
+            Box::new(jwks_reloads.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -59,6 +65,7 @@ impl Metrics {
             messages_in,
             messages_out,
             expiry_lag,
+            jwks_reloads,
         }
     }
 

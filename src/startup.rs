@@ -31,6 +31,7 @@ use crate::tls::CertStore;
 #[derive(Clone)]
 pub struct ReloadHandle {
     tokens: Arc<TokenService>,
+    metrics: Arc<Metrics>,
     certs: Option<Arc<CertStore>>,
 }
 
@@ -43,7 +44,7 @@ impl ReloadHandle {
             }
         }
         if self.tokens.is_verify_only() {
-            crate::auth::jwks::reload(&self.tokens, "SIGHUP");
+            crate::auth::jwks::reload(&self.tokens, &self.metrics, "SIGHUP");
         }
     }
 }
@@ -121,9 +122,11 @@ impl Application {
             }
         }
 
+        let metrics = Arc::new(Metrics::new());
         if let (Some(path), interval) = (tokens.jwks_file(), settings.auth.jwks_poll_interval) {
             if !interval.is_zero() {
-                actix_web::rt::spawn(crate::auth::jwks::watch(tokens.clone(), path.to_path_buf(), interval));
+                let watch = crate::auth::jwks::watch(tokens.clone(), metrics.clone(), path.to_path_buf(), interval);
+                actix_web::rt::spawn(watch);
             }
         }
         let stores = match settings.store.backend {
@@ -133,7 +136,6 @@ impl Application {
             StoreBackend::Memory => Stores::memory(),
         };
         let login = PasswordLogin::new(users.clone(), stores.attempts.clone(), &settings.auth);
-        let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
         let revocations = stores.revocations.clone();
         let auth = match settings.auth.mode {
@@ -241,7 +243,11 @@ impl Application {
     /// Something that re-reads what can change under a running server (the JWKS file, the TLS
     /// certificate and key), for SIGHUP.
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle { tokens: self.state.tokens.clone(), certs: self.certs.clone() }
+        ReloadHandle {
+            tokens: self.state.tokens.clone(),
+            metrics: self.state.metrics.clone(),
+            certs: self.certs.clone(),
+        }
     }
 
     /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, every socket gets

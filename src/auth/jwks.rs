@@ -2,11 +2,13 @@
 //! and Ed25519, each pinned to one algorithm and selected by `kid`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::jwt::TokenService;
+use crate::metrics::Metrics;
 
 /// One usable key of the set.
 pub struct JwksKey {
@@ -61,15 +63,26 @@ fn usable(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), String> {
 }
 
 /// Re-reads the JWKS file, logging the outcome; on failure the previous keys stay in use.
-pub fn reload(tokens: &TokenService, why: &str) {
+pub fn reload(tokens: &TokenService, metrics: &Metrics, why: &str) {
     match tokens.reload_jwks() {
-        Ok(keys) => tracing::info!(keys, why, "JWKS re-read"),
-        Err(e) => tracing::error!(error = %e, why, "JWKS re-read failed; the previous keys stay in use"),
+        Ok(keys) => {
+            metrics.jwks_reloads.with_label_values(&["ok"]).inc();
+            tracing::info!(keys, why, "JWKS re-read");
+        }
+        Err(e) => {
+            metrics.jwks_reloads.with_label_values(&["failed"]).inc();
+            tracing::error!(error = %e, why, "JWKS re-read failed; the previous keys stay in use");
+        }
     }
 }
 
 /// Re-reads the JWKS file whenever its modification time or size changes.
-pub async fn watch(tokens: std::sync::Arc<TokenService>, path: std::path::PathBuf, interval: std::time::Duration) {
+pub async fn watch(
+    tokens: Arc<TokenService>,
+    metrics: Arc<Metrics>,
+    path: std::path::PathBuf,
+    interval: std::time::Duration,
+) {
     let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
     let mut seen = stamp(&path);
     let mut ticker = tokio::time::interval(interval);
@@ -78,7 +91,7 @@ pub async fn watch(tokens: std::sync::Arc<TokenService>, path: std::path::PathBu
         let now = stamp(&path);
         if now != seen && now.is_some() {
             seen = now;
-            reload(&tokens, "file changed");
+            reload(&tokens, &metrics, "file changed");
         }
     }
 }

@@ -165,10 +165,6 @@ async fn accepted_within(url: &str, limit: Duration) -> bool {
     false
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
 #[actix_web::test]
 async fn a_frame_declaring_too_much_closes_1009_before_its_payload_is_read() {
     // No credential: first-message auth, with a long deadline so only the size rule can act.
@@ -196,7 +192,7 @@ async fn a_frame_declaring_too_much_closes_1009_before_its_payload_is_read() {
     assert_eq!(first[0], 0x88, "a close frame");
     assert_eq!(u16::from_be_bytes([first[2], first[3]]), 1009);
     flood.abort();
-    assert!(metrics(&app).await.contains("authchat_closes_total{code=\"1009\"} 1"));
+    assert!(app.metrics().await.contains("authchat_closes_total{code=\"1009\"} 1"));
     // the server is fine afterwards
     let (mut ws, _) = app.connect_as("alice").await;
     ws.assert_alive().await;
@@ -239,7 +235,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_room_goes_on() {
         eventually(Duration::from_secs(10), || !server_side_established(app.port, bob.local)).await,
         "the server still holds bob's TCP connection"
     );
-    assert!(metrics(&app).await.contains("authchat_closes_total{code=\"4009\"} 1"));
+    assert!(app.metrics().await.contains("authchat_closes_total{code=\"4009\"} 1"));
     let admin = sign("root", 60, &["admin"]);
     let (_, body) = app.get_json("/admin/connections?user=bob", Some(&admin)).await;
     assert_eq!(body["connections"], json!([]));

@@ -115,9 +115,14 @@ async fn rotating_the_file_changes_the_keys_without_dropping_sockets() {
     expect_refused(&app.ws_url(&format!("/ws?token={old_token}")), &[], 401, "invalid_token").await;
     ws.assert_alive().await;
 
-    // a broken file keeps the keys in use
+    // a broken file keeps the keys in use: once the server has tried to read it (and said so
+    // in its metrics), the key from before still verifies
     std::fs::write(&path, b"{ not json").unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let deadline = Instant::now() + WAIT;
+    while !app.metrics().await.contains("authchat_jwks_reloads_total{outcome=\"failed\"} 1") {
+        assert!(Instant::now() < deadline, "the broken file was never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(connect(&app.ws_url(&format!("/ws?token={new_token}")), &[]).await.is_ok());
 }
 

@@ -97,6 +97,11 @@ impl TestApp {
         res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
     /// Begins a graceful stop and waits for the server to finish.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.begin_stop();
