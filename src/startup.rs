@@ -22,10 +22,12 @@ use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
+use crate::ratelimit::SharedLimits;
 use crate::registry::{CloseAll, Registry, RegistryConfig};
 use crate::state::AppState;
 use crate::store::Stores;
 use crate::tls::CertStore;
+use crate::ws::session::{SocketConfig, SocketDeps};
 
 /// Re-reads reloadable inputs without dropping connections.
 #[derive(Clone)]
@@ -154,8 +156,18 @@ impl Application {
             }
         };
         let settings = Arc::new(settings);
-        let state = web::Data::new(AppState::new(
-            settings.clone(),
+        let auth = Arc::new(auth);
+        let sockets = web::Data::new(SocketDeps {
+            config: SocketConfig::from_settings(&settings),
+            auth: auth.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            limits: SharedLimits::from_settings(&settings.ws),
+            node: node.clone(),
+            boot_id: crate::ids::random_id(6),
+        });
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
             tokens,
             users,
             login,
@@ -163,20 +175,24 @@ impl Application {
             auth,
             registry,
             metrics,
+            conn_ids: Default::default(),
             node,
             allowed_origins,
-            certs.is_some().then_some(port),
-        ));
+            tls_port: certs.is_some().then_some(port),
+            draining: Default::default(),
+            started: std::time::Instant::now(),
+        });
 
-        let limits = state.limits.clone();
+        let sweeping = sockets.clone();
         actix_web::rt::spawn(async move {
             let mut ticker = tokio::time::interval(LIMITER_SWEEP);
             loop {
                 ticker.tick().await;
-                limits.forget_idle();
+                sweeping.limits.forget_idle();
             }
         });
         let app_state = state.clone();
+        let app_sockets = sockets.clone();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -185,6 +201,7 @@ impl Application {
             let state = app_state.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(app_sockets.clone())
                 .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
                     ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
                 }))

@@ -47,7 +47,7 @@ pub async fn login(
     refuse_in_verify_only_mode(&state)?;
     let LoginRequest { username, password } = body.into_inner();
     let attempt = state.login.attempt(super::client_ip(&req), &username, password).await;
-    match &state.auth {
+    match state.auth.as_ref() {
         Authenticator::Session(mode) => {
             // In session mode the store behind login is the session store, and clients are told so.
             let account = attempt.map_err(|e| match e {
@@ -103,7 +103,7 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
 /// `POST /api/logout` (Bearer, or the refresh cookie on `/api/token/logout`): ends the login:
 /// its refresh tokens and access tokens are refused from now on and its sockets close with 4002.
 pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    if let Authenticator::Session(mode) = &state.auth {
+    if let Authenticator::Session(mode) = state.auth.as_ref() {
         return super::session::logout(&state, &mode.sessions, &req).await;
     }
     let family = match AuthCookie::Refresh.value_in(&req) {

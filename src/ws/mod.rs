@@ -8,6 +8,8 @@
 pub mod session;
 pub mod transport;
 
+use std::sync::Arc;
+
 use actix::{Actor, AsyncContext};
 use actix_http::ws::{hash_key, verify_handshake};
 use actix_web::http::{header, StatusCode};
@@ -19,7 +21,7 @@ use crate::config::AuthMode;
 use crate::http::error::ApiError;
 use crate::registry::{Refusal, Register};
 use crate::state::AppState;
-use session::{identity_of, Registration, WsSession};
+use session::{identity_of, Registration, SocketDeps, WsSession};
 use transport::{Inbound, OutboundBody, Outbox};
 
 /// The application subprotocol; the server answers with it when the client offers it.
@@ -31,8 +33,9 @@ pub async fn upgrade(
     req: HttpRequest,
     stream: web::Payload,
     state: web::Data<AppState>,
+    sockets: web::Data<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = accept(&req, stream, &state).await;
+    let result = accept(&req, stream, &state, sockets.into_inner()).await;
     if let Err(e) = &result {
         state.metrics.upgrades_refused.with_label_values(&[e.code()]).inc();
         tracing::info!(reason = e.code(), peer = ?req.peer_addr(), "websocket upgrade refused");
@@ -43,13 +46,14 @@ pub async fn upgrade(
 async fn accept(
     req: &HttpRequest,
     stream: web::Payload,
-    state: &web::Data<AppState>,
+    state: &AppState,
+    sockets: Arc<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
     let ip = crate::http::client_ip(req);
-    state.limits.handshake(ip).map_err(ApiError::TooManyHandshakes)?;
+    sockets.limits.handshake(ip).map_err(ApiError::TooManyHandshakes)?;
     check_origin(req, state)?;
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
     let principal = match presented(req, state)? {
@@ -61,10 +65,9 @@ async fn accept(
     let identity = principal.as_ref().map(|(p, method)| identity_of(p, *method));
     let method = principal.as_ref().map_or(AuthMethod::FirstMessage, |(_, m)| *m);
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
-    let ws = &state.settings.ws;
-    let outbox = Outbox::new(ws.max_outbound_bytes);
-    let inbound = Inbound::new(stream, ws.max_message_size);
-    let session = WsSession::new(conn_id, state.clone().into_inner(), principal, outbox.clone());
+    let outbox = Outbox::new(sockets.config.max_outbound_bytes);
+    let inbound = Inbound::new(stream, sockets.config.max_message_size);
+    let session = WsSession::new(conn_id, sockets.clone(), principal, outbox.clone());
     let addr = WsSession::create(|ctx| {
         ctx.add_stream(inbound);
         session

@@ -13,14 +13,16 @@ use actix_http::ws::{CloseCode, CloseReason, Message};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::transport::{Full, Incoming, Outbox, WireError};
-use crate::auth::authenticator::{AuthFailure, Credential};
+use crate::auth::authenticator::{AuthFailure, Authenticator, Credential};
 use crate::auth::AuthMethod;
 use crate::auth::{AuthError, Principal};
+use crate::config::{RateLimitSettings, Settings};
 use crate::ids::{ConnId, RoomId};
+use crate::metrics::Metrics;
 use crate::protocol::{close, ClientMessage, ErrorCode, ServerMessage};
+use crate::ratelimit::SharedLimits;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::{self, Identity, Outbound, Refusal};
-use crate::state::AppState;
 
 /// Most messages one `history` request returns.
 const MAX_HISTORY_LIMIT: usize = 100;
@@ -33,6 +35,49 @@ enum AuthState {
     Pending,
     /// Authenticated; `principal` is the current token's.
     Ready { principal: Principal, method: AuthMethod },
+}
+
+/// What every socket of this node shares, built once at start-up.
+pub struct SocketDeps {
+    pub config: SocketConfig,
+    pub auth: Arc<Authenticator>,
+    pub registry: Addr<registry::Registry>,
+    pub metrics: Arc<Metrics>,
+    /// Message and handshake limits shared by every socket of this node.
+    pub limits: SharedLimits,
+    /// This node's name, in `welcome`.
+    pub node: String,
+    /// Random per process start: tells clients that room message ids started over.
+    pub boot_id: String,
+}
+
+/// The settings a socket reads.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub close_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub max_message_size: usize,
+    pub max_outbound_bytes: usize,
+    pub max_text_chars: usize,
+    pub rate_limit: RateLimitSettings,
+}
+
+impl SocketConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let ws = &settings.ws;
+        Self {
+            heartbeat_interval: ws.heartbeat_interval,
+            client_timeout: ws.client_timeout,
+            close_timeout: ws.close_timeout,
+            auth_timeout: settings.auth.auth_timeout,
+            max_message_size: ws.max_message_size,
+            max_outbound_bytes: ws.max_outbound_bytes,
+            max_text_chars: settings.chat.max_text_chars,
+            rate_limit: ws.rate_limit.clone(),
+        }
+    }
 }
 
 /// Unregisters the connection when its TCP connection is done with (it rides in the response
@@ -52,7 +97,7 @@ impl Drop for Registration {
 /// The actor.
 pub struct WsSession {
     conn_id: ConnId,
-    deps: Arc<AppState>,
+    deps: Arc<SocketDeps>,
     auth: AuthState,
     /// Last time anything arrived from the peer; the heartbeat closes it after `client_timeout`.
     last_heard: Instant,
@@ -67,11 +112,11 @@ pub struct WsSession {
 impl WsSession {
     pub fn new(
         conn_id: ConnId,
-        deps: Arc<AppState>,
+        deps: Arc<SocketDeps>,
         principal: Option<(Principal, AuthMethod)>,
         outbox: Outbox,
     ) -> Self {
-        let rl = &deps.settings.ws.rate_limit;
+        let rl = &deps.config.rate_limit;
         let limiter = RateLimiter::new(rl.per_second, rl.burst, rl.max_violations, Instant::now());
         let auth = match principal {
             Some((principal, method)) => AuthState::Ready { principal, method },
@@ -120,7 +165,7 @@ impl WsSession {
         }
         self.closing(code);
         let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
-        self.outbox.close(Some(reason), self.deps.settings.ws.close_timeout, discard);
+        self.outbox.close(Some(reason), self.deps.config.close_timeout, discard);
     }
 
     /// Records how the connection ends (the `closes_total` metric) and tells the registry to
@@ -146,8 +191,8 @@ impl WsSession {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        let timeout = self.deps.settings.ws.client_timeout;
-        ctx.run_interval(self.deps.settings.ws.heartbeat_interval, move |session, ctx| {
+        let timeout = self.deps.config.client_timeout;
+        ctx.run_interval(self.deps.config.heartbeat_interval, move |session, ctx| {
             if session.close_code.is_some() {
                 return;
             }
@@ -237,7 +282,7 @@ impl WsSession {
 
     /// A `send` text must be non-blank and within `chat.max_text_chars`.
     fn check_text(&self, text: &str) -> Result<(), (ErrorCode, String)> {
-        let limit = self.deps.settings.chat.max_text_chars;
+        let limit = self.deps.config.max_text_chars;
         let chars = text.chars().count();
         if chars > limit {
             return Err((ErrorCode::TextTooLong, format!("text has {chars} characters; the limit is {limit}")));
@@ -435,7 +480,7 @@ impl Actor for WsSession {
         match self.auth {
             AuthState::Ready { .. } => self.welcome(ctx),
             AuthState::Pending => {
-                let timeout: Duration = self.deps.settings.auth.auth_timeout;
+                let timeout: Duration = self.deps.config.auth_timeout;
                 ctx.run_later(timeout, |session, ctx| {
                     if matches!(session.auth, AuthState::Pending) {
                         session.deps.metrics.upgrades_refused.with_label_values(&["auth_timeout"]).inc();
@@ -500,7 +545,7 @@ impl StreamHandler<Result<Incoming, WireError>> for WsSession {
             if self.close_code.is_none() {
                 self.closing(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
                 let echo = reason.map(|r| CloseReason { code: r.code, description: None });
-                self.outbox.close(echo, self.deps.settings.ws.close_timeout, false);
+                self.outbox.close(echo, self.deps.config.close_timeout, false);
             }
             self.outbox.finish();
             return ctx.stop();
