@@ -88,6 +88,8 @@ pub struct Application {
 }
 
 impl Application {
+    /// Wiring: keys, stores, the registry, the authenticator and what sockets and handlers
+    /// share, then the listener handed to [`serve`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let hs_secret = match settings.hs_secret() {
             Some(secret) => secret.clone(),
@@ -191,52 +193,7 @@ impl Application {
                 sweeping.limits.forget_idle();
             }
         });
-        let app_state = state.clone();
-        let app_sockets = sockets.clone();
-        let workers = match settings.server.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
-        let server = HttpServer::new(move || {
-            let state = app_state.clone();
-            App::new()
-                .app_data(state.clone())
-                .app_data(app_sockets.clone())
-                .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
-                    ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
-                }))
-                .app_data(
-                    web::QueryConfig::default()
-                        .error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()),
-                )
-                .wrap(from_fn(crate::http::request_deadline))
-                .wrap(from_fn(crate::http::transport_security))
-                .wrap(crate::http::security_headers())
-                .wrap(from_fn(crate::http::access_log))
-                .route("/ws", web::get().to(crate::ws::upgrade))
-                .configure(|cfg| crate::http::routes(cfg, &state))
-                .default_service(web::to(not_found))
-        })
-        .workers(workers)
-        // The hard TCP cap, per worker: room above server.max_connections WebSockets for HTTP
-        // requests, so the 503 `server_full` answers and the API keep flowing.
-        .max_connections((settings.server.max_connections + TCP_HEADROOM).div_ceil(workers))
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
-        .disable_signals();
-        let server = match &certs {
-            Some(certs) => server.listen_rustls_0_23(listener, certs.server_config())?,
-            None => server.listen(listener)?,
-        };
-        let (server, redirect_port) = match settings.tls.redirect_port {
-            0 => (server, None),
-            wanted => {
-                let plain = bind(host, wanted, user_timeout)
-                    .with_context(|| format!("cannot listen on {host}:{wanted} (tls.redirect_port)"))?;
-                let bound = plain.local_addr()?.port();
-                (server.listen(plain)?, Some(bound))
-            }
-        };
-        let server = server.run();
+        let (server, redirect_port) = serve(state.clone(), sockets, listener, certs.as_ref(), user_timeout)?;
         let scheme = if certs.is_some() { "https" } else { "http" };
         tracing::info!(
             address = %format!("{host}:{port}"),
@@ -297,4 +254,61 @@ impl Application {
         let ((), result) = tokio::join!(handle.stop(true), server);
         result
     }
+}
+
+/// Serving: the HTTP server with its middleware and routes, on `listener` (TLS when `certs`),
+/// plus the plain redirect port when configured. Started, not yet awaited.
+fn serve(
+    state: web::Data<AppState>,
+    sockets: web::Data<SocketDeps>,
+    listener: std::net::TcpListener,
+    certs: Option<&Arc<CertStore>>,
+    user_timeout: Duration,
+) -> anyhow::Result<(Server, Option<u16>)> {
+    let settings = state.settings.clone();
+    let host = settings.server.host;
+    let workers = match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new()
+            .app_data(state.clone())
+            .app_data(sockets.clone())
+            .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
+                ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
+            }))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()),
+            )
+            .wrap(from_fn(crate::http::request_deadline))
+            .wrap(from_fn(crate::http::transport_security))
+            .wrap(crate::http::security_headers())
+            .wrap(from_fn(crate::http::access_log))
+            .route("/ws", web::get().to(crate::ws::upgrade))
+            .configure(|cfg| crate::http::routes(cfg, &state))
+            .default_service(web::to(not_found))
+    })
+    .workers(workers)
+    // The hard TCP cap, per worker: room above server.max_connections WebSockets for HTTP
+    // requests, so the 503 `server_full` answers and the API keep flowing.
+    .max_connections((settings.server.max_connections + TCP_HEADROOM).div_ceil(workers))
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+    .disable_signals();
+    let server = match certs {
+        Some(certs) => server.listen_rustls_0_23(listener, certs.server_config())?,
+        None => server.listen(listener)?,
+    };
+    let (server, redirect_port) = match settings.tls.redirect_port {
+        0 => (server, None),
+        wanted => {
+            let plain = bind(host, wanted, user_timeout)
+                .with_context(|| format!("cannot listen on {host}:{wanted} (tls.redirect_port)"))?;
+            let bound = plain.local_addr()?.port();
+            (server.listen(plain)?, Some(bound))
+        }
+    };
+    Ok((server.run(), redirect_port))
 }
