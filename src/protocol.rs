@@ -100,13 +100,27 @@ impl ClientMessage {
                 message: format!("unknown message type; expected one of {}", CLIENT_TYPES.join(", ")),
             });
         };
+        // Required fields are checked by name, so a missing one is told apart from a wrong one
+        // without reading serde's error text.
+        if let Some(field) = required_fields(kind).iter().find(|f| value.get(**f).is_none_or(|v| v.is_null())) {
+            return Err(ParseError {
+                code: ErrorCode::MissingField,
+                message: format!("{kind}: missing field `{field}`"),
+            });
+        }
         let kind = kind.to_owned();
-        serde_json::from_value(value).map_err(|e| {
-            let message = format!("{kind}: {e}");
-            let code =
-                if message.contains("missing field") { ErrorCode::MissingField } else { ErrorCode::InvalidField };
-            ParseError { code, message }
-        })
+        serde_json::from_value(value)
+            .map_err(|e| ParseError { code: ErrorCode::InvalidField, message: format!("{kind}: {e}") })
+    }
+}
+
+/// The fields a client message of type `kind` must have.
+fn required_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "auth" | "reauth" => &["token"],
+        "send" => &["room", "text"],
+        "join" | "leave" | "history" => &["room"],
+        _ => &[],
     }
 }
 
