@@ -43,13 +43,13 @@ async fn two_users_chat_in_a_room_and_each_sees_the_others_messages_and_presence
     send(&bob, "Sockets renew their tokens in-band now, so nobody gets kicked at expiry.").await;
     wait_message(&alice, "bob", "Yes, every check passed a minute ago.").await;
     wait_message(&alice, "bob", "Sockets renew their tokens in-band now, so nobody gets kicked at expiry.").await;
-    // A third person, on a plain WebSocket.
-    let (mut carol, _) = app.connect_as("carol").await;
-    carol.send(json!({"type": "join", "room": "general"})).await;
-    carol.next_of("joined").await;
-    carol.send(json!({"type": "send", "room": "general", "text": "Release notes are in the wiki, have a look."})).await;
-    wait_message(&alice, "carol", "Release notes are in the wiki, have a look.").await;
-    wait_member(&bob, "carol").await;
+    // A third person (the dev account admin), on a plain WebSocket.
+    let (mut admin, _) = app.connect_as("admin").await;
+    admin.send(json!({"type": "join", "room": "general"})).await;
+    admin.next_of("joined").await;
+    admin.send(json!({"type": "send", "room": "general", "text": "Release notes are in the wiki, have a look."})).await;
+    wait_message(&alice, "admin", "Release notes are in the wiki, have a look.").await;
+    wait_member(&bob, "admin").await;
     send(&alice, "Great, I will tag it after lunch.").await;
     wait_message(&bob, "alice", "Great, I will tag it after lunch.").await;
 
@@ -65,10 +65,10 @@ async fn two_users_chat_in_a_room_and_each_sees_the_others_messages_and_presence
 
     // The newest message is scrolled into view when the list overflows.
     for i in 1..=25 {
-        carol.send(json!({"type": "send", "room": "general", "text": format!("status update {i}")})).await;
-        carol.next_of("ack").await;
+        admin.send(json!({"type": "send", "room": "general", "text": format!("status update {i}")})).await;
+        admin.next_of("ack").await;
     }
-    wait_message(&alice, "carol", "status update 25").await;
+    wait_message(&alice, "admin", "status update 25").await;
     let scrolled = alice
         .wait_for(
             "the message list to overflow and sit at the newest message",
