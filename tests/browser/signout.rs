@@ -48,7 +48,20 @@ async fn sign_out_in_another_tab(overrides: &str) {
         assert_eq!((now["state"].as_str(), now["connects"].as_u64()), (Some("disconnected"), Some(1)), "{now}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (_, body) = app.get_json("/admin/connections?user=alice", Some(&sign("admin", 300, &["admin"]))).await;
+    // Asked as an admin signed in through the API: in session mode only the session cookie
+    // authenticates (a Bearer token is not looked at), in JWT mode the Bearer token does.
+    let admin = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let login = app.post_login_with(&admin, "admin", "admin-password").await;
+    assert_eq!(login.status(), 200);
+    let body: serde_json::Value = admin
+        .get(app.url("/admin/connections?user=alice"))
+        .bearer_auth(sign("admin", 300, &["admin"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["connections"], json!([]), "{body}");
     browser.quit().await;
 }
