@@ -643,7 +643,7 @@ const ERROR_TEXT = {
 chat.addEventListener("error", (e) => {
   const { code, text: message, room, ref, request } = e.detail;
   // A refused message says so in its own bubble, with a Retry button.
-  if (request === "send" && chat.pending(room).some((p) => p.ref === ref)) return;
+  if (request === "send" && chat.pending().some((p) => p.ref === ref)) return;
   if (room && rooms.has(room) && !chat.rooms.includes(room)) {
     // The join was refused: the room is not kept.
     rooms.delete(room);

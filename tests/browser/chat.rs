@@ -78,6 +78,27 @@ async fn two_users_chat_in_a_room_and_each_sees_the_others_messages_and_presence
         .await;
     assert_eq!(scrolled, true);
 
+    // Scrolled up to read, a new message does not pull the reader down: a button says it came.
+    alice.js("document.getElementById('scroller').scrollTop = 0", json!([])).await;
+    alice.wait_for("the list scrolled up", "return document.getElementById('scroller').scrollTop === 0").await;
+    admin.send(json!({"type": "send", "room": "general", "text": "one more while you read"})).await;
+    let button = alice
+        .wait_for(
+            "the new-messages button",
+            "const b = document.getElementById('new-messages'); return !b.hidden && b.innerText;",
+        )
+        .await;
+    assert!(button.as_str().unwrap().starts_with("1 new message"), "{button}");
+    assert_eq!(alice.js("return document.getElementById('scroller').scrollTop", json!([])).await, 0, "still reading");
+    alice.click("#new-messages").await;
+    alice
+        .wait_for(
+            "the newest message in view, the button gone",
+            "const s = document.getElementById('scroller');
+             return document.getElementById('new-messages').hidden && s.scrollTop + s.clientHeight >= s.scrollHeight - 4;",
+        )
+        .await;
+
     // A refused request is shown, not swallowed: a third room is one too many.
     alice.type_keys("#join-input", &format!("one-too-many{ENTER}")).await;
     let notice = wait_notice(&alice, "too_many_rooms").await;

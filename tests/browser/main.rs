@@ -12,6 +12,7 @@ mod phone;
 mod restart;
 mod rooms;
 mod sending;
+mod signin;
 mod signout;
 #[path = "../support/mod.rs"]
 mod support;

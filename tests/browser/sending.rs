@@ -148,6 +148,84 @@ async fn a_message_whose_ack_was_lost_is_resent_after_reconnecting_and_posted_on
     alice.quit().await;
 }
 
+/// The next `send` frame leaving the page goes to a room the server refuses, once.
+const MISROUTE_NEXT_SEND: &str = r#"
+    const original = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+        const frame = JSON.parse(data);
+        if (frame.type === "send") {
+            WebSocket.prototype.send = original;
+            data = JSON.stringify({ ...frame, room: "not a room" });
+        }
+        original.call(this, data);
+    };
+"#;
+
+#[actix_web::test]
+async fn a_refused_message_stays_on_the_page_with_retry_and_goes_out_on_retry() {
+    let app = spawn_app().await;
+    let driver = Chromedriver::start().await;
+    let alice = driver.browser().await;
+    open_chat(&alice, &app, "alice").await;
+    let mut bob = watcher(&app).await;
+
+    alice.js(MISROUTE_NEXT_SEND, json!([])).await;
+    send(&alice, "refused the first time").await;
+    let failed = alice
+        .wait_for(
+            "the message marked as not sent",
+            r##"const li = document.querySelector("#pending li.message[data-state='failed']");
+               return li && !li.querySelector(".retry").hidden && li.innerText;"##,
+        )
+        .await;
+    let failed = failed.as_str().unwrap();
+    assert!(failed.contains("refused the first time") && failed.contains("Not sent"), "{failed}");
+    let notices = alice.js("return document.querySelectorAll('#notices .notice').length", json!([])).await;
+    assert_eq!(notices, 0, "the message itself says it was not sent; no notice on top");
+
+    alice.click("#pending li.message[data-state='failed'] .retry").await;
+    assert_eq!(received(&mut bob, 1, STEP).await, ["refused the first time"]);
+    wait_all_sent(&alice).await;
+    assert_eq!(texts(&shown_messages(&alice).await), ["refused the first time"]);
+    assert_eq!(alice.console_errors().await, Vec::<String>::new());
+    alice.quit().await;
+}
+
+/// Records the `send` frames the page sends, and closes its socket right after the first.
+const RECORD_AND_DROP: &str = r#"
+    window.sentFrames = [];
+    const original = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+        original.call(this, data);
+        const frame = JSON.parse(data);
+        if (frame.type === "send" && window.sentFrames.push(frame) === 1) this.close();
+    };
+"#;
+
+#[actix_web::test]
+async fn a_message_in_flight_when_the_socket_drops_is_sent_again_with_the_same_ref() {
+    let app = spawn_app().await;
+    let driver = Chromedriver::start().await;
+    let alice = driver.browser().await;
+    open_chat(&alice, &app, "alice").await;
+
+    alice.js(RECORD_AND_DROP, json!([])).await;
+    send(&alice, "in flight").await;
+    let frames = alice
+        .wait_for_within(
+            "the message sent again on a new socket",
+            "return window.sentFrames.length >= 2 && window.sentFrames;",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(frames[0]["text"], "in flight");
+    assert_eq!(frames[1]["text"], "in flight");
+    assert!(frames[0]["ref"].is_string(), "{frames}");
+    assert_eq!(frames[0]["ref"], frames[1]["ref"], "the same ref, for the server to recognise it: {frames}");
+    assert_eq!(badge(&alice).await["connects"], 2, "after a reconnect");
+    alice.quit().await;
+}
+
 /// bob on a plain socket in general, to see what the server broadcast.
 async fn watcher(app: &crate::support::TestApp) -> WsClient {
     let (mut bob, _) = app.connect_as("bob").await;
