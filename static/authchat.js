@@ -400,7 +400,7 @@ export class AuthChat extends EventTarget {
     this.#renewing ??= (async () => {
       try {
         this.#setToken(await this.#refreshRequest());
-        if (this.#status.state === "connected") this.#sendFrame({ type: "reauth", token: this.#token });
+        if (this.#status.state === "connected") this.#sendFrame({ type: "reauth", token: this.#token }, { first: true });
         return true;
       } catch (e) {
         this.#emit("renewfailed", { code: e.code, message: e.message, status: e.status });
@@ -764,10 +764,14 @@ export class AuthChat extends EventTarget {
     }
   }
 
-  /** Queues a frame for the socket; it goes out in turn, within the pace. */
-  #sendFrame(frame) {
+  /**
+   * Queues a frame for the socket; it goes out in turn, within the pace. `first`: ahead of
+   * everything queued (a renewal must not wait behind a burst of messages).
+   */
+  #sendFrame(frame, { first = false } = {}) {
     if (this.#ws?.readyState !== WebSocket.OPEN) return;
-    this.#queue.push({ frame });
+    if (first) this.#queue.unshift({ frame });
+    else this.#queue.push({ frame });
     this.#pump();
   }
 

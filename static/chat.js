@@ -80,7 +80,13 @@ function enterChat() {
   renewFailing = false;
 
   const saved = loadSavedRooms();
-  for (const room of saved.rooms) joinRoom(room);
+  for (const room of saved.rooms) {
+    try {
+      joinRoom(room);
+    } catch {
+      // A saved name the server would refuse (saved by an older page) is dropped.
+    }
+  }
   selectRoom(saved.active && rooms.has(saved.active) ? saved.active : saved.rooms[0] ?? null);
   chat.connect();
   $("composer-input").focus();
