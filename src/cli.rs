@@ -1,6 +1,6 @@
 //! The `authchat` command line: `serve` (the default), `token`, `hash-password`, `check-config`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::jwt::TokenService;
 use crate::auth::password::hash_password;
-use crate::config::{LoadOptions, Settings};
+use crate::config::{AuthMode, LoadOptions, Settings, MIN_HS_SECRET_BYTES};
 use crate::ids::UserId;
 use crate::startup::Application;
 
@@ -81,44 +81,81 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { user, roles, ttl } => {
             let settings = load()?;
-            if settings.auth.signing_kid == settings.auth.secret_kid && settings.auth.secret.expose_secret().is_empty()
-            {
-                anyhow::bail!(
-                    "auth.secret is empty: in dev mode the server generates a random secret per process, so a token \
-                     minted here would not verify. Set AUTHCHAT__AUTH__SECRET (32+ bytes) for both, or use POST /api/login"
-                );
-            }
+            check_can_mint(&settings)?;
             let tokens = TokenService::from_settings(&settings.auth, &settings.auth.secret)?;
             let minted = tokens.mint(&UserId::new(user), &roles, ttl, None)?;
             println!("{}", minted.token.expose_secret());
             Ok(())
         }
         Command::HashPassword => {
-            let stdin = std::io::stdin();
-            if stdin.is_terminal() {
-                eprint!("password: ");
-                std::io::stderr().flush()?;
-            }
-            let mut line = String::new();
-            stdin.lock().read_line(&mut line)?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            anyhow::ensure!(!password.is_empty(), "the password is empty");
-            let hash =
-                hash_password(&SecretString::from(password)).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            let password = read_password()?;
+            anyhow::ensure!(!password.expose_secret().is_empty(), "the password is empty");
+            let hash = hash_password(&password).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
             println!("{hash}");
             Ok(())
         }
         Command::CheckConfig => {
             let settings = load()?;
             let secret = settings.hs_secret().cloned().unwrap_or_else(|| crate::ids::random_id(48).into());
-            TokenService::from_settings(&settings.auth, &secret)?;
+            let tokens = TokenService::from_settings(&settings.auth, &secret)?;
             if let Some((cert, key)) = settings.tls.files() {
                 crate::tls::CertStore::load(cert, key)?;
             }
-            println!("configuration is valid (dev_mode = {})", settings.dev_mode);
+            let auth = match settings.auth.mode {
+                AuthMode::Session => "session (server-side sessions behind a cookie)".to_owned(),
+                AuthMode::Jwt if tokens.is_verify_only() => "jwt, verify-only (keys from auth.jwks_file)".to_owned(),
+                AuthMode::Jwt => format!("jwt (signing key {:?})", settings.auth.signing_kid),
+            };
+            let layers = std::env::var("AUTHCHAT_ENV").ok().filter(|e| !e.is_empty());
+            println!(
+                "configuration is valid: environment {}, dev_mode = {}, auth.mode = {auth}, {} user(s) with passwords, \
+                 store {}, TLS {}",
+                layers.as_deref().unwrap_or("(none: the embedded default)"),
+                settings.dev_mode,
+                settings.users.len(),
+                settings.store.backend,
+                settings.tls.describe(),
+            );
             Ok(())
         }
     }
+}
+
+/// `authchat token` signs with the configured key, which must be one a server can share: not
+/// dev mode's per-process random secret, nor a key that is only for verifying.
+fn check_can_mint(settings: &Settings) -> anyhow::Result<()> {
+    let auth = &settings.auth;
+    if auth.mode == AuthMode::Session {
+        anyhow::bail!("auth.mode is \"session\": the server uses sessions, not tokens, so there is nothing to mint");
+    }
+    if auth.jwks_file.is_some() {
+        anyhow::bail!(
+            "auth.jwks_file is set (verify-only mode): tokens come from the identity provider, not from here"
+        );
+    }
+    let secret_len = auth.secret.expose_secret().len();
+    if auth.signing_kid == auth.secret_kid && secret_len < MIN_HS_SECRET_BYTES {
+        let what = if secret_len == 0 { "is empty".to_owned() } else { format!("has {secret_len} bytes") };
+        anyhow::bail!(
+            "auth.secret {what}; signing needs at least {MIN_HS_SECRET_BYTES}. Give this command and the server the \
+             same secret, e.g. export AUTHCHAT__AUTH__SECRET=\"$(openssl rand -base64 48)\" before both (without it, \
+             dev mode makes a random secret per server process, which no token minted here matches)"
+        );
+    }
+    Ok(())
+}
+
+/// The password, from the terminal without echo (asked twice), or from a pipe as one line.
+fn read_password() -> anyhow::Result<SecretString> {
+    if std::io::stdin().is_terminal() {
+        let first = SecretString::from(rpassword::prompt_password("password: ")?);
+        let again = SecretString::from(rpassword::prompt_password("again: ")?);
+        anyhow::ensure!(first.expose_secret() == again.expose_secret(), "the two passwords differ");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(SecretString::from(line.trim_end_matches(['\r', '\n'])))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -350,26 +350,47 @@ pub struct ChatSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
-    /// PEM certificate chain; with `key`, the listener serves https:// and wss:// only.
-    #[serde(default)]
+    /// PEM certificate chain; with `key`, the listener serves https:// and wss:// only. An
+    /// empty path (`AUTHCHAT__TLS__CERT=`) is no path, so the environment can unset the
+    /// production layer's.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
     pub cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    #[serde(default)]
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1); empty is none, as for `cert`.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
     pub key: Option<PathBuf>,
     /// A plain-HTTP port that only redirects to HTTPS (0: none).
     pub redirect_port: u16,
     /// `Strict-Transport-Security` max-age on TLS responses (0s: no header).
     #[serde(with = "humantime_serde")]
     pub hsts_max_age: Duration,
-    /// Production without `cert`/`key`: TLS is terminated by a proxy in front (say so here).
+    /// A proxy in front terminates TLS: this listener serves plain HTTP, and `cert` and `key`
+    /// are not read (so the production layer's paths need no unsetting behind a proxy).
     pub terminated_upstream: bool,
 }
 
 impl TlsSettings {
-    /// The certificate and key paths, when TLS is on.
+    /// The certificate and key paths, when this listener does TLS itself.
     pub fn files(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        if self.terminated_upstream {
+            return None;
+        }
         Some((self.cert.as_deref()?, self.key.as_deref()?))
     }
+
+    /// How TLS is done, in words, for `check-config` and the start-up log.
+    pub fn describe(&self) -> &'static str {
+        match (self.terminated_upstream, self.files().is_some()) {
+            (true, _) => "terminated by a proxy in front",
+            (false, true) => "on this listener",
+            (false, false) => "off",
+        }
+    }
+}
+
+/// `Option<PathBuf>` where an empty string means `None`.
+fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    let path: Option<PathBuf> = Option::deserialize(deserializer)?;
+    Ok(path.filter(|p| !p.as_os_str().is_empty()))
 }
 
 /// Where refresh tokens, tickets, revocation marks and sessions live.
@@ -620,10 +641,11 @@ impl Settings {
                 "must list the origins of your web app in session mode (cookies are sent on cross-site WebSocket handshakes)",
             ));
         }
-        if self.tls.cert.is_some() != self.tls.key.is_some() {
+        if self.tls.cert.is_some() != self.tls.key.is_some() && !self.tls.terminated_upstream {
             return Err(ConfigError::invalid(
                 if self.tls.cert.is_some() { "tls.key" } else { "tls.cert" },
-                "tls.cert and tls.key go together",
+                "is missing or empty: tls.cert and tls.key go together (or set tls.terminated_upstream = true \
+                 when a proxy in front terminates TLS)",
             ));
         }
         if self.tls.redirect_port != 0 && self.tls.files().is_none() {
@@ -830,6 +852,15 @@ mod tests {
             ..LoadOptions::default()
         });
         assert!(dev_users.unwrap_err().to_string().contains("users[0]"));
+    }
+
+    #[test]
+    fn behind_a_tls_proxy_the_production_layers_certificate_is_not_used() {
+        let settings = production(&[("AUTHCHAT__TLS__TERMINATED_UPSTREAM", "true")]).expect("valid behind a proxy");
+        assert!(settings.tls.files().is_none());
+        assert_eq!(settings.tls.describe(), "terminated by a proxy in front");
+        let settings = production(&[("AUTHCHAT__TLS__CERT", ""), ("AUTHCHAT__TLS__KEY", "")]);
+        assert!(settings.unwrap_err().to_string().contains("tls.terminated_upstream"), "empty paths are no TLS");
     }
 
     #[test]

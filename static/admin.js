@@ -2,7 +2,7 @@
 // Rows are updated in place (keyed by connection id) so a refresh never steals keyboard focus.
 
 import { AuthChat } from "./authchat.js";
-import { $, bindSignIn, el, formatAge, formatClock, hueClass, syncChildren, timeElement } from "./ui.js";
+import { $, bindSignIn, capitalize, el, formatAge, formatClock, hueClass, offerSignIn, syncChildren, timeElement } from "./ui.js";
 
 const chat = new AuthChat();
 
@@ -19,8 +19,10 @@ let generation = 0;
 
 bindSignIn($("signin-form"), $("signin-error"), chat, enter);
 $("signout").addEventListener("click", () => chat.logout());
-$("not-admin-signout").addEventListener("click", () => chat.logout());
-chat.addEventListener("signedout", (e) => showOnly("signin-view", `Signed out: ${e.detail.reason}.`));
+chat.addEventListener("signedout", (e) => {
+  const { reason, deliberate } = e.detail;
+  showOnly("signin-view", deliberate ? { text: "You signed out." } : { text: `You were signed out: ${reason}.`, alert: true });
+});
 
 async function boot() {
   try {
@@ -28,19 +30,20 @@ async function boot() {
     if (me) return enter();
     showOnly("signin-view");
   } catch (e) {
-    showOnly("signin-view", `The server could not be reached (${e.message}). Reload to try again.`);
+    showOnly("signin-view", { text: `${capitalize(e.message)}. Reload the page to try again.`, alert: true });
   }
 }
 
-/** Shows one of the page's views; the sign-in view may carry a note saying why. */
+/** Shows one of the page's views; the sign-in view may carry a note saying why (`alert`: something went wrong). */
 function showOnly(id, note = null) {
   for (const view of ["loading", "signin-view", "not-admin", "admin-view"]) $(view).hidden = view !== id;
   $("account").hidden = id !== "admin-view";
   if (id !== "admin-view") stopRefreshing();
   if (id === "signin-view") {
-    $("signin-reason").textContent = note ?? "";
+    $("signin-reason").textContent = note?.text ?? "";
     $("signin-reason").hidden = !note;
-    $("signin-user").focus();
+    $("signin-reason").classList.toggle("info", !note?.alert);
+    offerSignIn(chat);
   }
 }
 
@@ -81,7 +84,8 @@ async function refresh() {
     $("last-updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     if (mine !== generation || !chat.user) return; // superseded, or signed out meanwhile
-    $("admin-error").textContent = `Could not load connections: ${e.message} (${e.code})`;
+    console.info(`authchat admin: refresh failed: ${e.code}: ${e.detail}`);
+    $("admin-error").textContent = `Could not load connections: ${e.message}.`;
     $("admin-error").hidden = false;
   }
   if ($("auto-refresh").checked && !$("admin-view").hidden) refreshTimer = setTimeout(refresh, REFRESH_MS);
@@ -111,17 +115,18 @@ function render() {
 }
 
 function createRow(c) {
-  const cell = (name) => el("td", { class: name });
+  // data-label names each cell where the phone layout shows rows as cards, without the header.
+  const cell = (name, label) => el("td", { class: name, data: { label } });
   return el(
     "tr",
     { data: { connId: String(c.conn_id), user: c.user ?? "" } },
-    cell("col-id"),
-    cell("col-user"),
-    cell("opt col-node"),
-    cell("opt col-auth"),
-    cell("col-rooms"),
-    cell("col-since"),
-    cell("col-expires"),
+    cell("col-id", "Conn"),
+    cell("col-user", "User"),
+    cell("opt col-node", "Node"),
+    cell("opt col-auth", "Auth"),
+    cell("col-rooms", "Rooms"),
+    cell("col-since", "Connected since"),
+    cell("col-expires", "Expires in"),
     el(
       "td",
       { class: "col-actions" },
@@ -206,7 +211,7 @@ async function disconnectConnection(connId, user) {
 async function disconnectUser(user) {
   const ok = await confirmAction(
     `Disconnect ${user}?`,
-    `Every socket of ${user} on this node is closed with code 4004. ${user} can sign in and connect again.`,
+    `Every socket of ${user} on this node is closed with code 4004. ${user} stays signed in: their pages stop and offer to reconnect.`,
     "Disconnect all",
   );
   if (ok) await act("DELETE", `/admin/users/${encodeURIComponent(user)}/connections`, (r) => `${user} disconnected: ${r.closed} connection${r.closed === 1 ? "" : "s"} closed.`);
@@ -228,7 +233,8 @@ async function act(method, path, describe) {
     result.textContent = describe(await chat.api(path, { method }));
     result.dataset.outcome = "ok";
   } catch (e) {
-    result.textContent = `Failed: ${e.message} (${e.code})`;
+    console.info(`authchat admin: ${method} ${path} failed: ${e.code}: ${e.detail}`);
+    result.textContent = `Failed: ${capitalize(e.message)}.`;
     result.dataset.outcome = "error";
   }
   result.hidden = false;

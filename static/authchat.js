@@ -10,7 +10,10 @@
 // - after a network loss reconnects with exponential backoff and jitter, and rejoins its rooms
 //   asking only for what it missed (`join` with `since`), or for everything when `welcome`
 //   carries a new `boot` id: a restarted server numbers each room's messages from 1 again;
-// - after 4001 reconnects only with a fresh token; after 4002, 4003 or 4004 it stops and reports why.
+// - after 4001 reconnects only with a fresh token; after 4002, 4003 or 4004 it stops and reports why;
+// - paces everything it sends below the server's rate limits (from `/api/config`), queues
+//   messages it cannot send yet, and sends each again after a reconnect with the same `ref`,
+//   which the server treats as an idempotency key: a message is never lost, never doubled.
 //
 // In session mode (`/api/config` says `"mode":"session"`) the server authenticates the socket by
 // its session cookie: no token, no renewal, and 4002 means the session ended.
@@ -27,16 +30,94 @@ const CLOSE_REASONS = {
   1001: "the server is restarting",
   1006: "the connection was lost",
   1008: "the server refused the connection",
+  1009: "a message was too big for the server",
   1011: "the server hit an internal error",
-  4000: "authentication failed",
-  4001: "the access token expired",
-  4002: "the session ended",
-  4003: "access was revoked by an operator",
+  4000: "the server did not accept the sign-in",
+  4001: "the sign-in expired",
+  4002: "the session ended (signed out here or elsewhere, or it expired)",
+  4003: "an operator revoked your access",
   4004: "an operator closed the connection",
-  4008: "too many messages (rate limited)",
+  4008: "too many messages too fast",
+  4009: "the connection was too slow to keep up",
 };
 
-const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/**
+ * Server error codes in words for people; the codes themselves go to the console. A code not
+ * listed keeps the server's own message.
+ */
+const ERROR_TEXT = {
+  network_error: "the server could not be reached",
+  invalid_credentials: "wrong username or password",
+  too_many_attempts: "too many failed sign-ins; wait a few minutes and try again",
+  busy: "the server is busy; try again in a moment",
+  login_disabled: "this server takes no passwords: it accepts sign-ins from an identity provider",
+  missing_credentials: "you are not signed in",
+  invalid_token: "your sign-in is not valid here any more",
+  token_expired: "your sign-in expired",
+  token_revoked: "your sign-in was ended (signed out, or revoked by an operator)",
+  invalid_refresh_token: "your sign-in is no longer known to the server",
+  refresh_token_reused: "your sign-in was used from two places at once and was ended to be safe",
+  invalid_session: "your session ended",
+  session_store_unavailable: "the server cannot check sign-ins right now; try again shortly",
+  invalid_ticket: "the connection could not be opened; trying again",
+  origin_not_allowed: "this page's address is not allowed to use the server",
+  too_many_connections: "too many connections are open for your account; close a few tabs",
+  too_many_handshakes: "too many connections were opened at once; trying again shortly",
+  server_full: "the server is full; trying again shortly",
+  shutting_down: "the server is restarting",
+  invalid_room: "room names are 1-64 letters, digits, '.', '_' or '-'",
+  not_member: "you are not in that room",
+  text_too_long: "the message is too long",
+  empty_text: "the message is empty",
+  rate_limited: "too many messages too fast",
+  reauth_failed: "the connection could not be renewed",
+};
+
+/**
+ * A server error in words for people.
+ * @param {string} code the server's `error` code
+ * @param {string} [message] the server's own message, used when the code has no wording here
+ * @returns {string}
+ */
+export function describeError(code, message) {
+  return ERROR_TEXT[code] ?? message ?? code;
+}
+
+const ROOM_NAME_CHARS = /^[A-Za-z0-9._-]*$/;
+
+/**
+ * Characters in a text as the server counts them (Unicode scalar values, not UTF-16 units:
+ * an emoji is one character, not two).
+ * @param {string} text
+ * @returns {number}
+ */
+export function charCount(text) {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
+/**
+ * What is wrong with a room name, in words, or null when the server will accept it.
+ * @param {string} room
+ * @param {number} [max=64] the server's `max_room_name_chars`
+ * @returns {string|null}
+ */
+export function roomNameProblem(room, max = 64) {
+  const length = charCount(room);
+  if (length === 0) return "Type a room name.";
+  if (length > max) return `Room names are at most ${max} characters; this one has ${length}.`;
+  if (!ROOM_NAME_CHARS.test(room)) return "Room names may use only letters, digits, '.', '_' and '-'.";
+  return null;
+}
+
+/** Where the page notes that a sign-in may be resumed (never a credential: just "1"). */
+const SIGNED_IN_HINT = "authchat.signed-in";
+
+/** Share of the server's rate limits the client uses, leaving room for other tabs and pongs. */
+const PACE_SHARE = 0.5;
+/** A send refused as rate limited this many times in a row is given up (and can be retried). */
+const MAX_SEND_ATTEMPTS = 8;
 
 /** Error codes that, about a room whose join is unanswered, mean the server refused that join. */
 const JOIN_REFUSALS = new Set(["invalid_room", "too_many_rooms"]);
@@ -58,10 +139,12 @@ export class ApiError extends Error {
    * @param {string} message the server's explanation
    */
   constructor(status, code, message) {
-    super(message);
+    super(describeError(code, message));
     this.name = "ApiError";
     this.status = status;
     this.code = code;
+    /** The server's own message (the `message` is in words for people). */
+    this.detail = message;
   }
 }
 
@@ -90,7 +173,12 @@ export class ApiError extends Error {
  *   at 1, so `history` is the room's whole kept history and replaces, rather than extends, what
  *   the page kept; on other rejoins `history` holds only messages newer than those seen).
  *   `error` is a refused request (the socket stays open); about a room request it names the
- *   `room` (and a refused `send` echoes its `ref`). A refused join also forgets the room.
+ *   `room` (and a refused `send` echoes its `ref`); `text` says it in words for people. A
+ *   refused join also forgets the room. A send refused as rate limited is not reported: it is
+ *   sent again after a pause.
+ * - `outbox` ({ref, room, text, state, error, id}): a message's way out changed: `queued`
+ *   (waiting for the connection or its turn), `sending`, `sent` (acknowledged as `id`; it has
+ *   left the outbox), `failed` (refused; `error` says why; `retry(ref)` sends it again).
  *
  * @example
  * const chat = new AuthChat();
@@ -143,6 +231,26 @@ export class AuthChat extends EventTarget {
   #rooms = new Map();
   /** The `boot` id of the last `welcome` (undefined before the first): a new one means the server restarted. */
   #boot = undefined;
+  /** Whether this client saw the server restart (memory stores forget sign-ins then). */
+  #restartSeen = false;
+
+  /**
+   * Messages not yet acknowledged, oldest first: {ref, room, text, state, error, attempts}.
+   * Kept across reconnects (and re-sent with the same `ref`), so nothing typed is lost.
+   */
+  #outbox = [];
+  /**
+   * What goes out next, in order: frames (join, leave, history, reauth) and outbox refs. One
+   * send is in flight at a time, so a refusal never lets a later message overtake it.
+   */
+  #queue = [];
+  /** The ref of the send awaiting its `ack`. */
+  #inFlight = null;
+  /** The client's own token bucket, below the server's, and a pause after a refusal. */
+  #pace = { tokens: null, updated: 0, pausedUntil: 0, strikes: 0 };
+  #pumpTimer = null;
+  /** Unique per page load, so refs from two tabs of one user never collide. */
+  #refPrefix = randomId();
   #nextRef = 1;
 
   /**
@@ -172,6 +280,10 @@ export class AuthChat extends EventTarget {
   get config() { return this.#config; }
   /** @returns {string[]} the rooms this client is in (or will rejoin) */
   get rooms() { return [...this.#rooms.keys()]; }
+  /** @returns {number} the longest message text the server takes, in characters */
+  get maxTextChars() { return this.#config?.max_text_chars ?? 4000; }
+  /** @returns {number} the longest room name the server takes */
+  get maxRoomNameChars() { return this.#config?.max_room_name_chars ?? 64; }
 
   /**
    * When the credential in use expires, in server Unix seconds: the socket's expiry while
@@ -229,6 +341,9 @@ export class AuthChat extends EventTarget {
    */
   async resume() {
     await this.loadConfig();
+    // Nothing to resume unless this browser signed in before: asking anyway would only log a
+    // failed request (401) on every fresh page load.
+    if (readHint() === false) return null;
     try {
       if (this.mode === "jwt") this.#setToken(await this.#refreshRequest());
       return await this.#whoAmI();
@@ -250,7 +365,7 @@ export class AuthChat extends EventTarget {
     } catch {
       // Signing out locally must work even when the server is unreachable or too old.
     }
-    this.#signedOut("you signed out");
+    this.#signedOut("you signed out", true);
   }
 
   /**
@@ -285,10 +400,18 @@ export class AuthChat extends EventTarget {
     this.#renewing ??= (async () => {
       try {
         this.#setToken(await this.#refreshRequest());
-        if (this.#status.state === "connected") this.#sendFrame({ type: "reauth", token: this.#token });
+        if (this.#status.state === "connected") this.#sendFrame({ type: "reauth", token: this.#token }, { first: true });
         return true;
       } catch (e) {
         this.#emit("renewfailed", { code: e.code, message: e.message, status: e.status });
+        if (e.status === 401 && this.#user) {
+          // The server will not renew this sign-in again: say so once, now, rather than at expiry.
+          const reason = this.#restartSeen && e.code === "invalid_refresh_token"
+            ? "the server restarted and no longer knows your sign-in"
+            : e.message;
+          this.#endSignIn(reason);
+          return false;
+        }
         // A network failure may pass: try again soon, while the token still has time left.
         if (e.status === 0 && this.#secondsLeft() > 2) {
           clearTimeout(this.#renewTimer);
@@ -330,7 +453,8 @@ export class AuthChat extends EventTarget {
    * @param {string} room 1-64 of `[A-Za-z0-9._-]`
    */
   join(room) {
-    if (!ROOM_NAME.test(room)) throw new Error("room names are 1-64 letters, digits, '.', '_' or '-'");
+    const problem = roomNameProblem(room, this.maxRoomNameChars);
+    if (problem) throw new Error(problem);
     if (this.#rooms.has(room)) return;
     this.#rooms.set(room, { lastId: null, joined: false, pending: false, restarted: false, members: new Set() });
     if (this.#status.state === "connected") this.#sendJoin(room);
@@ -343,17 +467,67 @@ export class AuthChat extends EventTarget {
   }
 
   /**
-   * Posts a message to a joined room.
+   * Posts a message to a room. It is queued, and sent when the connection is up and the pace
+   * allows; `outbox` events follow it until the server acknowledges it (`ack`, and `outbox`
+   * with state `sent`) or refuses it (`failed`). Nothing is cut: a text over the server's
+   * limit is refused here, before it is queued.
    * @param {string} room
    * @param {string} text
    * @returns {string} the `ref` the server will echo in its `ack`
-   * @throws {Error} when not connected
+   * @throws {Error} with `code` `empty_text` or `text_too_long`
    */
   send(room, text) {
-    if (this.#status.state !== "connected") throw new Error("not connected: the message was not sent");
-    const ref = `c${this.#nextRef++}`;
-    this.#sendFrame({ type: "send", room, text, ref });
+    const length = charCount(text);
+    if (!text.trim()) throw Object.assign(new Error("the message is empty"), { code: "empty_text" });
+    if (length > this.maxTextChars) {
+      const message = `the message has ${length} characters; the limit is ${this.maxTextChars}`;
+      throw Object.assign(new Error(message), { code: "text_too_long" });
+    }
+    const ref = `${this.#refPrefix}-${this.#nextRef++}`;
+    const entry = { ref, room, text, state: "queued", error: null, attempts: 0 };
+    this.#outbox.push(entry);
+    this.#queue.push({ ref });
+    this.#outboxChanged(entry);
+    this.#pump();
     return ref;
+  }
+
+  /**
+   * Messages of `room` (or of every room) not yet acknowledged, oldest first.
+   * @param {string} [room]
+   * @returns {{ref: string, room: string, text: string, state: "queued"|"sending"|"failed", error: ?{code: string, text: string}}[]}
+   */
+  pending(room) {
+    return this.#outbox
+      .filter((e) => room === undefined || e.room === room)
+      .map(({ ref, room, text, state, error }) => ({ ref, room, text, state, error }));
+  }
+
+  /**
+   * Sends a failed message again (same `ref`, so it is never posted twice).
+   * @param {string} ref
+   */
+  retry(ref) {
+    const entry = this.#outbox.find((e) => e.ref === ref);
+    if (!entry || entry.state !== "failed") return;
+    Object.assign(entry, { state: "queued", error: null, attempts: 0 });
+    this.#queue.push({ ref });
+    this.#outboxChanged(entry);
+    this.#pump();
+  }
+
+  /**
+   * Forgets a message that was not sent (it stays unsent); answers its text.
+   * @param {string} ref
+   * @returns {string|null}
+   */
+  discard(ref) {
+    const index = this.#outbox.findIndex((e) => e.ref === ref && e.state !== "sending");
+    if (index < 0) return null;
+    const [entry] = this.#outbox.splice(index, 1);
+    this.#queue = this.#queue.filter((item) => item.ref !== ref);
+    this.#emit("outbox", { ...publicEntry(entry), state: "discarded" });
+    return entry.text;
   }
 
   /**
@@ -374,6 +548,7 @@ export class AuthChat extends EventTarget {
     try {
       target = await this.#socketTarget();
     } catch (e) {
+      if (!this.#wantOpen) return; // signed out meanwhile, with its own reason
       if (e instanceof ApiError && e.status === 401) return this.#stop(null, `${e.message}: sign in again`, true);
       return this.#scheduleReconnect(null, e.message);
     }
@@ -428,9 +603,13 @@ export class AuthChat extends EventTarget {
         this.#socketExpiresAt = this.mode === "jwt" ? msg.expires_at : null;
         this.#setStatus({ state: "connected", connId: msg.conn_id, code: null, reason: null, retryAt: null, canReconnect: false });
         this.#emit("welcome", msg);
-        // A token renewed while the socket was opening is handed over at once.
+        // In order on the new socket: a token renewed while it was opening, the rooms, then
+        // every message still unacknowledged, with its old `ref`.
+        this.#queue = [];
         if (this.#tokenExpiresAt > msg.expires_at) this.#sendFrame({ type: "reauth", token: this.#token });
         for (const room of this.#rooms.keys()) this.#sendJoin(room);
+        for (const entry of this.#outbox) if (entry.state === "queued") this.#queue.push({ ref: entry.ref });
+        this.#pump();
         this.#emit("token", { expiresAt: this.expiresAt, renewed: false });
         return;
       case "expiring":
@@ -453,19 +632,39 @@ export class AuthChat extends EventTarget {
       case "message":
         this.#track(msg.room, [msg]);
         break;
+      case "ack": {
+        const entry = this.#outbox.find((e) => e.ref === msg.ref);
+        if (entry) {
+          this.#outbox.splice(this.#outbox.indexOf(entry), 1);
+          this.#emit("outbox", { ...publicEntry(entry), state: "sent", id: msg.id });
+        }
+        if (this.#inFlight === msg.ref) this.#sendDone();
+        break;
+      }
       case "presence": {
         const members = this.#rooms.get(msg.room)?.members;
         if (msg.event === "join") members?.add(msg.user);
         else members?.delete(msg.user);
         break;
       }
-      case "error":
+      case "error": {
+        console.info(`authchat: the server refused ${msg.request ?? "a request"}: ${msg.code}: ${msg.message}`);
+        if (msg.code === "rate_limited" && this.#retryLater(msg)) return;
         // The server names the room a refused request was about. A refused join is forgotten,
         // so it is not retried after every reconnect.
         if (JOIN_REFUSALS.has(msg.code) && this.#rooms.get(msg.room)?.pending) this.#rooms.delete(msg.room);
-        break;
+        const entry = msg.request === "send" ? this.#outbox.find((e) => e.ref === msg.ref) : null;
+        if (entry) {
+          Object.assign(entry, { state: "failed", error: { code: msg.code, text: describeError(msg.code, msg.message) } });
+          this.#outboxChanged(entry);
+          if (this.#inFlight === entry.ref) this.#sendDone();
+        }
+        this.#emit("error", { ...msg, text: describeError(msg.code, msg.message) });
+        return;
+      }
       case "server_shutdown":
         this.#closeHint = describeClose(1001);
+        this.#restartSeen = true;
         break;
     }
     this.#emit(msg.type, msg);
@@ -474,6 +673,7 @@ export class AuthChat extends EventTarget {
   #onClose(event) {
     this.#ws = null;
     this.#forgetSocket();
+    if (event.code === 1001) this.#restartSeen = true;
     const code = event.code;
     const reason = this.#closeHint ?? CLOSE_REASONS[code] ?? (event.reason || describeClose(code));
     if (!this.#wantOpen) return;
@@ -528,6 +728,7 @@ export class AuthChat extends EventTarget {
    */
   #checkBoot(boot) {
     if (this.#boot !== undefined && boot !== this.#boot) {
+      this.#restartSeen = true;
       for (const room of this.#rooms.values()) Object.assign(room, { lastId: null, restarted: room.joined });
     }
     this.#boot = boot;
@@ -540,17 +741,136 @@ export class AuthChat extends EventTarget {
     if (state && messages.length) state.lastId = messages[messages.length - 1].id;
   }
 
-  /** The socket is gone: no join on it will be answered, and membership is unknown. */
+  /**
+   * The socket is gone: no join on it will be answered, and membership is unknown. What was
+   * queued for it is dropped, except messages: those wait for the next socket (the one in
+   * flight too, as its `ack` may have been lost; its `ref` keeps it from being posted twice).
+   */
   #forgetSocket() {
     this.#socketExpiresAt = null;
     for (const room of this.#rooms.values()) {
       room.pending = false;
       room.members.clear();
     }
+    this.#queue = [];
+    clearTimeout(this.#pumpTimer);
+    if (this.#inFlight) {
+      const entry = this.#outbox.find((e) => e.ref === this.#inFlight);
+      this.#inFlight = null;
+      if (entry) {
+        entry.state = "queued";
+        this.#outboxChanged(entry);
+      }
+    }
   }
 
-  #sendFrame(frame) {
-    if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(frame));
+  /**
+   * Queues a frame for the socket; it goes out in turn, within the pace. `first`: ahead of
+   * everything queued (a renewal must not wait behind a burst of messages).
+   */
+  #sendFrame(frame, { first = false } = {}) {
+    if (this.#ws?.readyState !== WebSocket.OPEN) return;
+    if (first) this.#queue.unshift({ frame });
+    else this.#queue.push({ frame });
+    this.#pump();
+  }
+
+  // ---- pacing ----------------------------------------------------------------------------
+
+  /**
+   * Sends what is queued, in order, no faster than the pace allows, and at most one message
+   * awaiting its `ack` (a message waits for the one before it; other frames do not).
+   */
+  #pump() {
+    clearTimeout(this.#pumpTimer);
+    this.#pumpTimer = null;
+    const ws = this.#ws;
+    if (ws?.readyState !== WebSocket.OPEN || this.#status.state !== "connected") return;
+    while (this.#queue.length) {
+      const next = this.#queue[0];
+      const entry = next.ref ? this.#outbox.find((e) => e.ref === next.ref) : null;
+      if (next.ref && (!entry || entry.state !== "queued")) {
+        this.#queue.shift(); // acknowledged, discarded or failed meanwhile
+        continue;
+      }
+      if (entry && this.#inFlight) return; // the ack of the message before it comes first
+      const wait = this.#takeToken();
+      if (wait > 0) {
+        this.#pumpTimer = setTimeout(() => this.#pump(), wait);
+        return;
+      }
+      this.#queue.shift();
+      if (entry) {
+        entry.state = "sending";
+        entry.attempts += 1;
+        this.#inFlight = entry.ref;
+        this.#outboxChanged(entry);
+        ws.send(JSON.stringify({ type: "send", room: entry.room, text: entry.text, ref: entry.ref }));
+      } else {
+        ws.send(JSON.stringify(next.frame));
+      }
+    }
+  }
+
+  /** The message in flight is answered: the next may go. */
+  #sendDone() {
+    this.#inFlight = null;
+    this.#pump();
+  }
+
+  /**
+   * Takes one token from the client's bucket (a share of the smaller of the server's socket
+   * and user limits, which count every frame); answers 0, or how many ms until one is there.
+   */
+  #takeToken() {
+    const limits = this.#config?.rate_limit ?? {};
+    const rate = Math.min(limits.per_second ?? 20, limits.user_per_second ?? 40) * PACE_SHARE;
+    const capacity = Math.max(1, Math.floor(Math.min(limits.burst ?? 40, limits.user_burst ?? 80) * PACE_SHARE / 2));
+    const pace = this.#pace;
+    const now = performance.now();
+    if (now < pace.pausedUntil) return Math.ceil(pace.pausedUntil - now);
+    pace.tokens = pace.tokens === null ? capacity : Math.min(capacity, pace.tokens + ((now - pace.updated) / 1000) * rate);
+    pace.updated = now;
+    if (pace.tokens >= 1) {
+      pace.tokens -= 1;
+      if (pace.tokens >= capacity - 1) pace.strikes = 0; // a full bucket again: the pace held
+      return 0;
+    }
+    return Math.ceil(((1 - pace.tokens) / rate) * 1000);
+  }
+
+  /**
+   * A request refused as rate limited (another tab of this user may be busy too): a message or
+   * a join is put back at the head of the queue and everything pauses, longer each time in a
+   * row, so refusals never pile up to the server's disconnect (4008). Answers whether it was
+   * taken care of here.
+   */
+  #retryLater(msg) {
+    let item = null;
+    if (msg.request === "send") {
+      const entry = this.#outbox.find((e) => e.ref === msg.ref);
+      if (!entry || entry.attempts >= MAX_SEND_ATTEMPTS) return false;
+      entry.state = "queued";
+      this.#outboxChanged(entry);
+      if (this.#inFlight === entry.ref) this.#inFlight = null;
+      item = { ref: entry.ref };
+    } else if (msg.request === "join" && this.#rooms.get(msg.room)?.pending) {
+      const since = this.#rooms.get(msg.room).lastId;
+      item = { frame: since == null ? { type: "join", room: msg.room } : { type: "join", room: msg.room, since } };
+    } else {
+      return false;
+    }
+    this.#queue.unshift(item);
+    const pace = this.#pace;
+    pace.pausedUntil = performance.now() + Math.min(8000, 1000 * 2 ** pace.strikes);
+    pace.strikes += 1;
+    pace.tokens = 0;
+    this.#pump();
+    return true;
+  }
+
+  #outboxChanged(entry) {
+    this.#emit("outbox", publicEntry(entry));
   }
 
   // ---- tokens ----------------------------------------------------------------------------
@@ -592,6 +912,8 @@ export class AuthChat extends EventTarget {
 
   async #whoAmI() {
     const me = await this.api("/api/me");
+    writeHint(true);
+    if (this.#user !== me.user) this.#outbox = this.#outbox.filter((e) => e.user === me.user);
     this.#user = me.user;
     this.#roles = me.roles ?? [];
     if (this.#status.state === "signed_out") this.#setStatus({ state: "idle", canReconnect: true });
@@ -599,14 +921,40 @@ export class AuthChat extends EventTarget {
     return { user: this.#user, roles: this.roles };
   }
 
-  #signedOut(reason) {
+  /** The sign-in is over (the server refused to renew it): close, and say why once. */
+  #endSignIn(reason) {
+    this.#wantOpen = false;
+    clearTimeout(this.#retryTimer);
+    const ws = this.#ws;
+    this.#ws = null;
+    ws?.close(1000, "signed out");
+    this.#forgetSocket();
+    this.#setStatus({ state: "disconnected", connId: null, code: null, reason, retryAt: null, canReconnect: false });
+    this.#signedOut(reason);
+  }
+
+  /**
+   * Forgets the sign-in. Unsent messages stay in the outbox (marked failed), so signing in
+   * again as the same user on this page offers them again; another user's sign-in drops them.
+   * `deliberate`: the user signed out here (nothing went wrong).
+   */
+  #signedOut(reason, deliberate = false) {
     clearTimeout(this.#renewTimer);
     const wasSignedIn = this.#user !== null;
+    for (const entry of this.#outbox) {
+      entry.user = this.#user;
+      if (entry.state !== "failed") {
+        Object.assign(entry, { state: "failed", error: { code: "signed_out", text: "you were signed out before it was sent" } });
+      }
+    }
+    this.#queue = [];
+    this.#inFlight = null;
     this.#token = this.#tokenExpiresAt = this.#user = null;
     this.#roles = [];
     this.#rooms.clear();
+    writeHint(false);
     if (this.#status.state !== "disconnected") this.#setStatus({ state: "signed_out", connId: null, canReconnect: false });
-    if (wasSignedIn) this.#emit("signedout", { reason });
+    if (wasSignedIn) this.#emit("signedout", { reason, deliberate });
   }
 
   // ---- plumbing --------------------------------------------------------------------------
@@ -629,7 +977,11 @@ export class AuthChat extends EventTarget {
       throw new ApiError(0, "network_error", "the server could not be reached");
     }
     const data = await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError(res.status, data?.error ?? `http_${res.status}`, data?.message ?? res.statusText);
+    if (!res.ok) {
+      const code = data?.error ?? `http_${res.status}`;
+      console.info(`authchat: ${method} ${path}: ${res.status} ${code}: ${data?.message ?? res.statusText}`);
+      throw new ApiError(res.status, code, data?.message ?? res.statusText);
+    }
     return data;
   }
 
@@ -640,5 +992,34 @@ export class AuthChat extends EventTarget {
 
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** An outbox entry as events and `pending()` show it. */
+function publicEntry({ ref, room, text, state, error }) {
+  return { ref, room, text, state, error };
+}
+
+/** A short random id (crypto.getRandomValues works on plain http too, unlike randomUUID). */
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return Array.from(bytes, (b) => b.toString(36).padStart(2, "0")).join("");
+}
+
+/** Whether this browser signed in before: true, false, or null when storage is unavailable. */
+function readHint() {
+  try {
+    return localStorage.getItem(SIGNED_IN_HINT) === "1";
+  } catch {
+    return null;
+  }
+}
+
+function writeHint(signedIn) {
+  try {
+    if (signedIn) localStorage.setItem(SIGNED_IN_HINT, "1");
+    else localStorage.removeItem(SIGNED_IN_HINT);
+  } catch {
+    // Without storage every page load tries to resume, as before.
   }
 }

@@ -1,15 +1,18 @@
 // The chat page: sign-in, rooms, messages, presence and the composer, on top of authchat.js.
 // Test hooks live in the DOM: #conn-badge carries data-state, data-conn-id, data-close-code and
 // data-connects; #token-countdown carries data-expires-at and data-renewals; messages carry
-// data-id and data-from.
+// data-id and data-from; messages not yet acknowledged are in #pending with data-ref and
+// data-state (queued, sending, failed).
 
-import { AuthChat } from "./authchat.js";
-import { $, bindSignIn, el, formatClock, hueClass, showFormError, timeElement } from "./ui.js";
+import { AuthChat, charCount, roomNameProblem } from "./authchat.js";
+import { $, bindSignIn, capitalize, el, formatClock, hueClass, offerSignIn, showFormError, syncChildren, timeElement } from "./ui.js";
 
 const chat = new AuthChat();
 
 /** Messages kept per room in the page (the server keeps its own history). */
 const MAX_KEPT = 500;
+/** Messages asked for per "Load older messages". */
+const OLDER_PAGE = 50;
 /** Messages from one sender closer than this are grouped under one name. */
 const GROUP_MS = 5 * 60 * 1000;
 /** How close to the bottom counts as "reading the newest" (then new messages scroll into view). */
@@ -20,6 +23,10 @@ const rooms = new Map();
 let activeRoom = null;
 let connects = 0;
 let renewals = 0;
+/** A renewal failed and none has succeeded since: the only time the countdown warns. */
+let renewFailing = false;
+/** Messages from others that arrived while the reader was scrolled up. */
+let unseen = 0;
 
 // ---- sign-in and sign-out --------------------------------------------------------------------
 
@@ -27,7 +34,10 @@ bindSignIn($("signin-form"), $("signin-error"), chat, enterChat);
 
 $("signout").addEventListener("click", () => chat.logout());
 
-chat.addEventListener("signedout", (e) => showSignIn(`You were signed out: ${e.detail.reason}.`));
+chat.addEventListener("signedout", (e) => {
+  const { reason, deliberate } = e.detail;
+  showSignIn(deliberate ? { text: "You signed out." } : { text: `You were signed out: ${reason}.`, alert: true });
+});
 
 async function boot() {
   try {
@@ -35,24 +45,25 @@ async function boot() {
     if (me) return enterChat();
     showSignIn(null);
   } catch (e) {
-    showSignIn(`The server could not be reached (${e.message}). Reload to try again.`);
+    showSignIn({ text: `${capitalize(e.message)}. Reload the page to try again.`, alert: true });
   }
 }
 
-function showSignIn(reason) {
+/** The sign-in view, with a note saying why (`alert`: something went wrong), if any. */
+function showSignIn(note) {
   $("loading").hidden = true;
   $("chat-view").hidden = true;
   $("account").hidden = true;
-  // The badge stays visible after a forced sign-out, so the reason is still on screen.
-  $("connection").hidden = chat.status.state !== "disconnected";
-  $("token-countdown").hidden = true;
+  // The sign-in note says why; the badge would only say it a second time.
+  $("connection").hidden = true;
   rooms.clear();
   activeRoom = null;
-  const note = $("signin-reason");
-  note.textContent = reason ?? "";
-  note.hidden = !reason;
+  const box = $("signin-reason");
+  box.textContent = note?.text ?? "";
+  box.hidden = !note;
+  box.classList.toggle("info", !note?.alert);
   $("signin-view").hidden = false;
-  $("signin-user").focus();
+  offerSignIn(chat);
 }
 
 function enterChat() {
@@ -66,10 +77,16 @@ function enterChat() {
   avatar.className = `avatar small ${hueClass(chat.user)}`;
   avatar.textContent = chat.user.slice(0, 1).toUpperCase();
   $("admin-link").hidden = !chat.isAdmin;
-  $("composer-input").maxLength = chat.config?.max_text_chars ?? 4000;
+  renewFailing = false;
 
   const saved = loadSavedRooms();
-  for (const room of saved.rooms) joinRoom(room);
+  for (const room of saved.rooms) {
+    try {
+      joinRoom(room);
+    } catch {
+      // A saved name the server would refuse (saved by an older page) is dropped.
+    }
+  }
   selectRoom(saved.active && rooms.has(saved.active) ? saved.active : saved.rooms[0] ?? null);
   chat.connect();
   $("composer-input").focus();
@@ -111,6 +128,7 @@ $("reconnect").addEventListener("click", () => {
 
 chat.addEventListener("token", (e) => {
   if (e.detail.renewed) renewals += 1;
+  if (e.detail.renewed || chat.status.state !== "connected") renewFailing = false;
   const countdown = $("token-countdown");
   countdown.dataset.renewals = String(renewals);
   countdown.dataset.expiresAt = e.detail.expiresAt ?? "";
@@ -124,17 +142,24 @@ chat.addEventListener("token", (e) => {
   renderCountdown();
 });
 
-chat.addEventListener("renewfailed", (e) =>
-  notice(`The access token could not be renewed: ${e.detail.message}`, e.detail.code),
-);
+chat.addEventListener("renewfailed", (e) => {
+  renewFailing = true;
+  renderCountdown();
+  // A refusal signs out at once and the sign-in form says why; other failures are retried.
+  if (e.detail.status !== 401) notice(`Your sign-in could not be renewed yet (${e.detail.message}). Trying again.`, e.detail.code);
+});
 
 function renderCountdown() {
   const expiresAt = chat.expiresAt;
   if (expiresAt == null) return;
   const left = expiresAt - chat.serverNow();
   $("token-left").textContent = formatClock(left);
-  $("token-countdown").classList.toggle("warn", left < 15);
-  $("token-countdown").setAttribute("aria-label", `Access token expires in ${formatClock(left)}`);
+  // Renewal is automatic: the countdown warns only when it is failing.
+  $("token-countdown").classList.toggle("warn", renewFailing);
+  $("token-countdown").setAttribute(
+    "aria-label",
+    `Access token expires in ${formatClock(left)}${renewFailing ? "; renewing it is failing" : "; it is renewed automatically"}`,
+  );
 }
 
 function renderRetry() {
@@ -150,20 +175,28 @@ setInterval(() => {
 
 // ---- rooms ---------------------------------------------------------------------------------
 
+/** The name typed in the join form, as the user means it ("#general" is general). */
+const typedRoom = () => $("join-input").value.trim().replace(/^#/, "");
+
+/** Says what is wrong with the typed name (or nothing); answers whether something is. */
+function checkJoinInput({ empty = false } = {}) {
+  const room = typedRoom();
+  const problem = room || empty ? roomNameProblem(room, chat.maxRoomNameChars) : null;
+  showFormError($("join-error"), problem);
+  if (problem) $("join-input").setAttribute("aria-invalid", "true");
+  else $("join-input").removeAttribute("aria-invalid");
+  return !!problem;
+}
+
+$("join-input").addEventListener("input", () => checkJoinInput());
+
 $("join-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  const input = $("join-input");
-  const room = input.value.trim().replace(/^#/, "");
-  try {
-    joinRoom(room);
-  } catch (e) {
-    showFormError($("join-error"), e.message);
-    input.setAttribute("aria-invalid", "true");
-    return;
-  }
-  showFormError($("join-error"), null);
-  input.removeAttribute("aria-invalid");
-  input.value = "";
+  // A bad name is refused with the reason and left as typed: never cut to fit.
+  if (checkJoinInput({ empty: true })) return;
+  const room = typedRoom();
+  joinRoom(room);
+  $("join-input").value = "";
   selectRoom(room);
   $("composer-input").focus();
 });
@@ -176,11 +209,20 @@ function joinRoom(room) {
 }
 
 function leaveRoom(room) {
+  // Where the focus goes when it was on the room's item: the room that takes its place in the
+  // list, else the one before it, else the join form.
+  const item = $("room-list").querySelector(`li[data-room="${CSS.escape(room)}"]`);
+  const hadFocus = item?.contains(document.activeElement);
+  const neighbour = (item?.nextElementSibling ?? item?.previousElementSibling)?.dataset.room;
   chat.leave(room);
   rooms.delete(room);
   saveRooms();
   if (activeRoom === room) selectRoom(rooms.keys().next().value ?? null);
   renderRooms();
+  if (hadFocus) {
+    const next = neighbour && $("room-list").querySelector(`li[data-room="${CSS.escape(neighbour)}"] .room-button`);
+    (next ?? $("join-input")).focus();
+  }
 }
 
 function selectRoom(room) {
@@ -199,33 +241,43 @@ function selectRoom(room) {
   renderMembers();
 }
 
+/** The room list, updated in place (keyed by name), so a button keeps the focus it has. */
 function renderRooms() {
-  const list = $("room-list");
-  list.replaceChildren(
-    ...[...rooms].map(([name, state]) => {
-      const current = name === activeRoom;
-      const unread = state.unread ? el("span", { class: "unread", text: String(state.unread), aria: { label: `${state.unread} unread` } }) : null;
-      return el(
-        "li",
-        { class: `room${current ? " current" : ""}${state.joined ? "" : " pending"}`, data: { room: name } },
-        el(
-          "button",
-          { type: "button", class: "room-button", aria: current ? { current: "true" } : {}, on: { click: () => selectRoom(name) } },
-          el("span", { class: "hash", text: "#", aria: { hidden: "true" } }),
-          el("span", { class: "room-name", text: name }),
-          unread,
-        ),
-        el("button", {
-          type: "button",
-          class: "leave-button",
-          text: "×",
-          title: `Leave # ${name}`,
-          aria: { label: `Leave # ${name}` },
-          on: { click: () => leaveRoom(name) },
-        }),
-      );
+  syncChildren($("room-list"), [...rooms], ([name]) => name, createRoomItem, updateRoomItem);
+}
+
+function createRoomItem([name]) {
+  return el(
+    "li",
+    { class: "room", data: { room: name } },
+    el(
+      "button",
+      { type: "button", class: "room-button", title: `# ${name}`, on: { click: () => selectRoom(name) } },
+      el("span", { class: "hash", text: "#", aria: { hidden: "true" } }),
+      el("span", { class: "room-name", text: name }),
+      el("span", { class: "unread", hidden: true }),
+    ),
+    el("button", {
+      type: "button",
+      class: "leave-button",
+      text: "×",
+      title: `Leave # ${name}`,
+      aria: { label: `Leave # ${name}` },
+      on: { click: () => leaveRoom(name) },
     }),
   );
+}
+
+function updateRoomItem(item, [name, state]) {
+  const current = name === activeRoom;
+  item.className = `room${current ? " current" : ""}${state.joined ? "" : " pending"}`;
+  const button = item.querySelector(".room-button");
+  if (current) button.setAttribute("aria-current", "true");
+  else button.removeAttribute("aria-current");
+  const unread = item.querySelector(".unread");
+  unread.hidden = !state.unread;
+  unread.textContent = String(state.unread);
+  unread.setAttribute("aria-label", `${state.unread} unread`);
 }
 
 chat.addEventListener("joined", (e) => {
@@ -237,12 +289,18 @@ chat.addEventListener("joined", (e) => {
   if (rejoin && !restarted) {
     // A rejoin brings what was missed while away; anything already on the page is not shown twice.
     const shown = new Set(state.items.filter((i) => i.kind === "message").map((i) => i.id));
-    state.items = [...state.items, ...fresh.filter((m) => !shown.has(m.id))];
+    const missed = fresh.filter((m) => !shown.has(m.id));
+    const last = lastMessageId(state);
+    // More was posted while away than the server keeps: say that the gap is gone for good.
+    const lost = missed.length && last !== null ? missed[0].id - last - 1 : 0;
+    const gap = lost > 0 ? [eventItem(`${lost} message${lost === 1 ? "" : "s"} from while you were away ${lost === 1 ? "is" : "are"} no longer kept.`)] : [];
+    state.items = [...state.items, ...gap, ...missed];
+  } else if (restarted) {
+    // The server restarted and numbers messages from 1 again: what the page kept from before
+    // cannot be matched to its history, and goes; the page says so.
+    state.items = [eventItem("The server restarted; earlier messages of this room are gone."), ...fresh];
   } else {
-    // A first join brings the room's history. So does a rejoin after the server restarted, whose
-    // ids start again at 1: what the page kept from before cannot be matched to it, and goes.
     state.items = fresh;
-    state.hasOlder = history.length > 0 && history[0].id > 1;
   }
   if (room === activeRoom) {
     renderMessages();
@@ -255,14 +313,19 @@ chat.addEventListener("left", () => renderRooms());
 
 chat.addEventListener("presence", (e) => {
   const { room, user, event } = e.detail;
-  addItem(room, { kind: "event", text: `${user} ${event === "join" ? "joined" : "left"}`, ts: Date.now() });
+  addItem(room, eventItem(`${user} ${event === "join" ? "joined" : "left"}`));
   if (room === activeRoom) renderMembers();
 });
 
 chat.addEventListener("status", () => {
   // Members are unknown while disconnected; rejoining lists them again.
   if (chat.status.state !== "connected") renderMembers();
+  schedulePending(); // "Sending…" or "Waiting for the connection…"
 });
+
+function eventItem(text) {
+  return { kind: "event", text, ts: Date.now() };
+}
 
 // ---- messages --------------------------------------------------------------------------------
 
@@ -272,8 +335,11 @@ chat.addEventListener("history", (e) => {
   const { room, messages } = e.detail;
   const state = rooms.get(room);
   if (!state) return;
-  state.items = [...messages.map((m) => ({ kind: "message", ...m })), ...state.items];
-  state.hasOlder = messages.length > 0 && messages[0].id > 1;
+  const first = firstMessageId(state);
+  const older = messages.filter((m) => first === null || m.id < first);
+  state.items = [...older.map((m) => ({ kind: "message", ...m })), ...state.items];
+  // Asked for more than came: the server keeps nothing older.
+  if (older.length < state.asked) state.serverHasNoOlder = true;
   if (room !== activeRoom) return;
   // Keep the reader's place: older messages go above what is on screen.
   const scroller = $("scroller");
@@ -283,13 +349,40 @@ chat.addEventListener("history", (e) => {
 });
 
 $("load-older").addEventListener("click", () => {
-  const first = rooms.get(activeRoom)?.items.find((i) => i.kind === "message");
+  const state = rooms.get(activeRoom);
+  if (!state) return;
+  state.asked = OLDER_PAGE;
   try {
-    chat.history(activeRoom, { before: first?.id, limit: 50 });
+    chat.history(activeRoom, { before: firstMessageId(state) ?? undefined, limit: OLDER_PAGE });
   } catch (e) {
-    notice(e.message);
+    notice(`Older messages cannot be loaded while ${e.message}.`);
   }
 });
+
+const firstMessageId = (state) => state.items.find((i) => i.kind === "message")?.id ?? null;
+const lastMessageId = (state) => state.items.findLast((i) => i.kind === "message")?.id ?? null;
+
+/**
+ * Whether the server still keeps messages older than the first on the page: it keeps the last
+ * `history_size` of each room, and join brings all of them, so there is more only when the page
+ * let some go (it keeps at most MAX_KEPT) that the server still has.
+ */
+function hasOlder(state) {
+  const first = firstMessageId(state);
+  if (first === null || first <= 1 || state.serverHasNoOlder) return false;
+  const oldestKept = lastMessageId(state) - (chat.config?.history_size ?? 100) + 1;
+  return first > Math.max(1, oldestKept);
+}
+
+/** "Load older messages" when there is more; else, if the room has older messages, that they are gone. */
+function renderHistoryControls(state) {
+  const more = !!state && hasOlder(state);
+  $("load-older").hidden = !more;
+  const gone = !!state && !more && (firstMessageId(state) ?? 1) > 1;
+  $("history-note").hidden = !gone;
+  const kept = chat.config?.history_size ?? 100;
+  $("history-note").textContent = `Older messages in this room are no longer kept (the server keeps the last ${kept}).`;
+}
 
 // Whether the reader is at the newest message; if so, new messages and resizes keep them there.
 let atBottom = true;
@@ -300,6 +393,20 @@ $("scroller").addEventListener("scroll", () => {
   // A scroll caused by a resize says nothing about where the reader wants to be.
   if (sizeOf(scroller) !== scrollerSize) return;
   atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < STICKY_PX;
+  if (atBottom) showUnseen(0);
+});
+
+/** "N new messages" while the reader is scrolled up; it takes them to the newest. */
+function showUnseen(count) {
+  unseen = count;
+  const button = $("new-messages");
+  button.hidden = count === 0;
+  button.textContent = `${count} new message${count === 1 ? "" : "s"} ↓`;
+}
+$("new-messages").addEventListener("click", () => {
+  scrollToNewest();
+  showUnseen(0);
+  $("composer-input").focus(); // the button hides itself, so focus needs a new home
 });
 new ResizeObserver(() => {
   scrollerSize = sizeOf($("scroller"));
@@ -314,25 +421,117 @@ function addItem(room, item) {
   const state = rooms.get(room);
   if (!state) return;
   state.items.push(item);
-  if (state.items.length > MAX_KEPT) state.items.splice(0, state.items.length - MAX_KEPT);
+  const dropped = trimItems(state);
   if (room !== activeRoom) {
     if (item.kind === "message") state.unread += 1;
     return renderRooms();
+  }
+  if (dropped) {
+    for (let i = 0; i < dropped; i += 1) $("messages").firstElementChild?.remove();
+    renderHistoryControls(state);
   }
   const previous = state.items[state.items.length - 2];
   $("messages").append(renderItem(item, previous));
   $("empty-room").hidden = true;
   if (atBottom || item.from === chat.user) scrollToNewest();
+  else if (item.kind === "message") showUnseen(unseen + 1);
+}
+
+/** Keeps the newest MAX_KEPT messages (and the events among them); answers how many items went. */
+function trimItems(state) {
+  let messages = 0;
+  let cut = 0;
+  for (let i = state.items.length - 1; i >= 0; i -= 1) {
+    if (state.items[i].kind === "message" && ++messages > MAX_KEPT) {
+      cut = i + 1;
+      break;
+    }
+  }
+  state.items.splice(0, cut);
+  if (cut) state.serverHasNoOlder = false; // the page let go of messages the server may keep
+  return cut;
 }
 
 function renderMessages({ stick = true } = {}) {
   const state = rooms.get(activeRoom);
   const items = state?.items ?? [];
   $("messages").replaceChildren(...items.map((item, i) => renderItem(item, items[i - 1])));
-  $("empty-room").hidden = !state || items.some((i) => i.kind === "message");
+  renderHistoryControls(state);
+  renderPending();
+  if (stick) {
+    scrollToNewest();
+    showUnseen(0);
+  }
+}
+
+/** Whether the room shows nothing but its "empty" line. */
+function renderEmpty() {
+  const state = rooms.get(activeRoom);
+  const hasContent = state?.items.some((i) => i.kind === "message") || $("pending").children.length > 0;
+  $("empty-room").hidden = !state || hasContent;
   $("empty-room").textContent = state ? "No messages yet. Say hello!" : "Join a room to start chatting.";
-  $("load-older").hidden = !state?.hasOlder;
-  if (stick) scrollToNewest();
+}
+
+// ---- messages on their way out ------------------------------------------------------------------
+
+chat.addEventListener("outbox", schedulePending);
+
+let pendingTimer = null;
+/** Many outbox changes come at once (a burst of messages): render them together. */
+function schedulePending() {
+  pendingTimer ??= setTimeout(renderPending, 0);
+}
+
+/** The active room's messages not yet acknowledged, below the others, each with its state. */
+function renderPending() {
+  clearTimeout(pendingTimer);
+  pendingTimer = null;
+  const entries = activeRoom ? chat.pending(activeRoom) : [];
+  syncChildren($("pending"), entries, (entry) => entry.ref, createPendingItem, updatePendingItem);
+  renderEmpty();
+  if (atBottom) scrollToNewest();
+}
+
+function createPendingItem(entry) {
+  const retry = () => chat.retry(entry.ref);
+  const edit = () => {
+    const text = chat.discard(entry.ref);
+    if (text === null) return;
+    input.value = input.value.trim() ? `${input.value}\n${text}` : text;
+    composerChanged();
+    input.focus();
+  };
+  return el(
+    "li",
+    { class: "message mine pending", data: { ref: entry.ref } },
+    el(
+      "div",
+      { class: "bubble" },
+      el("p", { class: "text", text: entry.text }),
+      el(
+        "p",
+        { class: "pending-status" },
+        el("span", { class: "pending-text" }),
+        el("button", { type: "button", class: "small retry", text: "Retry", on: { click: retry } }),
+        el("button", { type: "button", class: "small edit", text: "Edit", on: { click: edit } }),
+      ),
+    ),
+  );
+}
+
+function updatePendingItem(item, entry) {
+  item.dataset.state = entry.state;
+  const failed = entry.state === "failed";
+  const waiting = chat.status.state !== "connected";
+  item.querySelector(".pending-text").textContent = failed
+    ? `Not sent: ${entry.error?.text ?? "the server refused it"}.`
+    : waiting
+      ? "Waiting for the connection…"
+      : "Sending…";
+  for (const button of item.querySelectorAll("button")) {
+    button.hidden = !failed;
+    button.setAttribute("aria-label", `${button.textContent} the message “${entry.text.slice(0, 40)}”`);
+  }
 }
 
 function renderItem(item, previous) {
@@ -396,19 +595,39 @@ input.addEventListener("keydown", (event) => {
   }
 });
 
-input.addEventListener("input", fitComposer);
+input.addEventListener("input", composerChanged);
+
+function composerChanged() {
+  fitComposer();
+  checkComposer();
+}
+
+/**
+ * Says when the text is over the server's limit, counted as the server counts (characters,
+ * not UTF-16 units), and answers whether it is. The text is never cut.
+ */
+function checkComposer() {
+  const length = charCount(input.value.trim());
+  const max = chat.maxTextChars;
+  const over = length > max;
+  const problem = over
+    ? `This message has ${length.toLocaleString()} characters; the limit is ${max.toLocaleString()}. Shorten it (or split it) to send it.`
+    : null;
+  showFormError($("composer-error"), problem);
+  if (over) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+  return over;
+}
 
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = input.value.trim();
-  if (!text || !activeRoom) return;
-  try {
-    chat.send(activeRoom, text);
-  } catch (e) {
-    return notice(`${e.message}. It is still in the message box.`, "not_connected");
-  }
+  if (!text || !activeRoom || checkComposer()) return;
+  // Queued, and sent as soon as the connection and the pace allow; it shows below until then.
+  chat.send(activeRoom, text);
   input.value = "";
-  fitComposer();
+  composerChanged();
+  scrollToNewest();
 });
 
 /** Grows the message box with its text, up to a limit (element.style is allowed by the CSP). */
@@ -428,7 +647,9 @@ const ERROR_TEXT = {
 };
 
 chat.addEventListener("error", (e) => {
-  const { code, message, room, ref } = e.detail;
+  const { code, text: message, room, ref, request } = e.detail;
+  // A refused message says so in its own bubble, with a Retry button.
+  if (request === "send" && chat.pending().some((p) => p.ref === ref)) return;
   if (room && rooms.has(room) && !chat.rooms.includes(room)) {
     // The join was refused: the room is not kept.
     rooms.delete(room);
@@ -438,21 +659,34 @@ chat.addEventListener("error", (e) => {
   }
   // An error about a room names it; a refused message echoes the `ref` its send was given.
   const what = [ref != null ? "Not sent" : ERROR_TEXT[code], room && `# ${room}`].filter(Boolean).join(" ");
-  notice(what ? `${what}: ${message}` : message, code);
+  notice(what ? `${what}: ${message}.` : `${capitalize(message)}.`, code);
 });
 
-/** Shows a dismissable notice above the messages; the newest four are kept. */
+/**
+ * Shows a dismissable notice above the messages; the newest four are kept, and one that says
+ * the same as an earlier one replaces it (with a count), so repeats never push others out.
+ * The code is for the console and the tests (`data-code`), not for the reader.
+ */
 function notice(text, code = "") {
   const list = $("notices");
+  const same = [...list.children].find((n) => n.dataset.text === text);
+  const repeats = same ? Number(same.dataset.repeats) + 1 : 1;
+  same?.remove();
   const item = el(
     "li",
-    { class: "notice", data: { code } },
-    el("span", { class: "notice-text", text }),
-    code ? el("code", { class: "notice-code", text: code }) : null,
-    el("button", { type: "button", class: "dismiss", text: "×", aria: { label: "Dismiss" }, on: { click: () => item.remove() } }),
+    { class: "notice", data: { code, text, repeats: String(repeats) } },
+    el("span", { class: "notice-text", text: repeats > 1 ? `${text} (${repeats} times)` : text }),
+    el("button", { type: "button", class: "dismiss", text: "×", aria: { label: "Dismiss" }, on: { click: () => dismiss(item) } }),
   );
   list.append(item);
   while (list.children.length > 4) list.firstElementChild.remove();
+}
+
+/** Removes a notice; the focus goes to the next one, or to the message box. */
+function dismiss(item) {
+  const next = item.nextElementSibling ?? item.previousElementSibling;
+  item.remove();
+  (next?.querySelector(".dismiss") ?? $("composer-input")).focus();
 }
 
 // ---- remembering rooms (names only; never credentials) -----------------------------------------------

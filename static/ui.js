@@ -82,13 +82,29 @@ export function bindSignIn(form, errorBox, chat, onSignedIn) {
       password.value = "";
       onSignedIn(me);
     } catch (e) {
-      showFormError(errorBox, e.code === "invalid_credentials" ? "Wrong username or password." : e.message);
+      // The library words the server's codes for people; the code is in the console.
+      showFormError(errorBox, `${capitalize(e.message)}.`);
       password.select();
     } finally {
       button.disabled = false;
     }
   });
 }
+
+/**
+ * Shows the sign-in form's fields, or, when the server takes no passwords (verify-only mode,
+ * `/api/config` says `login: false`), where to sign in instead.
+ * @param {import("./authchat.js").AuthChat} chat with its config loaded
+ */
+export function offerSignIn(chat) {
+  const passwords = chat.config?.login !== false;
+  $("signin-fields").hidden = !passwords;
+  $("signin-elsewhere").hidden = passwords;
+  if (passwords) $("signin-user").focus();
+}
+
+/** The text with its first letter in capitals. */
+export const capitalize = (text) => text.charAt(0).toUpperCase() + text.slice(1);
 
 /** Shows (or with `null` hides) an error message under a form. */
 export function showFormError(box, text) {

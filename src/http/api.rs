@@ -3,6 +3,7 @@
 use super::extract::Authenticated;
 use super::token;
 use crate::config::AuthMode;
+use crate::ids::RoomId;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 
@@ -46,5 +47,15 @@ async fn config(state: web::Data<AppState>) -> HttpResponse {
         "access_ttl_seconds": settings.auth.access_ttl.as_secs(),
         "warn_before_seconds": settings.ws.warn_before.as_secs(),
         "max_text_chars": settings.chat.max_text_chars,
+        "max_room_name_chars": RoomId::MAX_LEN,
+        "history_size": settings.chat.history_size,
+        // Every frame a client sends counts against these; the bundled client paces below them.
+        "rate_limit": {
+            "per_second": settings.ws.rate_limit.per_second,
+            "burst": settings.ws.rate_limit.burst,
+            "max_violations": settings.ws.rate_limit.max_violations,
+            "user_per_second": settings.ws.rate_limit.user_per_second,
+            "user_burst": settings.ws.rate_limit.user_burst,
+        },
     }))
 }

@@ -178,6 +178,13 @@ fn check_config_names_the_key_to_fix() {
 
     let out = authchat().arg("check-config").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("dev_mode = true") && said.contains("auth.mode = jwt") && said.contains("TLS off"), "{said}");
+    let out = authchat().arg("check-config").env("AUTHCHAT__AUTH__MODE", "session").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("auth.mode = session"),
+        "check-config says what it validated"
+    );
 }
 
 #[test]
@@ -205,7 +212,11 @@ fn the_token_command_mints_a_token_the_server_accepts() {
 
     let out = authchat().args(["token", "--user", "ops"]).output().unwrap();
     assert!(!out.status.success(), "without a configured secret the token would not verify");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.secret"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.secret is empty"));
+    let out = authchat().args(["token", "--user", "ops"]).env("AUTHCHAT__AUTH__SECRET", "short").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("auth.secret has 5 bytes"), "says what is wrong: {stderr}");
+    assert!(!stderr.contains("no verification key"), "{stderr}");
 }
 
 #[test]
@@ -218,6 +229,21 @@ fn hash_password_prints_a_phc_string() {
     let hash = String::from_utf8(out.stdout).unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("correct horse"));
+}
+
+/// On a terminal (a pty from util-linux's `script`) the password is read without echo, twice.
+#[test]
+fn hash_password_does_not_echo_on_a_terminal() {
+    let typed = "(sleep 1; printf 'typed-on-a-tty\\n'; sleep 1; printf 'typed-on-a-tty\\n')";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{typed} | script -qec '{BIN} hash-password' /dev/null"))
+        .env_remove("AUTHCHAT_ENV")
+        .output()
+        .expect("script (util-linux) runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("password:") && screen.contains("$argon2id$"), "{screen}");
+    assert!(!screen.contains("typed-on-a-tty"), "the password was echoed: {screen}");
 }
 
 #[actix_web::test]

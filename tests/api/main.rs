@@ -14,6 +14,7 @@ mod keys;
 mod lifecycle;
 mod limits;
 mod ops;
+mod proxy;
 mod sessions;
 mod strict;
 mod tls;

@@ -59,5 +59,14 @@ async fn responses_carry_security_headers_and_config_is_public() {
     let config: serde_json::Value = res.json().await.unwrap();
     assert_eq!(config["mode"], "jwt");
     assert_eq!(config["first_message"], true);
+    // What a client needs to stay within the limits instead of finding them by refusal.
+    assert_eq!(
+        (&config["rate_limit"], &config["max_text_chars"], &config["max_room_name_chars"]),
+        (
+            &serde_json::json!({"per_second": 20.0, "burst": 40.0, "max_violations": 20, "user_per_second": 40.0, "user_burst": 80.0}),
+            &serde_json::json!(4000),
+            &serde_json::json!(64)
+        ),
+    );
     assert!(!config.to_string().contains(SECRET));
 }

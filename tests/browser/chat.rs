@@ -43,13 +43,13 @@ async fn two_users_chat_in_a_room_and_each_sees_the_others_messages_and_presence
     send(&bob, "Sockets renew their tokens in-band now, so nobody gets kicked at expiry.").await;
     wait_message(&alice, "bob", "Yes, every check passed a minute ago.").await;
     wait_message(&alice, "bob", "Sockets renew their tokens in-band now, so nobody gets kicked at expiry.").await;
-    // A third person, on a plain WebSocket.
-    let (mut carol, _) = app.connect_as("carol").await;
-    carol.send(json!({"type": "join", "room": "general"})).await;
-    carol.next_of("joined").await;
-    carol.send(json!({"type": "send", "room": "general", "text": "Release notes are in the wiki, have a look."})).await;
-    wait_message(&alice, "carol", "Release notes are in the wiki, have a look.").await;
-    wait_member(&bob, "carol").await;
+    // A third person (the dev account admin), on a plain WebSocket.
+    let (mut admin, _) = app.connect_as("admin").await;
+    admin.send(json!({"type": "join", "room": "general"})).await;
+    admin.next_of("joined").await;
+    admin.send(json!({"type": "send", "room": "general", "text": "Release notes are in the wiki, have a look."})).await;
+    wait_message(&alice, "admin", "Release notes are in the wiki, have a look.").await;
+    wait_member(&bob, "admin").await;
     send(&alice, "Great, I will tag it after lunch.").await;
     wait_message(&bob, "alice", "Great, I will tag it after lunch.").await;
 
@@ -65,10 +65,10 @@ async fn two_users_chat_in_a_room_and_each_sees_the_others_messages_and_presence
 
     // The newest message is scrolled into view when the list overflows.
     for i in 1..=25 {
-        carol.send(json!({"type": "send", "room": "general", "text": format!("status update {i}")})).await;
-        carol.next_of("ack").await;
+        admin.send(json!({"type": "send", "room": "general", "text": format!("status update {i}")})).await;
+        admin.next_of("ack").await;
     }
-    wait_message(&alice, "carol", "status update 25").await;
+    wait_message(&alice, "admin", "status update 25").await;
     let scrolled = alice
         .wait_for(
             "the message list to overflow and sit at the newest message",
@@ -77,6 +77,29 @@ async fn two_users_chat_in_a_room_and_each_sees_the_others_messages_and_presence
         )
         .await;
     assert_eq!(scrolled, true);
+
+    // Scrolled up to read, a new message does not pull the reader down: a button says it came.
+    // (The page learns of a scroll from its event, which comes with the next frames.)
+    let scrolled = "document.getElementById('scroller').scrollTop = 0;
+                    return new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));";
+    alice.js(scrolled, json!([])).await;
+    admin.send(json!({"type": "send", "room": "general", "text": "one more while you read"})).await;
+    let button = alice
+        .wait_for(
+            "the new-messages button",
+            "const b = document.getElementById('new-messages'); return !b.hidden && b.innerText;",
+        )
+        .await;
+    assert!(button.as_str().unwrap().starts_with("1 new message"), "{button}");
+    assert_eq!(alice.js("return document.getElementById('scroller').scrollTop", json!([])).await, 0, "still reading");
+    alice.click("#new-messages").await;
+    alice
+        .wait_for(
+            "the newest message in view, the button gone",
+            "const s = document.getElementById('scroller');
+             return document.getElementById('new-messages').hidden && s.scrollTop + s.clientHeight >= s.scrollHeight - 4;",
+        )
+        .await;
 
     // A refused request is shown, not swallowed: a third room is one too many.
     alice.type_keys("#join-input", &format!("one-too-many{ENTER}")).await;

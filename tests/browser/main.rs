@@ -4,9 +4,15 @@
 
 mod admin;
 mod chat;
+mod composer;
+mod history;
+mod keyboard;
 mod pages;
+mod phone;
 mod restart;
 mod rooms;
+mod sending;
+mod signin;
 mod signout;
 #[path = "../support/mod.rs"]
 mod support;

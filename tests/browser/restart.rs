@@ -86,6 +86,35 @@ async fn the_page_reconnects_by_itself_after_a_server_restart() {
     alice.quit().await;
 }
 
+#[actix_web::test]
+async fn a_restart_that_lost_the_sign_in_is_said_once_at_the_next_renewal() {
+    // 20 s tokens, renewed after 10 s: by then the new server, whose memory store starts empty,
+    // does not know the page's refresh token.
+    let ttl = "[auth]\naccess_ttl = \"20s\"\n";
+    let app = spawn_app_with(ttl).await;
+    let port = app.port;
+    let driver = Chromedriver::start().await;
+    let alice = driver.browser().await;
+    open_chat(&alice, &app, "alice").await;
+    app.stop().await.expect("the first server stops cleanly");
+    let _app = spawn_app_with(&format!("{ttl}[server]\nport = {port}")).await;
+    assert_eq!(wait_connects(&alice, 2, Duration::from_secs(25)).await, 2, "back on the still valid token");
+
+    let said = alice
+        .wait_for_within(
+            "the sign-in form saying why",
+            "const n = document.getElementById('signin-reason');
+             return !document.getElementById('signin-view').hidden && !n.hidden && n.innerText;",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(said.as_str().unwrap().contains("the server restarted"), "{said}");
+    let times = alice.js("return document.body.innerText.split('server restarted').length - 1", json!([])).await;
+    assert_eq!(times, 1, "said once");
+    assert_eq!(alice.console_errors().await, Vec::<String>::new());
+    alice.quit().await;
+}
+
 /// A plain WebSocket client for `user`, in general; returns it, its `welcome` and its `joined`.
 async fn join_general(app: &TestApp, user: &str) -> (WsClient, Value, Value) {
     let (mut client, welcome) = app.connect_as(user).await;

@@ -32,6 +32,13 @@ async fn sign_out_in_another_tab(overrides: &str) {
     assert_eq!(browser.js("return document.getElementById('signin-view').hidden", json!([])).await, true);
     browser.click("#signout").await;
     browser.find("#signin-view:not([hidden])").await;
+    let note = browser
+        .js(
+            "const n = document.getElementById('signin-reason'); return [n.innerText, n.classList.contains('info')];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(note, json!(["You signed out.", true]), "a deliberate sign-out is no alarm");
 
     browser.switch_to_tab(&first_tab).await;
     let ended = wait_badge(&browser, "the session ended", "disconnected").await;

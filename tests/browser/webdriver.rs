@@ -233,13 +233,23 @@ impl Browser {
     }
 
     /// Console errors since the last call: script errors and CSP violations. Failed requests
-    /// (source `network`) are left out: a 401 from `/api/token/refresh` with no cookie is normal.
+    /// (source `network`) are left out: an answer the page expects, such as a 401 to a wrong
+    /// password, is logged by Chromium too.
     pub async fn console_errors(&self) -> Vec<String> {
+        self.severe_logs(false).await
+    }
+
+    /// Failed requests the console shows since the last call (any log read consumes them).
+    pub async fn network_errors(&self) -> Vec<String> {
+        self.severe_logs(true).await
+    }
+
+    async fn severe_logs(&self, network: bool) -> Vec<String> {
         let logs = self.post("/se/log", json!({ "type": "browser" })).await;
         logs.as_array()
             .into_iter()
             .flatten()
-            .filter(|entry| entry["level"] == "SEVERE" && entry["source"] != "network")
+            .filter(|entry| entry["level"] == "SEVERE" && (entry["source"] == "network") == network)
             .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
             .collect()
     }

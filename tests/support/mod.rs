@@ -52,7 +52,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server with `overrides` (TOML) layered over the test settings.
 pub async fn spawn_app_with(overrides: &str) -> TestApp {
-    let app = Application::build(test_settings(overrides)).await.expect("server builds");
+    spawn_app_from(test_settings(overrides)).await
+}
+
+/// Starts a server with exactly these settings (e.g. the production layer).
+pub async fn spawn_app_from(settings: Settings) -> TestApp {
+    let app = Application::build(settings).await.expect("server builds");
     let port = app.port();
     let reload = app.reload_handle();
     let redirect_port = app.redirect_port();
