@@ -257,6 +257,11 @@ impl TokenService {
             })
             .collect();
         let count = keys.len();
+        let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        // Key ids are public (they are in every token's header); logged so an operator sees
+        // which keys verify, at start-up and after each re-read.
+        tracing::info!(file = %path.display(), kids = ?kids, "JWKS keys in use");
         self.keys.store(Arc::new(keys));
         Ok(count)
     }
