@@ -80,6 +80,28 @@ impl fmt::Display for RoomId {
     }
 }
 
+/// A login (the refresh-token family a token's `sid` names) or a server-side session: ending
+/// it closes every socket bound to it. Not a secret: a session's id is the hash of its cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A random URL-safe identifier of `bytes` random bytes (token ids, tickets, session cookies,
 /// generated secrets).
 pub fn random_id(bytes: usize) -> String {

@@ -1,7 +1,7 @@
 //! Who a credential proves, as plain data: the leaf that stores, auth and the registry share,
 //! so the storage layer does not depend on the authentication layer above it.
 
-use crate::ids::UserId;
+use crate::ids::{SessionId, UserId};
 
 /// The identity proven by a valid token (or a session, in session mode).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -18,7 +18,7 @@ pub struct Principal {
     pub issued_at_ms: u64,
     /// The token's `sid`: the login (refresh token family) it came from, so a logout can end
     /// every token and socket of that login.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
 }
 
 impl Principal {

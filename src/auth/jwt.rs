@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Principal};
 use crate::config::{AuthSettings, ConfigError, KeyAlgorithm, MIN_HS_SECRET_BYTES};
-use crate::ids::UserId;
+use crate::ids::{SessionId, UserId};
 use crate::time::now_unix_s;
 
 /// The claims authchat reads and writes. Unknown claims are ignored.
@@ -312,7 +312,7 @@ impl TokenService {
                 (Some(iat), _) => iat.saturating_mul(1000),
                 (None, _) => 0,
             },
-            session_id: claims.sid,
+            session_id: claims.sid.map(SessionId::new),
         })
     }
 
@@ -474,7 +474,7 @@ mod tests {
         assert!(p.is_admin());
         assert_eq!(p.expires_at, minted.expires_at);
         assert!(p.token_id.is_some());
-        assert_eq!(p.session_id.as_deref(), Some("fam"));
+        assert_eq!(p.session_id.as_ref().map(SessionId::as_str), Some("fam"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::store::{RevocationStore, StoreError};
 /// Checks a verified principal against the revocation marks, to the millisecond: what was
 /// issued at or before a user's revocation is refused, what was issued after it is not.
 pub async fn check_not_revoked(store: &dyn RevocationStore, principal: &Principal) -> Result<(), RevocationCheckError> {
-    let marks = store.marks(&principal.user, principal.session_id.as_deref()).await?;
+    let marks = store.marks(&principal.user, principal.session_id.as_ref()).await?;
     let user_revoked = marks.user_revoked_at_ms.is_some_and(|at| principal.issued_at_ms <= at);
     if user_revoked || marks.session_revoked {
         return Err(AuthError::TokenRevoked.into());

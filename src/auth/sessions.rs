@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use super::password::Account;
 use super::Principal;
 use crate::config::SessionSettings;
+use crate::ids::SessionId;
 use crate::store::{SecretHash, SessionRecord, SessionStore, StoreError};
 use crate::time::now_unix_ms;
 
@@ -33,8 +34,8 @@ impl Sessions {
     }
 
     /// The id under which a cookie's session is stored (and shown to operators).
-    pub fn id_of(secret: &str) -> String {
-        SecretHash::of(secret).as_str().to_owned()
+    pub fn id_of(secret: &str) -> SessionId {
+        SessionId::new(SecretHash::of(secret).as_str())
     }
 
     /// Creates a session for `account`; answers the cookie value and the record.
@@ -64,7 +65,7 @@ impl Sessions {
     }
 
     /// Records activity on a session; false if the session is gone.
-    pub async fn touch(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn touch(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.store.touch(id, now_unix_ms()).await
     }
 

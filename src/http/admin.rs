@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::Admin;
-use crate::ids::{ConnId, UserId};
+use crate::ids::{ConnId, SessionId, UserId};
 use crate::protocol::close;
 use crate::registry::{CloseConnection, CloseSession, CloseUser, GetStats, ListConnections};
 use crate::state::AppState;
@@ -144,7 +144,7 @@ async fn end_session(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
+    let id = SessionId::new(path.into_inner());
     if !state.stores.sessions.delete(&id).await.map_err(ApiError::SessionStoreUnavailable)? {
         return Err(ApiError::NotFound("no such session".into()));
     }

@@ -13,7 +13,7 @@ use crate::auth::login::LoginError;
 use crate::auth::revocation::check_not_revoked;
 use crate::auth::Principal;
 use crate::ids::random_id;
-use crate::ids::UserId;
+use crate::ids::{SessionId, UserId};
 use crate::protocol::close;
 use crate::registry::CloseSession;
 use crate::state::AppState;
@@ -59,7 +59,7 @@ pub async fn login(
         Authenticator::Jwt(_) => {
             let account = attempt?;
             tracing::info!(user = %account.user, "login");
-            issue(&state, &account.user, &account.roles, random_id(16)).await
+            issue(&state, &account.user, &account.roles, SessionId::new(random_id(16))).await
         }
     }
 }
@@ -158,8 +158,9 @@ pub async fn ticket(
 }
 
 /// Mints the access token, stores a new refresh token of `family`, and answers with both.
-async fn issue(state: &AppState, user: &UserId, roles: &[String], family: String) -> Result<HttpResponse, ApiError> {
-    let minted = state.tokens.mint(user, roles, None, Some(&family)).map_err(|e| ApiError::Internal(e.to_string()))?;
+async fn issue(state: &AppState, user: &UserId, roles: &[String], family: SessionId) -> Result<HttpResponse, ApiError> {
+    let minted =
+        state.tokens.mint(user, roles, None, Some(family.as_str())).map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = now_unix_s();
     let refresh_ttl = state.settings.auth.refresh_ttl;
     let refresh_token = random_id(32);
@@ -181,13 +182,13 @@ async fn issue(state: &AppState, user: &UserId, roles: &[String], family: String
 }
 
 /// Revokes every token of a login and closes its sockets.
-async fn end_login(state: &AppState, family: &str, code: u16, reason: &'static str) -> Result<(), ApiError> {
+async fn end_login(state: &AppState, family: &SessionId, code: u16, reason: &'static str) -> Result<(), ApiError> {
     let auth = &state.settings.auth;
     let until = now_unix_s() + auth.refresh_ttl.as_secs() + auth.access_ttl.as_secs();
     state.stores.revocations.revoke_session(family, until).await.map_err(ApiError::StoreUnavailable)?;
     let closed = state
         .registry
-        .send(CloseSession { session_id: family.to_owned(), code, reason })
+        .send(CloseSession { session_id: family.clone(), code, reason })
         .await
         .map_err(|e| ApiError::Internal(format!("registry unavailable: {e}")))?;
     tracing::info!(closed, reason, "login ended");

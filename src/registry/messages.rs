@@ -7,7 +7,7 @@ use bytestring::ByteString;
 use serde::Serialize;
 
 use crate::auth::AuthMethod;
-use crate::ids::{ConnId, RoomId, UserId};
+use crate::ids::{ConnId, RoomId, SessionId, UserId};
 use crate::protocol::Echo;
 
 // ---------------------------------------------------------------------------------------------
@@ -46,7 +46,7 @@ pub struct Identity {
     pub method: AuthMethod,
     /// The login the token belongs to (`sid`), or the server-side session: ending it closes
     /// the socket.
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
 }
 
 impl Identity {
@@ -85,7 +85,7 @@ pub struct Renew {
     pub conn_id: ConnId,
     pub token_id: Option<String>,
     pub expires_at: u64,
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
 }
 
 /// A connection began closing by itself (its peer closed, or it broke a rule): deliver
@@ -177,7 +177,7 @@ pub struct CloseUser {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct CloseSession {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub code: u16,
     pub reason: &'static str,
 }
@@ -193,7 +193,7 @@ pub struct CloseAll {
 
 /// The server-side sessions that have live sockets here (for reconciliation).
 #[derive(Message)]
-#[rtype(result = "Vec<String>")]
+#[rtype(result = "Vec<SessionId>")]
 pub struct ListSessionIds;
 
 /// Admin: counts.

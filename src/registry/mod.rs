@@ -29,7 +29,7 @@ use actix::prelude::*;
 
 use crate::chat::{RoomLimits, Rooms};
 use crate::config::Settings;
-use crate::ids::{ConnId, RoomId, UserId};
+use crate::ids::{ConnId, RoomId, SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{close, Echo, ErrorCode, PresenceEvent, ServerMessage};
 use clock::Clock;
@@ -97,7 +97,7 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     conns: HashMap<ConnId, Connection>,
     by_user: HashMap<UserId, HashSet<ConnId>>,
-    by_session: HashMap<String, HashSet<ConnId>>,
+    by_session: HashMap<SessionId, HashSet<ConnId>>,
     /// Unauthenticated sockets per client IP (closing ones included).
     pending_by_ip: HashMap<IpAddr, usize>,
     /// Closed connections whose TCP connection is not gone yet: they count against the global,
@@ -499,7 +499,7 @@ mod tests {
             token_id: None,
             expires_at: crate::time::now_unix_s() + 3600,
             method: if session_bound { AuthMethod::Session } else { AuthMethod::Header },
-            session_id: Some(session_id.into()),
+            session_id: Some(SessionId::new(session_id)),
         };
         let outbox = Sink.start().recipient();
         let register =
@@ -512,7 +512,7 @@ mod tests {
             conn_id: ConnId(conn_id),
             token_id: Some("jti".into()),
             expires_at: crate::time::now_unix_s() + 7200,
-            session_id: Some(session_id.into()),
+            session_id: Some(SessionId::new(session_id)),
         }
     }
 
@@ -523,8 +523,9 @@ mod tests {
         assert_eq!(registry.send(renew(1, "login-of-a-token")).await.unwrap(), Err(RenewRefusal::SessionBound));
         let rows = registry.send(ListConnections { user: None }).await.unwrap();
         assert_eq!((rows[0].token_id.as_deref(), rows[0].auth), (None, Some(AuthMethod::Session)), "unchanged");
-        assert_eq!(registry.send(ListSessionIds).await.unwrap(), ["session-1"]);
-        let close = |session_id: &str| CloseSession { session_id: session_id.into(), code: 4002, reason: "ended" };
+        assert_eq!(registry.send(ListSessionIds).await.unwrap(), [SessionId::new("session-1")]);
+        let close =
+            |session_id: &str| CloseSession { session_id: SessionId::new(session_id), code: 4002, reason: "ended" };
         assert_eq!(registry.send(close("login-of-a-token")).await.unwrap(), 0);
         assert_eq!(registry.send(close("session-1")).await.unwrap(), 1, "its session still closes it");
     }
@@ -534,7 +535,8 @@ mod tests {
         let registry = registry();
         register(&registry, 1, "login-1", false).await;
         assert_eq!(registry.send(renew(1, "login-2")).await.unwrap(), Ok(()));
-        let close = |session_id: &str| CloseSession { session_id: session_id.into(), code: 4002, reason: "ended" };
+        let close =
+            |session_id: &str| CloseSession { session_id: SessionId::new(session_id), code: 4002, reason: "ended" };
         assert_eq!(registry.send(close("login-1")).await.unwrap(), 0);
         assert_eq!(registry.send(close("login-2")).await.unwrap(), 1);
     }

@@ -13,7 +13,7 @@ use super::{
     AttemptStore, Counter, Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent,
     SessionRecord, SessionStore, StoreError, StoreHealth, Taken, TicketStore,
 };
-use crate::ids::UserId;
+use crate::ids::{SessionId, UserId};
 use crate::principal::Principal;
 use crate::time::{now_unix_ms, now_unix_s};
 
@@ -87,7 +87,7 @@ struct RefreshEntry {
 struct State {
     refresh: ExpiringMap<SecretHash, RefreshEntry>,
     tickets: ExpiringMap<SecretHash, Principal>,
-    revoked_sessions: ExpiringMap<String, ()>,
+    revoked_sessions: ExpiringMap<SessionId, ()>,
     /// One mark per revoked user; kept for the life of the process.
     revoked_users: HashMap<UserId, u64>,
     /// Rate-limited counters: each key's TAT (Unix ms), forgotten at that instant, when the key
@@ -149,15 +149,15 @@ impl RevocationStore for MemoryStore {
         Ok(())
     }
 
-    async fn revoke_session(&self, sid: &str, until: u64) -> Result<(), StoreError> {
-        self.with(|s, now| s.revoked_sessions.insert(sid.to_owned(), (), until, now));
+    async fn revoke_session(&self, sid: &SessionId, until: u64) -> Result<(), StoreError> {
+        self.with(|s, now| s.revoked_sessions.insert(sid.clone(), (), until, now));
         Ok(())
     }
 
-    async fn marks(&self, user: &UserId, sid: Option<&str>) -> Result<Marks, StoreError> {
+    async fn marks(&self, user: &UserId, sid: Option<&SessionId>) -> Result<Marks, StoreError> {
         Ok(self.with(|s, now| Marks {
             user_revoked_at_ms: s.revoked_users.get(user).copied(),
-            session_revoked: sid.is_some_and(|sid| s.revoked_sessions.get_mut(&sid.to_owned(), now).is_some()),
+            session_revoked: sid.is_some_and(|sid| s.revoked_sessions.get_mut(sid, now).is_some()),
         }))
     }
 }
@@ -217,9 +217,9 @@ pub struct MemorySessions {
 
 #[derive(Default)]
 struct SessionState {
-    sessions: HashMap<String, SessionRecord>,
-    by_deadline: BTreeSet<(u64, String)>,
-    by_user: HashMap<UserId, HashSet<String>>,
+    sessions: HashMap<SessionId, SessionRecord>,
+    by_deadline: BTreeSet<(u64, SessionId)>,
+    by_user: HashMap<UserId, HashSet<SessionId>>,
 }
 
 impl SessionState {
@@ -230,7 +230,7 @@ impl SessionState {
         self.sessions.insert(record.id.clone(), record);
     }
 
-    fn remove(&mut self, id: &str) -> Option<SessionRecord> {
+    fn remove(&mut self, id: &SessionId) -> Option<SessionRecord> {
         let record = self.sessions.remove(id)?;
         self.by_deadline.remove(&(record.deadline_ms(), record.id.clone()));
         if let Some(ids) = self.by_user.get_mut(&record.user) {
@@ -243,7 +243,7 @@ impl SessionState {
     }
 
     /// Removes every session due by `now_ms`; answers their ids and the next deadline.
-    fn sweep(&mut self, now_ms: u64) -> (Vec<String>, Option<u64>) {
+    fn sweep(&mut self, now_ms: u64) -> (Vec<SessionId>, Option<u64>) {
         let mut ended = Vec::new();
         while let Some((deadline, id)) = self.by_deadline.first().cloned() {
             if deadline > now_ms {
@@ -255,7 +255,7 @@ impl SessionState {
         (ended, None)
     }
 
-    fn live(&self, id: &str, now_ms: u64) -> Option<&SessionRecord> {
+    fn live(&self, id: &SessionId, now_ms: u64) -> Option<&SessionRecord> {
         self.sessions.get(id).filter(|r| r.deadline_ms() > now_ms)
     }
 }
@@ -273,7 +273,7 @@ impl MemorySessions {
         self.state.lock().expect("session store lock poisoned")
     }
 
-    fn ended(&self, id: String) {
+    fn ended(&self, id: SessionId) {
         let _ = self.events.send(SessionEvent::Ended(id));
     }
 }
@@ -302,11 +302,11 @@ impl SessionStore for MemorySessions {
         Ok(())
     }
 
-    async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    async fn get(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.lock().live(id, now_unix_ms()).cloned())
     }
 
-    async fn touch(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+    async fn touch(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError> {
         let mut state = self.lock();
         let Some(mut record) = state.live(id, now_ms).cloned() else { return Ok(false) };
         record.last_seen_ms = record.last_seen_ms.max(now_ms);
@@ -314,7 +314,7 @@ impl SessionStore for MemorySessions {
         Ok(true)
     }
 
-    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         let existed = self.lock().remove(id).is_some();
         if existed {
             self.ended(id.to_owned());
@@ -322,10 +322,10 @@ impl SessionStore for MemorySessions {
         Ok(existed)
     }
 
-    async fn delete_user(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
-        let ids: Vec<String> = {
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<SessionId>, StoreError> {
+        let ids: Vec<SessionId> = {
             let mut state = self.lock();
-            let ids: Vec<String> = state.by_user.get(user).into_iter().flatten().cloned().collect();
+            let ids: Vec<SessionId> = state.by_user.get(user).into_iter().flatten().cloned().collect();
             ids.iter().for_each(|id| drop(state.remove(id)));
             ids
         };
@@ -346,7 +346,7 @@ impl SessionStore for MemorySessions {
         Ok(rows)
     }
 
-    async fn alive(&self, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+    async fn alive(&self, ids: &[SessionId]) -> Result<Vec<bool>, StoreError> {
         let state = self.lock();
         let now = now_unix_ms();
         Ok(ids.iter().map(|id| state.live(id, now).is_some()).collect())
@@ -383,7 +383,7 @@ mod tests {
         let record = RefreshRecord {
             user: UserId::new("u"),
             roles: vec![],
-            family: "f".into(),
+            family: SessionId::new("f"),
             issued_at_ms: crate::time::now_unix_ms(),
             expires_at: now_unix_s() + 60,
         };

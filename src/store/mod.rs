@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use crate::ids::UserId;
+use crate::ids::{SessionId, UserId};
 use crate::principal::Principal;
 use crate::ratelimit::Gcra;
 
@@ -50,7 +50,7 @@ pub struct RefreshRecord {
     pub user: UserId,
     pub roles: Vec<String>,
     /// The login this token descends from; access tokens carry it as `sid`.
-    pub family: String,
+    pub family: SessionId,
     /// Unix milliseconds; compared with the user's revocation mark. (Records written in
     /// seconds by older versions compare as long before any mark: refused, the safe side.)
     #[serde(alias = "issued_at")]
@@ -102,16 +102,16 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn revoke_user(&self, user: &UserId, at: u64) -> Result<(), StoreError>;
     /// Refuse every token of login session `sid`, keeping the mark until `until` (Unix seconds),
     /// by which time every token of that session has expired.
-    async fn revoke_session(&self, sid: &str, until: u64) -> Result<(), StoreError>;
+    async fn revoke_session(&self, sid: &SessionId, until: u64) -> Result<(), StoreError>;
     /// The marks for a user and (optionally) a session, in one look-up.
-    async fn marks(&self, user: &UserId, sid: Option<&str>) -> Result<Marks, StoreError>;
+    async fn marks(&self, user: &UserId, sid: Option<&SessionId>) -> Result<Marks, StoreError>;
 }
 
 /// A server-side session (session mode). Its id is the SHA-256 of the cookie's secret value,
 /// so the store (and the admin API, which shows ids) never holds the secret itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRecord {
-    pub id: String,
+    pub id: SessionId,
     pub user: UserId,
     pub roles: Vec<String>,
     /// Unix milliseconds.
@@ -135,7 +135,7 @@ impl SessionRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     /// The session ended (logout, expiry, deletion by anyone): close its sockets.
-    Ended(String),
+    Ended(SessionId),
     /// Notifications may have been missed (a reconnect): check the live sessions.
     Resync,
 }
@@ -145,17 +145,17 @@ pub enum SessionEvent {
 pub trait SessionStore: Send + Sync + 'static {
     async fn create(&self, session: &SessionRecord) -> Result<(), StoreError>;
     /// The live session, if any.
-    async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    async fn get(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// Records activity at `now_ms`, sliding the idle deadline; false if the session is gone.
-    async fn touch(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    async fn touch(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError>;
     /// Ends a session; false if it did not exist.
-    async fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
     /// Ends every session of `user`; answers their ids.
-    async fn delete_user(&self, user: &UserId) -> Result<Vec<String>, StoreError>;
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<SessionId>, StoreError>;
     /// Live sessions, of one user or all.
     async fn list(&self, user: Option<&UserId>) -> Result<Vec<SessionRecord>, StoreError>;
     /// Which of `ids` are still alive (used to reconcile after missed notifications).
-    async fn alive(&self, ids: &[String]) -> Result<Vec<bool>, StoreError>;
+    async fn alive(&self, ids: &[SessionId]) -> Result<Vec<bool>, StoreError>;
     /// Endings and resync requests, from this node and (with a shared store) every other.
     fn events(&self) -> broadcast::Receiver<SessionEvent>;
 }

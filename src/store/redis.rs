@@ -30,7 +30,7 @@ use super::{
     SessionRecord, SessionStore, StoreError, StoreHealth, Taken, TicketStore,
 };
 use crate::config::RedisSettings;
-use crate::ids::UserId;
+use crate::ids::{SessionId, UserId};
 use crate::principal::Principal;
 use crate::time::now_unix_ms;
 
@@ -226,7 +226,7 @@ async fn listen(client: Client, prefix: String, events: broadcast::Sender<Sessio
                         payload.strip_prefix(&session_prefix).map(str::to_owned)
                     };
                     if let Some(id) = id {
-                        let _ = events.send(SessionEvent::Ended(id));
+                        let _ = events.send(SessionEvent::Ended(SessionId::new(id)));
                     }
                 }
                 tracing::warn!("lost the Redis notification connection; reconnecting");
@@ -300,9 +300,9 @@ impl RevocationStore for RedisStore {
         Ok(())
     }
 
-    async fn revoke_session(&self, sid: &str, until: u64) -> Result<(), StoreError> {
+    async fn revoke_session(&self, sid: &SessionId, until: u64) -> Result<(), StoreError> {
         redis::cmd("SET")
-            .arg(self.key("revoked-session", sid))
+            .arg(self.key("revoked-session", sid.as_str()))
             .arg(1)
             .arg("PXAT")
             .arg(until * 1000)
@@ -311,11 +311,11 @@ impl RevocationStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn marks(&self, user: &UserId, sid: Option<&str>) -> Result<Marks, StoreError> {
+    async fn marks(&self, user: &UserId, sid: Option<&SessionId>) -> Result<Marks, StoreError> {
         let mut cmd = redis::cmd("MGET");
         cmd.arg(self.key("revoked-user", user.as_str()));
         if let Some(sid) = sid {
-            cmd.arg(self.key("revoked-session", sid));
+            cmd.arg(self.key("revoked-session", sid.as_str()));
         }
         let values: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
         Ok(Marks {
@@ -328,7 +328,7 @@ impl RevocationStore for RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        let key = self.key("session", &session.id);
+        let key = self.key("session", session.id.as_str());
         let user_key = self.key("user-sessions", session.user.as_str());
         let ttl = session.deadline_ms().saturating_sub(now_unix_ms()).max(1);
         let json = serde_json::to_string(session).expect("sessions serialise");
@@ -349,7 +349,7 @@ impl SessionStore for RedisStore {
             .arg(ttl)
             .cmd("SADD")
             .arg(&user_key)
-            .arg(&session.id)
+            .arg(session.id.as_str())
             .cmd("PEXPIREAT")
             .arg(&user_key)
             .arg(session.absolute_expiry_ms)
@@ -363,14 +363,14 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.read_sessions(&[id.to_owned()]).await?.pop())
+    async fn get(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.read_sessions(&[id.as_str().to_owned()]).await?.pop())
     }
 
-    async fn touch(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+    async fn touch(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError> {
         let alive: i64 = self
             .touch_session
-            .key(self.key("session", id))
+            .key(self.key("session", id.as_str()))
             .arg(now_ms)
             .invoke_async(&mut self.conn())
             .await
@@ -378,19 +378,19 @@ impl SessionStore for RedisStore {
         Ok(alive == 1)
     }
 
-    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let existed: i64 = self.conn().del(self.key("session", id)).await.map_err(unavailable)?;
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let existed: i64 = self.conn().del(self.key("session", id.as_str())).await.map_err(unavailable)?;
         if existed == 1 {
-            self.announce_ended(id).await?;
+            self.announce_ended(id.as_str()).await?;
         }
         Ok(existed == 1)
     }
 
-    async fn delete_user(&self, user: &UserId) -> Result<Vec<String>, StoreError> {
+    async fn delete_user(&self, user: &UserId) -> Result<Vec<SessionId>, StoreError> {
         let user_key = self.key("user-sessions", user.as_str());
         let ids: Vec<String> = self.conn().smembers(&user_key).await.map_err(unavailable)?;
         let mut ended = Vec::new();
-        for id in ids {
+        for id in ids.into_iter().map(SessionId::new) {
             if self.delete(&id).await? {
                 ended.push(id);
             }
@@ -418,13 +418,13 @@ impl SessionStore for RedisStore {
         self.read_sessions(&ids).await
     }
 
-    async fn alive(&self, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+    async fn alive(&self, ids: &[SessionId]) -> Result<Vec<bool>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.exists(self.key("session", id));
+            pipe.exists(self.key("session", id.as_str()));
         }
         pipe.query_async(&mut self.conn()).await.map_err(unavailable)
     }
