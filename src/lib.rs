@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`config`]: typed, layered configuration, validated at start.
 //! - [`startup`]: [`startup::Application`] binds, wires and runs the server.
-//! - [`auth`]: token verification and minting ([`auth::jwt`]), the user directory
+//! - [`auth`]: the one [`auth::authenticator::Authenticator`] per mode, built at start-up;
+//!   token verification and minting ([`auth::jwt`]), the user directory
 //!   ([`auth::password`]), throttled password login ([`auth::login`]) behind a cap on concurrent
 //!   hashing ([`auth::hashing`]), the revocation check ([`auth::revocation`]), JWKS files
 //!   ([`auth::jwks`]). No HTTP in here.
@@ -13,10 +14,14 @@
 //!   behind small async traits; in memory by default, or in Redis.
 //! - [`chat`]: rooms, membership and history as plain data.
 //! - [`protocol`]: the JSON messages and close codes.
-//! - [`ws`]: the upgrade (credential checked first) and the per-socket actor.
+//! - [`ws`]: the upgrade (credential checked first), the bounded wire ([`ws::transport`]) and
+//!   the per-socket actor.
 //! - [`http`]: REST API, admin API, health and metrics, the access log.
 //! - [`tls`]: rustls, with the certificate re-read on SIGHUP.
+//! - [`principal`]: who a credential proves, as plain data below the stores.
 //! - [`metrics`], [`telemetry`], [`ratelimit`], [`ids`], [`time`], [`state`]: support.
+//!
+//! The modules form layers without cycles; the `layering` test below enforces the order.
 
 pub mod auth;
 pub mod chat;
