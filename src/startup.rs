@@ -89,7 +89,7 @@ pub struct Application {
 
 impl Application {
     /// Wiring: keys, stores, the registry, the authenticator and what sockets and handlers
-    /// share, then the listener handed to [`serve`].
+    /// share, then the listener handed to `serve`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let hs_secret = match settings.hs_secret() {
             Some(secret) => secret.clone(),

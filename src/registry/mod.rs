@@ -8,8 +8,8 @@
 //! - [`messages`]: what sockets and the HTTP layer send it, and what it answers.
 //! - this file: its state, and the connection lifecycle (register, authenticate, renew,
 //!   closing, unregister) with token expiry.
-//! - [`rooms`]: join, leave, publish and history, and the fan-out.
-//! - [`operator`]: listing and closing connections for the admin API, and counts.
+//! - `rooms`: join, leave, publish and history, and the fan-out.
+//! - `operator`: listing and closing connections for the admin API, and counts.
 //! - [`sessions`]: following server-side sessions (session mode).
 //! - [`deadlines`]: the ordered deadline queue; [`clock`]: the time it reads.
 
