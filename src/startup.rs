@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -20,6 +20,7 @@ use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
 use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
 use crate::http::error::ApiError;
+use crate::http::token::TokenApi;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 use crate::ratelimit::SharedLimits;
@@ -77,13 +78,27 @@ const TCP_HEADROOM: usize = 1024;
 /// How often idle keys are dropped from the per-user and per-address limiters.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
+/// What the HTTP server hands its handlers, each asked for by type (`web::Data<T>`).
+#[derive(Clone)]
+struct Shared {
+    state: web::Data<AppState>,
+    settings: web::Data<Settings>,
+    auth: web::Data<Authenticator>,
+    tokens: web::Data<TokenService>,
+    stores: web::Data<Stores>,
+    registry: web::Data<Addr<Registry>>,
+    metrics: web::Data<Metrics>,
+    token_api: web::Data<TokenApi>,
+    sockets: web::Data<SocketDeps>,
+}
+
 /// A bound, wired server, not yet running.
 pub struct Application {
     port: u16,
     /// The plain-HTTP port that redirects to HTTPS, when `tls.redirect_port` is set.
     redirect_port: Option<u16>,
     server: Server,
-    state: web::Data<AppState>,
+    shared: Shared,
     certs: Option<Arc<CertStore>>,
 }
 
@@ -168,24 +183,41 @@ impl Application {
             node: node.clone(),
             boot_id: crate::ids::random_id(6),
         });
-        let state = web::Data::new(AppState {
-            settings: settings.clone(),
-            tokens,
+        let allowed_origins = Arc::new(allowed_origins);
+        let secure_cookies = certs.is_some() || settings.auth.secure_cookies;
+        let token_api = web::Data::new(TokenApi {
+            auth: auth.clone(),
+            tokens: tokens.clone(),
             users,
             login,
-            stores,
-            auth,
-            registry,
-            metrics,
-            conn_ids: Default::default(),
+            stores: stores.clone(),
+            registry: registry.clone(),
+            config: settings.auth.clone(),
+            secure_cookies,
+            allowed_origins: allowed_origins.clone(),
+        });
+        let state = web::Data::new(AppState {
             node,
             allowed_origins,
             tls_port: certs.is_some().then_some(port),
+            secure_cookies,
+            conn_ids: Default::default(),
             draining: Default::default(),
             started: std::time::Instant::now(),
         });
+        let shared = Shared {
+            state,
+            settings: web::Data::from(settings.clone()),
+            auth: web::Data::from(auth),
+            tokens: web::Data::from(tokens),
+            stores: web::Data::new(stores),
+            registry: web::Data::new(registry),
+            metrics: web::Data::from(metrics),
+            token_api,
+            sockets,
+        };
 
-        let sweeping = sockets.clone();
+        let sweeping = shared.sockets.clone();
         actix_web::rt::spawn(async move {
             let mut ticker = tokio::time::interval(LIMITER_SWEEP);
             loop {
@@ -193,17 +225,17 @@ impl Application {
                 sweeping.limits.forget_idle();
             }
         });
-        let (server, redirect_port) = serve(state.clone(), sockets, listener, certs.as_ref(), user_timeout)?;
+        let (server, redirect_port) = serve(shared.clone(), listener, certs.as_ref(), user_timeout)?;
         let scheme = if certs.is_some() { "https" } else { "http" };
         tracing::info!(
             address = %format!("{host}:{port}"),
             scheme,
             redirect_port,
-            node = %state.node,
+            node = %shared.state.node,
             dev_mode = settings.dev_mode,
             "listening"
         );
-        Ok(Self { port, redirect_port, server, state, certs })
+        Ok(Self { port, redirect_port, server, shared, certs })
     }
 
     pub fn port(&self) -> u16 {
@@ -218,8 +250,8 @@ impl Application {
     /// certificate and key), for SIGHUP.
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
-            tokens: self.state.tokens.clone(),
-            metrics: self.state.metrics.clone(),
+            tokens: self.shared.tokens.clone().into_inner(),
+            metrics: self.shared.metrics.clone().into_inner(),
             certs: self.certs.clone(),
         }
     }
@@ -233,8 +265,8 @@ impl Application {
             result = &mut server => return result,
             () = shutdown => {}
         }
-        self.state.start_draining();
-        let delay = self.state.settings.server.drain_delay;
+        self.shared.state.start_draining();
+        let delay = self.shared.settings.server.drain_delay;
         if !delay.is_zero() {
             tracing::info!(?delay, "draining: /readyz reports not ready; sockets close after the drain delay");
             // The server keeps serving meanwhile; polling it is what lets /readyz answer.
@@ -248,7 +280,7 @@ impl Application {
             code: close::GOING_AWAY,
             reason: "server shutting down",
         };
-        let closed = self.state.registry.send(farewell).await.unwrap_or(0);
+        let closed = self.shared.registry.send(farewell).await.unwrap_or(0);
         tracing::info!(closed, "draining: sockets told to close");
         // The stop command is carried out by the server future itself, so both are polled.
         let ((), result) = tokio::join!(handle.stop(true), server);
@@ -259,23 +291,29 @@ impl Application {
 /// Serving: the HTTP server with its middleware and routes, on `listener` (TLS when `certs`),
 /// plus the plain redirect port when configured. Started, not yet awaited.
 fn serve(
-    state: web::Data<AppState>,
-    sockets: web::Data<SocketDeps>,
+    shared: Shared,
     listener: std::net::TcpListener,
     certs: Option<&Arc<CertStore>>,
     user_timeout: Duration,
 ) -> anyhow::Result<(Server, Option<u16>)> {
-    let settings = state.settings.clone();
+    let settings = shared.settings.clone();
     let host = settings.server.host;
     let workers = match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
     let server = HttpServer::new(move || {
-        let state = state.clone();
+        let Shared { state, settings, auth, tokens, stores, registry, metrics, token_api, sockets } = shared.clone();
         App::new()
             .app_data(state.clone())
-            .app_data(sockets.clone())
+            .app_data(settings.clone())
+            .app_data(auth)
+            .app_data(tokens)
+            .app_data(stores)
+            .app_data(registry)
+            .app_data(metrics)
+            .app_data(token_api)
+            .app_data(sockets)
             .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
                 ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
             }))
@@ -288,7 +326,7 @@ fn serve(
             .wrap(crate::http::security_headers())
             .wrap(from_fn(crate::http::access_log))
             .route("/ws", web::get().to(crate::ws::upgrade))
-            .configure(|cfg| crate::http::routes(cfg, &state))
+            .configure(|cfg| crate::http::routes(cfg, &state, &settings))
             .default_service(web::to(not_found))
     })
     .workers(workers)

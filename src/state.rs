@@ -1,53 +1,33 @@
-//! What every request handler and socket shares.
+//! The server's own facts that several HTTP handlers and the upgrade read: its name, who may
+//! call it from a browser, whether it speaks TLS, and whether it is draining. Everything else a
+//! handler uses it asks for by type (`web::Data<Stores>`, `web::Data<Authenticator>`, …), so
+//! each handler's signature says what it depends on.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::Addr;
-
-use crate::auth::authenticator::Authenticator;
-use crate::auth::jwt::TokenService;
-use crate::auth::login::PasswordLogin;
-use crate::auth::password::UserDirectory;
-use crate::config::Settings;
 use crate::ids::ConnIdAllocator;
-use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::store::Stores;
 
-/// Shared, read-mostly state of one server.
+/// Shared, read-mostly facts about this server.
 pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub tokens: Arc<TokenService>,
-    pub users: Arc<UserDirectory>,
-    /// Password checks for `POST /api/login`: throttled, and capped in concurrency.
-    pub login: PasswordLogin,
-    pub stores: Stores,
-    /// JWTs or sessions, decided once at start-up (shared with the sockets).
-    pub auth: Arc<Authenticator>,
-    pub registry: Addr<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub conn_ids: ConnIdAllocator,
     /// This node's name.
     pub node: String,
     /// `Origin` values allowed at the upgrade and by CORS (config plus, in dev mode, our own).
-    pub allowed_origins: HashSet<String>,
-    /// The port of the TLS listener, when it speaks TLS: cookies get `Secure`, responses get
-    /// HSTS, and the redirect port points here.
+    pub allowed_origins: Arc<HashSet<String>>,
+    /// The port of the TLS listener, when it speaks TLS: responses get HSTS, and the redirect
+    /// port points here.
     pub tls_port: Option<u16>,
+    /// Cookies get `Secure`: on TLS, or when the config says TLS is terminated in front.
+    pub secure_cookies: bool,
+    pub conn_ids: ConnIdAllocator,
     /// Set when a graceful stop begins: `/readyz` fails and new upgrades are refused.
     pub(crate) draining: AtomicBool,
     pub started: Instant,
 }
 
 impl AppState {
-    /// Cookies are `Secure` on TLS, or when the config says so (TLS terminated in front).
-    pub fn secure_cookies(&self) -> bool {
-        self.tls_port.is_some() || self.settings.auth.secure_cookies
-    }
-
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }

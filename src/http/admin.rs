@@ -7,9 +7,13 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::extract::Admin;
 use crate::ids::{ConnId, SessionId, UserId};
+use crate::metrics::Metrics;
 use crate::protocol::close;
+use crate::registry::Registry;
 use crate::registry::{CloseConnection, CloseSession, CloseUser, GetStats, ListConnections};
 use crate::state::AppState;
+use crate::store::Stores;
+use actix::Addr;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/connections", web::get().to(list_connections))
@@ -34,26 +38,25 @@ struct UserFilter {
 /// `GET /admin/connections[?user=]`
 async fn list_connections(
     Admin(_): Admin,
-    state: web::Data<AppState>,
+    registry: web::Data<Addr<Registry>>,
     filter: web::Query<UserFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let user = filter.into_inner().user.map(UserId::new);
-    let rows = state.registry.send(ListConnections { user }).await.map_err(registry_down)?;
+    let rows = registry.send(ListConnections { user }).await.map_err(registry_down)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "connections": rows })))
 }
 
 /// `DELETE /admin/connections/{conn_id}`: closes it with 4004.
 async fn disconnect(
     Admin(admin): Admin,
-    state: web::Data<AppState>,
+    registry: web::Data<Addr<Registry>>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
     let conn_id = raw.parse().map(ConnId).map_err(|_| {
         ApiError::bad_request("invalid_conn_id", format!("{raw:?} is not a connection id (a positive integer)"))
     })?;
-    let closed = state
-        .registry
+    let closed = registry
         .send(CloseConnection { conn_id, code: close::DISCONNECTED, reason: "disconnected by an operator" })
         .await
         .map_err(registry_down)?;
@@ -67,12 +70,11 @@ async fn disconnect(
 /// `DELETE /admin/users/{user}/connections`: closes all of them with 4004.
 async fn disconnect_user(
     Admin(admin): Admin,
-    state: web::Data<AppState>,
+    registry: web::Data<Addr<Registry>>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::new(path.into_inner());
-    let closed = state
-        .registry
+    let closed = registry
         .send(CloseUser { user: user.clone(), code: close::DISCONNECTED, reason: "disconnected by an operator" })
         .await
         .map_err(registry_down)?;
@@ -85,22 +87,22 @@ async fn disconnect_user(
 /// 4003 for token sockets.
 async fn revoke_user(
     Admin(admin): Admin,
-    state: web::Data<AppState>,
+    registry: web::Data<Addr<Registry>>,
+    stores: web::Data<Stores>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::new(path.into_inner());
     let at = crate::time::now_unix_ms();
-    state.stores.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
-    let sessions = state.stores.sessions.delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
+    stores.revocations.revoke_user(&user, at).await.map_err(ApiError::StoreUnavailable)?;
+    let sessions = stores.sessions.delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
     // A session socket ends with its session (4002), here and now rather than when the store's
     // notification arrives; whatever else the user has open was opened with a token (4003).
     let mut closed = 0;
     for session_id in &sessions {
         let end = CloseSession { session_id: session_id.clone(), code: close::SESSION_ENDED, reason: "session ended" };
-        closed += state.registry.send(end).await.map_err(registry_down)?;
+        closed += registry.send(end).await.map_err(registry_down)?;
     }
-    closed += state
-        .registry
+    closed += registry
         .send(CloseUser { user: user.clone(), code: close::REVOKED, reason: "token revoked" })
         .await
         .map_err(registry_down)?;
@@ -116,11 +118,11 @@ async fn revoke_user(
 /// `GET /admin/sessions[?user=]`: live server-side sessions (session mode).
 async fn list_sessions(
     Admin(_): Admin,
-    state: web::Data<AppState>,
+    stores: web::Data<Stores>,
     filter: web::Query<UserFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let user = filter.into_inner().user.map(UserId::new);
-    let rows = state.stores.sessions.list(user.as_ref()).await.map_err(ApiError::SessionStoreUnavailable)?;
+    let rows = stores.sessions.list(user.as_ref()).await.map_err(ApiError::SessionStoreUnavailable)?;
     let rows: Vec<_> = rows
         .into_iter()
         .map(|s| {
@@ -141,11 +143,11 @@ async fn list_sessions(
 /// `DELETE /admin/sessions/{id}`: ends it; its sockets close with 4002.
 async fn end_session(
     Admin(admin): Admin,
-    state: web::Data<AppState>,
+    stores: web::Data<Stores>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = SessionId::new(path.into_inner());
-    if !state.stores.sessions.delete(&id).await.map_err(ApiError::SessionStoreUnavailable)? {
+    if !stores.sessions.delete(&id).await.map_err(ApiError::SessionStoreUnavailable)? {
         return Err(ApiError::NotFound("no such session".into()));
     }
     tracing::info!(admin = %admin.user, "operator ended a session");
@@ -153,9 +155,14 @@ async fn end_session(
 }
 
 /// `GET /admin/stats`
-async fn stats(Admin(_): Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let stats = state.registry.send(GetStats).await.map_err(registry_down)?;
-    let m = &state.metrics;
+async fn stats(
+    Admin(_): Admin,
+    state: web::Data<AppState>,
+    registry: web::Data<Addr<Registry>>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let stats = registry.send(GetStats).await.map_err(registry_down)?;
+    let m = &metrics;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "node": stats.node,
         "connections": stats.connections,

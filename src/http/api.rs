@@ -2,7 +2,8 @@
 
 use super::extract::Authenticated;
 use super::token;
-use crate::config::AuthMode;
+use crate::auth::authenticator::Authenticator;
+use crate::config::{AuthMode, Settings};
 use crate::ids::RoomId;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -35,11 +36,14 @@ async fn me(Authenticated(principal): Authenticated) -> HttpResponse {
 }
 
 /// `GET /api/config`: what a client needs to know to connect (no secrets).
-async fn config(state: web::Data<AppState>) -> HttpResponse {
-    let settings = &state.settings;
+async fn config(
+    state: web::Data<AppState>,
+    settings: web::Data<Settings>,
+    auth: web::Data<Authenticator>,
+) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "mode": settings.auth.mode,
-        "login": state.auth.tokens().is_none_or(|tokens| !tokens.is_verify_only()),
+        "login": auth.tokens().is_none_or(|tokens| !tokens.is_verify_only()),
         "ticket_ttl_seconds": settings.auth.ticket_ttl.as_secs(),
         "node": state.node,
         "first_message": settings.auth.first_message,

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 
 use super::error::ApiError;
-use crate::auth::authenticator::Credential;
+use crate::auth::authenticator::{Authenticator, Credential};
 use crate::auth::{AuthError, Principal};
 use crate::config::AuthMode;
 use crate::state::AppState;
@@ -29,38 +29,38 @@ pub fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, AuthError> {
     }
 }
 
-async fn authenticate(state: web::Data<AppState>, presented: Result<String, ApiError>) -> Result<Principal, ApiError> {
+async fn authenticate(
+    auth: web::Data<Authenticator>,
+    presented: Result<String, ApiError>,
+) -> Result<Principal, ApiError> {
     let value = presented?;
-    let credential = match state.auth.mode() {
+    let credential = match auth.mode() {
         AuthMode::Session => Credential::SessionCookie(&value),
         AuthMode::Jwt => Credential::Token(&value),
     };
-    Ok(state.auth.authenticate(credential).await?)
+    Ok(auth.authenticate(credential).await?)
 }
 
 /// In session mode only the session cookie authenticates, as at the upgrade (a bearer token
 /// is not looked at), and a state-changing request with it must not come from a foreign page.
 /// In JWT mode only the bearer token does.
-fn presented(req: &HttpRequest, state: &AppState) -> Result<String, ApiError> {
-    match state.auth.mode() {
+fn presented(req: &HttpRequest, mode: AuthMode) -> Result<String, ApiError> {
+    match mode {
         AuthMode::Session => {
             let secret = super::session::session_secret(req).ok_or(AuthError::MissingCredentials)?;
-            super::session::refuse_cross_site(req, state)?;
+            let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
+            super::session::refuse_cross_site(req, &state.allowed_origins)?;
             Ok(secret)
         }
         AuthMode::Jwt => Ok(bearer_token(req)?.ok_or(AuthError::MissingCredentials)?.to_owned()),
     }
 }
 
-fn state_of(req: &HttpRequest) -> web::Data<AppState> {
-    req.app_data::<web::Data<AppState>>().expect("AppState is registered").clone()
-}
-
 /// Everything the check needs, taken from the request up front so the future owns it.
 fn authenticate_request(req: &HttpRequest) -> impl Future<Output = Result<Principal, ApiError>> + 'static {
-    let state = state_of(req);
-    let presented = presented(req, &state);
-    authenticate(state, presented)
+    let auth = req.app_data::<web::Data<Authenticator>>().expect("the Authenticator is registered").clone();
+    let presented = presented(req, auth.mode());
+    authenticate(auth, presented)
 }
 
 impl FromRequest for Authenticated {

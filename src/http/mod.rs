@@ -22,18 +22,19 @@ use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{http::Method, web};
 use actix_web::{HttpRequest, HttpResponse};
 
+use crate::config::Settings;
 use crate::state::AppState;
 use crate::telemetry::redact_target;
 
 /// Every HTTP route of the server (the WebSocket route is added by `startup`, so this layer
 /// does not depend on the socket layer above it).
-pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
+pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, settings: &Settings) {
     cfg.route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
-        .service(web::scope("/api").wrap(cors(state)).configure(|cfg| api::routes(cfg, state.settings.auth.mode)))
+        .service(web::scope("/api").wrap(cors(state)).configure(|cfg| api::routes(cfg, settings.auth.mode)))
         .service(web::scope("/admin").wrap(cors(state)).configure(admin::routes));
-    let dir = &state.settings.server.static_dir;
+    let dir = &settings.server.static_dir;
     if dir.is_dir() {
         cfg.service(Files::new("/", dir).index_file("index.html").prefer_utf8(true));
     } else {
@@ -63,7 +64,7 @@ fn cors(state: &AppState) -> Cors {
         .allowed_headers(["authorization", "content-type"])
         .supports_credentials()
         .max_age(600);
-    for origin in &state.allowed_origins {
+    for origin in state.allowed_origins.iter() {
         cors = cors.allowed_origin(origin);
     }
     cors
@@ -93,7 +94,7 @@ pub async fn request_deadline(
     if req.path() == WEBSOCKET_PATH {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let limit = req.app_data::<web::Data<AppState>>().expect("AppState is registered").settings.server.request_timeout;
+    let limit = req.app_data::<web::Data<Settings>>().expect("Settings are registered").server.request_timeout;
     match tokio::time::timeout(limit, next.call(req)).await {
         Ok(response) => Ok(response?.map_into_boxed_body()),
         Err(_) => Err(error::ApiError::RequestTimeout(limit).into()),
@@ -106,8 +107,8 @@ pub async fn transport_security(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered").clone();
-    let Some(tls_port) = state.tls_port else {
+    let tls_port = req.app_data::<web::Data<AppState>>().expect("AppState is registered").tls_port;
+    let Some(tls_port) = tls_port else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     if !req.app_config().secure() {
@@ -120,8 +121,9 @@ pub async fn transport_security(
         let response = HttpResponse::PermanentRedirect().insert_header((header::LOCATION, location)).finish();
         return Ok(req.into_response(response));
     }
+    let settings = req.app_data::<web::Data<Settings>>().expect("Settings are registered").clone();
     let mut response = next.call(req).await?.map_into_boxed_body();
-    let max_age = state.settings.tls.hsts_max_age.as_secs();
+    let max_age = settings.tls.hsts_max_age.as_secs();
     if max_age > 0 {
         let value = header::HeaderValue::from_str(&format!("max-age={max_age}")).expect("digits are a valid header");
         response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, value);

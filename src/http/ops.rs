@@ -2,7 +2,9 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::store::Stores;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
@@ -11,18 +13,18 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: 503 once draining starts, or while the store does not answer, so a load
 /// balancer stops routing here.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: web::Data<AppState>, stores: web::Data<Stores>) -> HttpResponse {
     if state.is_draining() {
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "draining" }));
     }
-    match state.stores.health.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "store": state.stores.backend })),
+    match stores.health.ping().await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "store": stores.backend })),
         Err(_) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "status": "store_unavailable", "store": state.stores.backend })),
+            .json(serde_json::json!({ "status": "store_unavailable", "store": stores.backend })),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
 }

@@ -1,6 +1,10 @@
 //! The token lifecycle over HTTP: login (access token + refresh cookie), refresh with rotation
 //! and reuse detection, logout, and one-time WebSocket tickets.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -9,16 +13,38 @@ use super::cookies::AuthCookie;
 use super::error::ApiError;
 use super::extract::Authenticated;
 use crate::auth::authenticator::Authenticator;
+use crate::auth::jwt::TokenService;
 use crate::auth::login::LoginError;
+use crate::auth::login::PasswordLogin;
+use crate::auth::password::UserDirectory;
 use crate::auth::revocation::check_not_revoked;
 use crate::auth::Principal;
+use crate::config::AuthSettings;
 use crate::ids::random_id;
 use crate::ids::{SessionId, UserId};
 use crate::protocol::close;
 use crate::registry::CloseSession;
-use crate::state::AppState;
+use crate::registry::Registry;
+use crate::store::Stores;
 use crate::store::{RefreshRecord, SecretHash, Taken};
 use crate::time::now_unix_s;
+
+/// What the token lifecycle routes use, built once at start-up.
+pub struct TokenApi {
+    pub auth: Arc<Authenticator>,
+    pub tokens: Arc<TokenService>,
+    pub users: Arc<UserDirectory>,
+    /// Password checks: throttled, and capped in concurrency.
+    pub login: PasswordLogin,
+    pub stores: Stores,
+    pub registry: Addr<Registry>,
+    /// Lifetimes of tokens, refresh tokens and tickets.
+    pub config: AuthSettings,
+    /// Cookies get `Secure` (TLS here, or terminated in front).
+    pub secure_cookies: bool,
+    /// For the CSRF check on session-cookie logout.
+    pub allowed_origins: Arc<HashSet<String>>,
+}
 
 /// `POST /api/login` body.
 #[derive(Deserialize)]
@@ -40,41 +66,41 @@ pub struct TokenResponse {
 /// Argon2 off the executor with a cap on how many run at once), starts a refresh token family,
 /// and returns an access token tied to it. Unknown user and wrong password get the same answer.
 pub async fn login(
-    state: web::Data<AppState>,
+    api: web::Data<TokenApi>,
     req: HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    refuse_in_verify_only_mode(&state)?;
+    refuse_in_verify_only_mode(&api)?;
     let LoginRequest { username, password } = body.into_inner();
-    let attempt = state.login.attempt(super::client_ip(&req), &username, password).await;
-    match state.auth.as_ref() {
+    let attempt = api.login.attempt(super::client_ip(&req), &username, password).await;
+    match api.auth.as_ref() {
         Authenticator::Session(mode) => {
             // In session mode the store behind login is the session store, and clients are told so.
             let account = attempt.map_err(|e| match e {
                 LoginError::Store(e) => ApiError::SessionStoreUnavailable(e),
                 other => other.into(),
             })?;
-            super::session::login(&state, &mode.sessions, &account).await
+            super::session::login(&mode.sessions, &account, api.secure_cookies).await
         }
         Authenticator::Jwt(_) => {
             let account = attempt?;
             tracing::info!(user = %account.user, "login");
-            issue(&state, &account.user, &account.roles, SessionId::new(random_id(16))).await
+            issue(&api, &account.user, &account.roles, SessionId::new(random_id(16))).await
         }
     }
 }
 
 /// `POST /api/token/refresh`: trades the refresh cookie for a new access token and a new
 /// cookie. A token presented twice revokes its whole family (reuse means theft).
-pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    refuse_in_verify_only_mode(&state)?;
+pub async fn refresh(api: web::Data<TokenApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    refuse_in_verify_only_mode(&api)?;
     let presented = AuthCookie::Refresh.value_in(&req).ok_or_else(invalid_refresh)?;
     let hash = SecretHash::of(&presented);
-    let record = match state.stores.refresh.take(&hash).await.map_err(ApiError::StoreUnavailable)? {
+    let record = match api.stores.refresh.take(&hash).await.map_err(ApiError::StoreUnavailable)? {
         None => return Err(invalid_refresh()),
         Some(Taken::Reused(record)) => {
             tracing::warn!(user = %record.user, "refresh token reused: revoking its family");
-            end_login(&state, &record.family, close::SESSION_ENDED, "refresh token reused").await?;
+            end_login(&api, &record.family, close::SESSION_ENDED, "refresh token reused").await?;
             return Err(ApiError::unauthorized(
                 "refresh_token_reused",
                 "this refresh token was used before; sign in again",
@@ -91,23 +117,23 @@ pub async fn refresh(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
         issued_at_ms: record.issued_at_ms,
         session_id: Some(record.family.clone()),
     };
-    check_not_revoked(state.stores.revocations.as_ref(), &principal).await.map_err(|e| match ApiError::from(e) {
+    check_not_revoked(api.stores.revocations.as_ref(), &principal).await.map_err(|e| match ApiError::from(e) {
         ApiError::Auth(_) => invalid_refresh(),
         other => other,
     })?;
     // Roles come from the directory as it is now; a removed user cannot refresh.
-    let roles = state.users.roles(record.user.as_str()).ok_or_else(invalid_refresh)?.to_vec();
-    issue(&state, &record.user, &roles, record.family).await
+    let roles = api.users.roles(record.user.as_str()).ok_or_else(invalid_refresh)?.to_vec();
+    issue(&api, &record.user, &roles, record.family).await
 }
 
 /// `POST /api/logout` (Bearer, or the refresh cookie on `/api/token/logout`): ends the login:
 /// its refresh tokens and access tokens are refused from now on and its sockets close with 4002.
-pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    if let Authenticator::Session(mode) = state.auth.as_ref() {
-        return super::session::logout(&state, &mode.sessions, &req).await;
+pub async fn logout(api: web::Data<TokenApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if let Authenticator::Session(mode) = api.auth.as_ref() {
+        return super::session::logout(&mode.sessions, &req, &api.allowed_origins, api.secure_cookies).await;
     }
     let family = match AuthCookie::Refresh.value_in(&req) {
-        Some(cookie) => match state.stores.refresh.take(&SecretHash::of(&cookie)).await {
+        Some(cookie) => match api.stores.refresh.take(&SecretHash::of(&cookie)).await {
             Ok(Some(Taken::Fresh(r) | Taken::Reused(r))) => Some(r.family),
             Ok(None) => None,
             Err(e) => return Err(ApiError::StoreUnavailable(e)),
@@ -122,11 +148,11 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
         }
     };
     if let Some(family) = &family {
-        end_login(&state, family, close::SESSION_ENDED, "logged out").await?;
+        end_login(&api, family, close::SESSION_ENDED, "logged out").await?;
     }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .cookie(AuthCookie::Refresh.removal(state.secure_cookies()))
+        .cookie(AuthCookie::Refresh.removal(api.secure_cookies))
         .json(serde_json::json!({ "status": "logged_out" })))
 }
 
@@ -140,14 +166,13 @@ struct TicketResponse {
 /// `POST /api/ticket` (Bearer): a random, single-use ticket for `GET /ws?ticket=…`, bound to
 /// the caller and to the access token's expiry, valid `auth.ticket_ttl` (30 s).
 pub async fn ticket(
-    state: web::Data<AppState>,
+    api: web::Data<TokenApi>,
     Authenticated(principal): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let now = now_unix_s();
-    let expires_at = (now + state.settings.auth.ticket_ttl.as_secs()).min(principal.expires_at);
+    let expires_at = (now + api.config.ticket_ttl.as_secs()).min(principal.expires_at);
     let ticket = random_id(32);
-    state
-        .stores
+    api.stores
         .tickets
         .put(&SecretHash::of(&ticket), principal, expires_at)
         .await
@@ -158,11 +183,11 @@ pub async fn ticket(
 }
 
 /// Mints the access token, stores a new refresh token of `family`, and answers with both.
-async fn issue(state: &AppState, user: &UserId, roles: &[String], family: SessionId) -> Result<HttpResponse, ApiError> {
+async fn issue(api: &TokenApi, user: &UserId, roles: &[String], family: SessionId) -> Result<HttpResponse, ApiError> {
     let minted =
-        state.tokens.mint(user, roles, None, Some(family.as_str())).map_err(|e| ApiError::Internal(e.to_string()))?;
+        api.tokens.mint(user, roles, None, Some(family.as_str())).map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = now_unix_s();
-    let refresh_ttl = state.settings.auth.refresh_ttl;
+    let refresh_ttl = api.config.refresh_ttl;
     let refresh_token = random_id(32);
     let record = RefreshRecord {
         user: user.clone(),
@@ -171,8 +196,8 @@ async fn issue(state: &AppState, user: &UserId, roles: &[String], family: Sessio
         issued_at_ms: crate::time::now_unix_ms(),
         expires_at: now + refresh_ttl.as_secs(),
     };
-    state.stores.refresh.put(&SecretHash::of(&refresh_token), record).await.map_err(ApiError::StoreUnavailable)?;
-    let cookie = AuthCookie::Refresh.set(refresh_token, refresh_ttl, state.secure_cookies());
+    api.stores.refresh.put(&SecretHash::of(&refresh_token), record).await.map_err(ApiError::StoreUnavailable)?;
+    let cookie = AuthCookie::Refresh.set(refresh_token, refresh_ttl, api.secure_cookies);
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).json(TokenResponse {
         access_token: minted.token.expose_secret().to_owned(),
         token_type: "Bearer",
@@ -182,11 +207,11 @@ async fn issue(state: &AppState, user: &UserId, roles: &[String], family: Sessio
 }
 
 /// Revokes every token of a login and closes its sockets.
-async fn end_login(state: &AppState, family: &SessionId, code: u16, reason: &'static str) -> Result<(), ApiError> {
-    let auth = &state.settings.auth;
+async fn end_login(api: &TokenApi, family: &SessionId, code: u16, reason: &'static str) -> Result<(), ApiError> {
+    let auth = &api.config;
     let until = now_unix_s() + auth.refresh_ttl.as_secs() + auth.access_ttl.as_secs();
-    state.stores.revocations.revoke_session(family, until).await.map_err(ApiError::StoreUnavailable)?;
-    let closed = state
+    api.stores.revocations.revoke_session(family, until).await.map_err(ApiError::StoreUnavailable)?;
+    let closed = api
         .registry
         .send(CloseSession { session_id: family.clone(), code, reason })
         .await
@@ -210,8 +235,8 @@ pub async fn not_in_jwt_mode() -> Result<HttpResponse, ApiError> {
     })
 }
 
-fn refuse_in_verify_only_mode(state: &AppState) -> Result<(), ApiError> {
-    if state.tokens.is_verify_only() {
+fn refuse_in_verify_only_mode(api: &TokenApi) -> Result<(), ApiError> {
+    if api.tokens.is_verify_only() {
         return Err(ApiError::NotFoundWithCode {
             code: "login_disabled",
             message: "this server only verifies tokens from an identity provider (auth.jwks_file); sign in there",

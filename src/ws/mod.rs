@@ -35,9 +35,9 @@ pub async fn upgrade(
     state: web::Data<AppState>,
     sockets: web::Data<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = accept(&req, stream, &state, sockets.into_inner()).await;
+    let result = accept(&req, stream, &state, sockets.clone().into_inner()).await;
     if let Err(e) = &result {
-        state.metrics.upgrades_refused.with_label_values(&[e.code()]).inc();
+        sockets.metrics.upgrades_refused.with_label_values(&[e.code()]).inc();
         tracing::info!(reason = e.code(), peer = ?req.peer_addr(), "websocket upgrade refused");
     }
     result
@@ -56,8 +56,8 @@ async fn accept(
     sockets.limits.handshake(ip).map_err(ApiError::TooManyHandshakes)?;
     check_origin(req, state)?;
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
-    let principal = match presented(req, state)? {
-        Some((value, method)) => Some((state.auth.authenticate(credential(&value, method)).await?, method)),
+    let principal = match presented(req, &sockets)? {
+        Some((value, method)) => Some((sockets.auth.authenticate(credential(&value, method)).await?, method)),
         None => None,
     };
 
@@ -75,8 +75,8 @@ async fn accept(
     // Registered before the response goes out, so nothing the socket sends can overtake it.
     // When refused, the response and its body are dropped: the actor's input ends and it stops.
     let register = Register { conn_id, outbox: addr.recipient(), ip, identity };
-    let registration = Registration { conn_id, registry: state.registry.clone() };
-    match state.registry.send(register).await {
+    let registration = Registration { conn_id, registry: sockets.registry.clone() };
+    match sockets.registry.send(register).await {
         Ok(Ok(())) => {}
         Ok(Err(Refusal::TooManyConnections)) => {
             let what = if user.is_some() {
@@ -91,7 +91,7 @@ async fn accept(
     }
     let response = switching_protocols(req).streaming(OutboundBody::new(outbox, registration));
     if user.is_some() {
-        state.metrics.upgrades_accepted.with_label_values(&[method.as_str()]).inc();
+        sockets.metrics.upgrades_accepted.with_label_values(&[method.as_str()]).inc();
     }
     tracing::info!(%conn_id, user = user.as_ref().map(|u| u.as_str()), method = method.as_str(), "websocket accepted");
     Ok(response)
@@ -137,8 +137,8 @@ fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
 /// The credential the upgrade request presents, and how; `None` for a socket that will
 /// authenticate with its first message. In session mode only the session cookie counts (the
 /// Origin check is what keeps other sites' pages out); in JWT mode, first match wins.
-fn presented(req: &HttpRequest, state: &AppState) -> Result<Option<(String, AuthMethod)>, ApiError> {
-    if state.auth.mode() == AuthMode::Session {
+fn presented(req: &HttpRequest, sockets: &SocketDeps) -> Result<Option<(String, AuthMethod)>, ApiError> {
+    if sockets.auth.mode() == AuthMode::Session {
         return crate::http::session::session_secret(req)
             .map(|secret| Some((secret, AuthMethod::Session)))
             .ok_or(ApiError::Auth(AuthError::MissingCredentials));
@@ -162,7 +162,7 @@ fn presented(req: &HttpRequest, state: &AppState) -> Result<Option<(String, Auth
         return Ok(Some((token.to_owned(), AuthMethod::Header)));
     }
     if let Some(token) = query_param(req.query_string(), "token") {
-        if !state.settings.auth.query_token {
+        if !sockets.config.query_token {
             return Err(ApiError::bad_request(
                 "query_token_disabled",
                 "?token= is disabled on this server (auth.query_token); use the subprotocol or the Authorization header",
@@ -170,7 +170,7 @@ fn presented(req: &HttpRequest, state: &AppState) -> Result<Option<(String, Auth
         }
         return Ok(Some((token, AuthMethod::Query)));
     }
-    if state.settings.auth.first_message {
+    if sockets.config.first_message {
         return Ok(None);
     }
     Err(AuthError::MissingCredentials.into())

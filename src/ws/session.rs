@@ -62,6 +62,10 @@ pub struct SocketConfig {
     pub max_outbound_bytes: usize,
     pub max_text_chars: usize,
     pub rate_limit: RateLimitSettings,
+    /// `?token=` accepted at the upgrade.
+    pub query_token: bool,
+    /// A socket may open without a credential and send `{"type":"auth"}` first.
+    pub first_message: bool,
 }
 
 impl SocketConfig {
@@ -76,6 +80,8 @@ impl SocketConfig {
             max_outbound_bytes: ws.max_outbound_bytes,
             max_text_chars: settings.chat.max_text_chars,
             rate_limit: ws.rate_limit.clone(),
+            query_token: settings.auth.query_token,
+            first_message: settings.auth.first_message,
         }
     }
 }
