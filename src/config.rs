@@ -82,6 +82,48 @@ pub struct ServerSettings {
     /// forever. `/ws` is exempt once upgraded.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Proxies in front whose `Forwarded` / `X-Forwarded-For` names the client: behind one,
+    /// every client shares the proxy's address, and the per-address limits would throttle them
+    /// all at once. Empty: the TCP peer is the client, and those headers are ignored.
+    pub trusted_proxies: Vec<ProxyNet>,
+}
+
+/// A network of trusted proxies: a CIDR (`10.0.0.0/8`, `fd00::/8`), or one address (its /32
+/// or /128). A network with host bits set (`10.1.2.3/8`) is refused, as most likely a typo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProxyNet(ipnet::IpNet);
+
+impl ProxyNet {
+    /// Whether `ip` is in this network. IPv4 addresses in IPv6 form (`::ffff:10.0.0.1`, what a
+    /// dual-stack listener sees) count as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        let text = value.trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self(ip.to_canonical().into()));
+        }
+        let net: ipnet::IpNet = text.parse().map_err(|_| {
+            format!("{value:?} is not an address or a network like 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32")
+        })?;
+        if net.trunc() != net {
+            return Err(format!("{value:?} has host bits set (the network is {})", net.trunc()));
+        }
+        Ok(Self(net))
+    }
+}
+
+impl std::fmt::Display for ProxyNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// A closed set of config values, read from exactly these names: an unknown one is a config
@@ -526,6 +568,7 @@ impl Settings {
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("server.allowed_origins")
+            .with_list_parse_key("server.trusted_proxies")
             .try_parsing(true)
             .source(options.env_vars.clone());
         let settings: Settings = builder
@@ -899,6 +942,31 @@ mod tests {
             let err = throttle(per_ip, ip_window, per_user, user_window).unwrap_err().to_string();
             assert!(err.contains("auth.login_throttle.per_user"), "{err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses_and_a_bad_one_names_its_key() {
+        let settings = load_with(&["[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\"]"], &[])
+            .expect("networks and bare addresses");
+        let [private, loopback, ula] = settings.server.trusted_proxies[..] else { panic!("three entries") };
+        assert!(private.contains("10.200.0.1".parse().unwrap()) && !private.contains("11.0.0.1".parse().unwrap()));
+        assert!(private.contains("::ffff:10.0.0.1".parse().unwrap()), "IPv4 in IPv6 form counts as IPv4");
+        assert!(loopback.contains("127.0.0.1".parse().unwrap()) && !loopback.contains("127.0.0.2".parse().unwrap()));
+        assert!(ula.contains("fd12::1".parse().unwrap()));
+        assert!(load_with(&[], &[]).unwrap().server.trusted_proxies.is_empty(), "nothing is trusted by default");
+
+        let from_env = load_with(&[], &[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7")]).unwrap();
+        assert_eq!(from_env.server.trusted_proxies.len(), 2, "a comma-separated list");
+        for (bad, why) in
+            [("10.0.0.0/33", "is not an address"), ("proxy.local", "is not an address"), ("10.1.2.3/8", "10.0.0.0/8")]
+        {
+            let err = load_with(&[&format!("[server]\ntrusted_proxies = [\"127.0.0.1\", \"{bad}\"]")], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.trusted_proxies[1]") && err.contains(why), "{bad}: {err}");
+        }
+        let err = load_with(&[], &[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,nope")]).unwrap_err().to_string();
+        assert!(err.contains("server.trusted_proxies[1]"), "{err}");
     }
 
     #[test]
