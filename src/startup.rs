@@ -271,11 +271,13 @@ fn serve(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let proxies = crate::http::forwarded::TrustedProxies::new(settings.server.trusted_proxies.clone());
     let server = HttpServer::new(move || {
         let state = state.clone();
         App::new()
             .app_data(state.clone())
             .app_data(sockets.clone())
+            .app_data(proxies.clone())
             .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
                 ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
             }))

@@ -165,6 +165,33 @@ async fn logs_never_contain_a_credential_and_sigterm_drains_then_exits_0() {
     }
 }
 
+#[actix_web::test]
+async fn the_access_log_records_the_client_a_trusted_proxy_names() {
+    let server = start_server_with(&[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "127.0.0.1")]);
+    let res = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", server.port))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let deadline = std::time::Instant::now() + WAIT;
+    let request = loop {
+        let logs = server.logs.lock().unwrap().clone();
+        let line = logs
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["target"] == "authchat::access" && v["fields"]["target"] == "/healthz");
+        if let Some(line) = line {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line for /healthz");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(request["fields"]["client"], "203.0.113.9", "{request}");
+    assert!(request["fields"]["peer"].as_str().is_some_and(|p| p.contains("127.0.0.1")), "{request}");
+}
+
 #[test]
 fn check_config_names_the_key_to_fix() {
     let out = authchat().arg("check-config").env("AUTHCHAT__DEV_MODE", "false").output().unwrap();
