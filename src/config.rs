@@ -61,7 +61,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
-    /// Name of this node in `welcome` and the admin API; empty means the host name.
+    /// Name of this node in `welcome` and the admin API; empty means the host name and the boot
+    /// id (`vm-Xh3k9a2m`), new at each start.
     pub node_id: String,
     /// Exact `Origin` values allowed to open a WebSocket and to call the REST API cross-site.
     pub allowed_origins: Vec<String>,
@@ -751,18 +752,29 @@ impl Settings {
         (self.auth.secret.expose_secret().len() >= MIN_HS_SECRET_BYTES).then_some(&self.auth.secret)
     }
 
-    /// The node name used in `welcome` and the admin API.
-    pub fn node_id(&self) -> String {
+    /// The node name used in `welcome` and the admin API: `server.node_id` as is, or else the
+    /// host name and `boot_id` (drawn at each start of a server). The host name alone would be
+    /// shared by two processes on one host, and a process id by two servers in one process
+    /// (tests, load generators) and by every container's first process; a restarted node must
+    /// not pass for its predecessor either.
+    pub fn node_id(&self, boot_id: &str) -> String {
         if !self.server.node_id.is_empty() {
             return self.server.node_id.clone();
         }
-        std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "local".to_owned())
+        format!("{}-{boot_id}", host_name())
     }
+}
+
+/// This machine's (or container's) name: `$HOSTNAME`, else the kernel's, else `/etc/hostname`.
+fn host_name() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).ok().map(|h| h.trim().to_owned());
+    std::env::var("HOSTNAME")
+        .ok()
+        .into_iter()
+        .chain(read("/proc/sys/kernel/hostname"))
+        .chain(read("/etc/hostname"))
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 /// The accounts of the embedded default, which production must not carry.

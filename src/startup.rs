@@ -106,7 +106,9 @@ impl Application {
         };
         let tokens = Arc::new(TokenService::from_settings(&settings.auth, &hs_secret)?);
         let users = Arc::new(UserDirectory::new(&settings.users));
-        let node = settings.node_id();
+        // One id for this start of the server: `welcome.boot`, and the default node name's suffix.
+        let boot_id = crate::ids::random_id(6);
+        let node = settings.node_id(&boot_id);
 
         let certs = match settings.tls.files() {
             Some((cert, key)) => Some(Arc::new(CertStore::load(cert, key)?)),
@@ -166,7 +168,7 @@ impl Application {
             metrics: metrics.clone(),
             limits: SharedLimits::from_settings(&settings.ws),
             node: node.clone(),
-            boot_id: crate::ids::random_id(6),
+            boot_id,
         });
         let state = web::Data::new(AppState {
             settings: settings.clone(),
