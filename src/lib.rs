@@ -16,12 +16,14 @@
 //! - [`ws`]: the upgrade (credential checked first) and the per-socket actor.
 //! - [`http`]: REST API, admin API, health and metrics, the access log.
 //! - [`tls`]: rustls, with the certificate re-read on SIGHUP.
+//! - [`healthcheck`]: `authchat healthcheck`, the server's own `/healthz` asked from outside.
 //! - [`metrics`], [`telemetry`], [`ratelimit`], [`ids`], [`time`], [`state`]: support.
 
 pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod ids;
 pub mod metrics;
@@ -54,7 +56,7 @@ mod layering {
         &["state"],
         &["http"],
         &["ws"],
-        &["startup"],
+        &["startup", "healthcheck"],
         &["cli"],
     ];
 
