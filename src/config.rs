@@ -121,12 +121,6 @@ impl TryFrom<String> for ProxyNet {
     }
 }
 
-impl std::fmt::Display for ProxyNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 /// A closed set of config values, read from exactly these names: an unknown one is a config
 /// error naming its key and the choices, and a `match` on it cannot fall through.
 macro_rules! closed_set {

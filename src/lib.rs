@@ -14,7 +14,8 @@
 //! - [`chat`]: rooms, membership and history as plain data.
 //! - [`protocol`]: the JSON messages and close codes.
 //! - [`ws`]: the upgrade (credential checked first) and the per-socket actor.
-//! - [`http`]: REST API, admin API, health and metrics, the access log.
+//! - [`http`]: REST API, admin API, health and metrics, the access log, the client's address
+//!   (behind trusted proxies too).
 //! - [`tls`]: rustls, with the certificate re-read on SIGHUP.
 //! - [`healthcheck`]: `authchat healthcheck`, the server's own `/healthz` asked from outside.
 //! - [`metrics`], [`telemetry`], [`ratelimit`], [`ids`], [`time`], [`state`]: support.

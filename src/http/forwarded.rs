@@ -10,7 +10,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, FORWARDED, X_FORWARDED_FOR}
 use crate::config::ProxyNet;
 
 /// `server.trusted_proxies`, registered as app data for [`super::client_ip`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TrustedProxies(Vec<ProxyNet>);
 
 impl TrustedProxies {
