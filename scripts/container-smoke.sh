@@ -7,8 +7,9 @@
 #   - a certificate and key at <root>/etc/authchat/tls/ (the image expects /etc/authchat/tls/;
 #     the paths are rebased under <root> through AUTHCHAT__TLS__CERT/KEY, which is the one
 #     difference), an HS secret and an Origin allowlist from the environment, as in compose.
-# Then it checks GET /healthz over HTTPS, logs in over HTTPS, opens a wss:// socket with a
-# one-time ticket and reads its welcome, and stops the server with SIGTERM (exit code 0).
+# Then it checks GET /healthz over HTTPS and the image's HEALTHCHECK (`authchat healthcheck`
+# with the server's environment), logs in over HTTPS, opens a wss:// socket with a one-time
+# ticket and reads its welcome, and stops the server with SIGTERM (exit code 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,16 +58,20 @@ password=$(openssl rand -hex 16)
 hash=$(printf '%s' "$password" | "$root/usr/local/bin/authchat" hash-password)
 printf '[[users]]\nname = "smoke"\npassword_hash = "%s"\nroles = []\n' "$hash" > "$root/app/users.toml"
 
+# The container's environment, for the server and for its HEALTHCHECK alike.
+image_env=(
+  PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/nonexistent
+  AUTHCHAT_ENV=production AUTHCHAT_CONFIG_DIR="$root/app/config" AUTHCHAT_CONFIG="$root/app/users.toml"
+  AUTHCHAT__SERVER__HOST=127.0.0.1 AUTHCHAT__SERVER__PORT="$port"
+  AUTHCHAT__SERVER__ALLOWED_ORIGINS="https://localhost:$port"
+  AUTHCHAT__AUTH__SECRET="$(openssl rand -base64 48)"
+  AUTHCHAT__TLS__CERT="$tls/cert.pem" AUTHCHAT__TLS__KEY="$tls/key.pem"
+)
+
 log="$root/server.log"
 (
   cd "$root/app"
-  exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/nonexistent \
-    AUTHCHAT_ENV=production AUTHCHAT_CONFIG_DIR="$root/app/config" AUTHCHAT_CONFIG="$root/app/users.toml" \
-    AUTHCHAT__SERVER__HOST=127.0.0.1 AUTHCHAT__SERVER__PORT="$port" \
-    AUTHCHAT__SERVER__ALLOWED_ORIGINS="https://localhost:$port" \
-    AUTHCHAT__AUTH__SECRET="$(openssl rand -base64 48)" \
-    AUTHCHAT__TLS__CERT="$tls/cert.pem" AUTHCHAT__TLS__KEY="$tls/key.pem" \
-    "${run_as[@]}" "$root/usr/local/bin/authchat" serve
+  exec env -i "${image_env[@]}" "${run_as[@]}" "$root/usr/local/bin/authchat" serve
 ) >"$log" 2>&1 &
 server_pid=$!
 
@@ -79,6 +84,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 https "https://localhost:$port/healthz" | grep -q '"ok"' || fail "/healthz over HTTPS"
+(cd "$root/app" && env -i "${image_env[@]}" "${run_as[@]}" "$root/usr/local/bin/authchat" healthcheck >/dev/null) \
+  || fail "authchat healthcheck (the image's HEALTHCHECK)"
 
 login=$(https -X POST "https://localhost:$port/api/login" -H 'content-type: application/json' \
   -d "{\"username\":\"smoke\",\"password\":\"$password\"}") || fail "login over HTTPS"
@@ -107,4 +114,4 @@ code=0
 wait "$server_pid" || code=$?
 server_pid=""
 [ "$code" = 0 ] || fail "exit code $code after SIGTERM"
-echo "container smoke: OK (release binary from the image layout, user ${user:-?}, production config, TLS on port $port: /healthz, HTTPS login, wss:// ticket welcome, SIGTERM exit 0)"
+echo "container smoke: OK (release binary from the image layout, user ${user:-?}, production config, TLS on port $port: /healthz, HTTPS login, wss:// ticket welcome, authchat healthcheck, SIGTERM exit 0)"

@@ -1,4 +1,5 @@
-//! The `authchat` command line: `serve` (the default), `token`, `hash-password`, `check-config`.
+//! The `authchat` command line: `serve` (the default), `token`, `hash-password`, `check-config`,
+//! `healthcheck`.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -43,6 +44,13 @@ enum Command {
     HashPassword,
     /// Load and validate the configuration (keys included), then exit.
     CheckConfig,
+    /// Ask the server this configuration describes for /healthz (https when tls.cert and
+    /// tls.key are set); exit 0 when it answers 200, else 1 with the reason.
+    Healthcheck {
+        /// Give up after this long, e.g. 2s, 500ms.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -92,6 +100,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(!password.expose_secret().is_empty(), "the password is empty");
             let hash = hash_password(&password).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
             println!("{hash}");
+            Ok(())
+        }
+        Command::Healthcheck { timeout } => {
+            let url = crate::healthcheck::check(&load()?, timeout)?;
+            println!("healthy: {url} answered 200");
             Ok(())
         }
         Command::CheckConfig => {

@@ -61,7 +61,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
-    /// Name of this node in `welcome` and the admin API; empty means the host name.
+    /// Name of this node in `welcome` and the admin API; empty means the host name and the boot
+    /// id (`vm-Xh3k9a2m`), new at each start.
     pub node_id: String,
     /// Exact `Origin` values allowed to open a WebSocket and to call the REST API cross-site.
     pub allowed_origins: Vec<String>,
@@ -82,6 +83,42 @@ pub struct ServerSettings {
     /// forever. `/ws` is exempt once upgraded.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Proxies in front whose `Forwarded` / `X-Forwarded-For` names the client: behind one,
+    /// every client shares the proxy's address, and the per-address limits would throttle them
+    /// all at once. Empty: the TCP peer is the client, and those headers are ignored.
+    pub trusted_proxies: Vec<ProxyNet>,
+}
+
+/// A network of trusted proxies: a CIDR (`10.0.0.0/8`, `fd00::/8`), or one address (its /32
+/// or /128). A network with host bits set (`10.1.2.3/8`) is refused, as most likely a typo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProxyNet(ipnet::IpNet);
+
+impl ProxyNet {
+    /// Whether `ip` is in this network. IPv4 addresses in IPv6 form (`::ffff:10.0.0.1`, what a
+    /// dual-stack listener sees) count as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        let text = value.trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self(ip.to_canonical().into()));
+        }
+        let net: ipnet::IpNet = text.parse().map_err(|_| {
+            format!("{value:?} is not an address or a network like 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32")
+        })?;
+        if net.trunc() != net {
+            return Err(format!("{value:?} has host bits set (the network is {})", net.trunc()));
+        }
+        Ok(Self(net))
+    }
 }
 
 /// A closed set of config values, read from exactly these names: an unknown one is a config
@@ -526,6 +563,7 @@ impl Settings {
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("server.allowed_origins")
+            .with_list_parse_key("server.trusted_proxies")
             .try_parsing(true)
             .source(options.env_vars.clone());
         let settings: Settings = builder
@@ -708,18 +746,29 @@ impl Settings {
         (self.auth.secret.expose_secret().len() >= MIN_HS_SECRET_BYTES).then_some(&self.auth.secret)
     }
 
-    /// The node name used in `welcome` and the admin API.
-    pub fn node_id(&self) -> String {
+    /// The node name used in `welcome` and the admin API: `server.node_id` as is, or else the
+    /// host name and `boot_id` (drawn at each start of a server). The host name alone would be
+    /// shared by two processes on one host, and a process id by two servers in one process
+    /// (tests, load generators) and by every container's first process; a restarted node must
+    /// not pass for its predecessor either.
+    pub fn node_id(&self, boot_id: &str) -> String {
         if !self.server.node_id.is_empty() {
             return self.server.node_id.clone();
         }
-        std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "local".to_owned())
+        format!("{}-{boot_id}", host_name())
     }
+}
+
+/// This machine's (or container's) name: `$HOSTNAME`, else the kernel's, else `/etc/hostname`.
+fn host_name() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).ok().map(|h| h.trim().to_owned());
+    std::env::var("HOSTNAME")
+        .ok()
+        .into_iter()
+        .chain(read("/proc/sys/kernel/hostname"))
+        .chain(read("/etc/hostname"))
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 /// The accounts of the embedded default, which production must not carry.
@@ -899,6 +948,31 @@ mod tests {
             let err = throttle(per_ip, ip_window, per_user, user_window).unwrap_err().to_string();
             assert!(err.contains("auth.login_throttle.per_user"), "{err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses_and_a_bad_one_names_its_key() {
+        let settings = load_with(&["[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\"]"], &[])
+            .expect("networks and bare addresses");
+        let [private, loopback, ula] = settings.server.trusted_proxies[..] else { panic!("three entries") };
+        assert!(private.contains("10.200.0.1".parse().unwrap()) && !private.contains("11.0.0.1".parse().unwrap()));
+        assert!(private.contains("::ffff:10.0.0.1".parse().unwrap()), "IPv4 in IPv6 form counts as IPv4");
+        assert!(loopback.contains("127.0.0.1".parse().unwrap()) && !loopback.contains("127.0.0.2".parse().unwrap()));
+        assert!(ula.contains("fd12::1".parse().unwrap()));
+        assert!(load_with(&[], &[]).unwrap().server.trusted_proxies.is_empty(), "nothing is trusted by default");
+
+        let from_env = load_with(&[], &[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7")]).unwrap();
+        assert_eq!(from_env.server.trusted_proxies.len(), 2, "a comma-separated list");
+        for (bad, why) in
+            [("10.0.0.0/33", "is not an address"), ("proxy.local", "is not an address"), ("10.1.2.3/8", "10.0.0.0/8")]
+        {
+            let err = load_with(&[&format!("[server]\ntrusted_proxies = [\"127.0.0.1\", \"{bad}\"]")], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.trusted_proxies[1]") && err.contains(why), "{bad}: {err}");
+        }
+        let err = load_with(&[], &[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,nope")]).unwrap_err().to_string();
+        assert!(err.contains("server.trusted_proxies[1]"), "{err}");
     }
 
     #[test]

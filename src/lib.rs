@@ -16,8 +16,10 @@
 //! - [`protocol`]: the JSON messages and close codes.
 //! - [`ws`]: the upgrade (credential checked first), the bounded wire ([`ws::transport`]) and
 //!   the per-socket actor.
-//! - [`http`]: REST API, admin API, health and metrics, the access log.
+//! - [`http`]: REST API, admin API, health and metrics, the access log, the client's address
+//!   (behind trusted proxies too).
 //! - [`tls`]: rustls, with the certificate re-read on SIGHUP.
+//! - [`healthcheck`]: `authchat healthcheck`, the server's own `/healthz` asked from outside.
 //! - [`principal`]: who a credential proves, as plain data below the stores.
 //! - [`metrics`], [`telemetry`], [`ratelimit`], [`ids`], [`time`], [`state`]: support.
 //!
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod ids;
 pub mod metrics;
@@ -59,7 +62,7 @@ mod layering {
         &["state"],
         &["http"],
         &["ws"],
-        &["startup"],
+        &["startup", "healthcheck"],
         &["cli"],
     ];
 

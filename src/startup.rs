@@ -121,7 +121,9 @@ impl Application {
         };
         let tokens = Arc::new(TokenService::from_settings(&settings.auth, &hs_secret)?);
         let users = Arc::new(UserDirectory::new(&settings.users));
-        let node = settings.node_id();
+        // One id for this start of the server: `welcome.boot`, and the default node name's suffix.
+        let boot_id = crate::ids::random_id(6);
+        let node = settings.node_id(&boot_id);
 
         let certs = match settings.tls.files() {
             Some((cert, key)) => Some(Arc::new(CertStore::load(cert, key)?)),
@@ -181,7 +183,7 @@ impl Application {
             metrics: metrics.clone(),
             limits: SharedLimits::from_settings(&settings.ws),
             node: node.clone(),
-            boot_id: crate::ids::random_id(6),
+            boot_id,
         });
         let allowed_origins = Arc::new(allowed_origins);
         let secure_cookies = certs.is_some() || settings.auth.secure_cookies;
@@ -302,6 +304,7 @@ fn serve(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let proxies = crate::http::forwarded::TrustedProxies::new(settings.server.trusted_proxies.clone());
     let server = HttpServer::new(move || {
         let Shared { state, settings, auth, tokens, stores, registry, metrics, token_api, sockets } = shared.clone();
         App::new()
@@ -314,6 +317,7 @@ fn serve(
             .app_data(metrics)
             .app_data(token_api)
             .app_data(sockets)
+            .app_data(proxies.clone())
             .app_data(web::JsonConfig::default().limit(16 * 1024).error_handler(|e, _| {
                 ApiError::bad_request("bad_json", format!("the request body is not the expected JSON: {e}")).into()
             }))

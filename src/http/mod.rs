@@ -6,6 +6,7 @@ pub mod api;
 pub mod cookies;
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod ops;
 pub mod session;
 pub mod token;
@@ -70,11 +71,15 @@ fn cors(state: &AppState) -> Cors {
     cors
 }
 
-/// The address a request comes from, for per-client limits (login throttling, unauthenticated
-/// sockets). Today the TCP peer; the one place to change when trusted proxies'
-/// `X-Forwarded-For` is honoured.
+/// The address a request comes from, for every per-client limit (login throttling,
+/// handshakes, unauthenticated sockets) and the access log: the TCP peer, or, when the peer is
+/// one of `server.trusted_proxies`, the client its `Forwarded` / `X-Forwarded-For` names.
 pub fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+    let peer = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    match req.app_data::<forwarded::TrustedProxies>() {
+        Some(proxies) => proxies.client_of(peer, req.headers()),
+        None => peer,
+    }
 }
 
 /// The route that outlives its request: its handler returns at the upgrade, and the socket
@@ -131,7 +136,8 @@ pub async fn transport_security(
     Ok(response)
 }
 
-/// One line per request, with credential query parameters redacted.
+/// One line per request, with credential query parameters redacted: `peer` is the TCP peer,
+/// `client` the address the limits count (they differ behind a trusted proxy).
 pub async fn access_log(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -140,6 +146,7 @@ pub async fn access_log(
     let method = req.method().clone();
     let target = redact_target(req.path(), req.query_string()).into_owned();
     let peer = req.peer_addr();
+    let client = client_ip(req.request());
     let response = next.call(req).await;
     // A middleware's refusal (e.g. the request deadline) is an error answered by actix itself.
     let status = match &response {
@@ -153,6 +160,7 @@ pub async fn access_log(
         status = status.as_u16(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         peer = ?peer,
+        %client,
         "request"
     );
     response

@@ -1,5 +1,6 @@
 //! The real `authchat` binary: its logs never carry a credential, SIGTERM drains and exits 0,
-//! and the CLI mints tokens and rejects bad configuration with the key's name.
+//! the CLI mints tokens and rejects bad configuration with the key's name, and `healthcheck`
+//! asks the server its configuration describes.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -29,15 +30,16 @@ fn start_server() -> Process {
     start_server_with(&[])
 }
 
+/// Starts `authchat serve` with `env` over the test defaults (port 0, one worker, JSON logs).
 fn start_server_with(env: &[(&str, &str)]) -> Process {
     let mut child = authchat()
         .arg("serve")
-        .envs(env.iter().copied())
         .env("AUTHCHAT__SERVER__PORT", "0")
         .env("AUTHCHAT__SERVER__WORKERS", "1")
         .env("AUTHCHAT__AUTH__SECRET", SECRET)
         .env("AUTHCHAT__LOG__FORMAT", "json")
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -163,6 +165,96 @@ async fn logs_never_contain_a_credential_and_sigterm_drains_then_exits_0() {
     for secret in credentials.into_iter().map(String::as_str).chain(known) {
         assert!(!logs.contains(secret), "a credential leaked into the logs: {}…", &secret[..12]);
     }
+}
+
+#[actix_web::test]
+async fn the_access_log_records_the_client_a_trusted_proxy_names() {
+    let server = start_server_with(&[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "127.0.0.1")]);
+    let res = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", server.port))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let deadline = std::time::Instant::now() + WAIT;
+    let request = loop {
+        let logs = server.logs.lock().unwrap().clone();
+        let line = logs
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["target"] == "authchat::access" && v["fields"]["target"] == "/healthz");
+        if let Some(line) = line {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line for /healthz");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(request["fields"]["client"], "203.0.113.9", "{request}");
+    assert!(request["fields"]["peer"].as_str().is_some_and(|p| p.contains("127.0.0.1")), "{request}");
+}
+
+/// A port free right now: bound, read and let go, for a server that must listen on a port
+/// known in advance (`healthcheck` reads it from the same configuration).
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
+}
+
+/// `authchat healthcheck` with this environment: exit code, stdout, stderr.
+fn healthcheck(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = authchat().arg("healthcheck").envs(env.iter().copied()).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim_end().to_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn healthcheck_exits_0_while_the_server_answers_and_1_with_a_reason_once_it_stopped() {
+    let port = free_port();
+    let env = [("AUTHCHAT__SERVER__PORT", port.as_str())];
+    let mut server = start_server_with(&env);
+    assert_eq!(server.port.to_string(), port, "the server listens where its configuration says");
+    let (code, said, stderr) = healthcheck(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(said.contains(&format!("http://127.0.0.1:{port}/healthz")), "{said}");
+
+    server.sigterm();
+    assert_eq!(server.wait_exit(Duration::from_secs(8)).code(), Some(0));
+    let (code, _, stderr) = healthcheck(&env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("refused"), "{stderr}");
+}
+
+/// A self-signed CA certificate for another name, as `openssl req -x509` makes them: the
+/// healthcheck trusts the server's own certificate, whatever it says.
+fn write_certificate(dir: &std::path::Path) {
+    let mut params = rcgen::CertificateParams::new(vec!["chat.example.com".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn healthcheck_speaks_tls_to_a_tls_server_and_accepts_only_its_certificate() {
+    let dir = std::env::temp_dir().join(format!("authchat-healthcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_certificate(&dir);
+    let (cert, key) = (dir.join("cert.pem").display().to_string(), dir.join("key.pem").display().to_string());
+    let port = free_port();
+    let env = [("AUTHCHAT__SERVER__PORT", port.as_str()), ("AUTHCHAT__TLS__CERT", &cert), ("AUTHCHAT__TLS__KEY", &key)];
+    let _server = start_server_with(&env);
+    let (code, said, stderr) = healthcheck(&env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(said.contains(&format!("https://127.0.0.1:{port}/healthz")), "{said}");
+
+    // A certificate file that is not the one the server presents (replaced, not yet re-read).
+    write_certificate(&dir);
+    let (code, _, stderr) = healthcheck(&env);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("tls.cert") && stderr.lines().count() == 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

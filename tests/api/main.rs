@@ -13,6 +13,7 @@ mod jwks;
 mod keys;
 mod lifecycle;
 mod limits;
+mod node;
 mod ops;
 mod proxy;
 mod sessions;
