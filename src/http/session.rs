@@ -11,18 +11,7 @@ use secrecy::ExposeSecret;
 use super::cookies::AuthCookie;
 use super::error::ApiError;
 use crate::auth::password::Account;
-use crate::auth::sessions::{SessionError, Sessions};
-
-impl From<SessionError> for ApiError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Invalid => {
-                ApiError::unauthorized("invalid_session", "the session is unknown, ended or expired; sign in again")
-            }
-            SessionError::Unavailable(e) => ApiError::SessionStoreUnavailable(e),
-        }
-    }
-}
+use crate::auth::sessions::Sessions;
 
 /// The session id behind the request's cookie, if it has one (not checked against the store).
 pub fn session_secret(req: &HttpRequest) -> Option<String> {

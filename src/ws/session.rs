@@ -143,7 +143,6 @@ impl WsSession {
     /// Queues a frame; a peer too slow to take it is closed with 4009.
     fn push(&mut self, ctx: &mut Context<Self>, frame: Message) {
         if let Err(Full) = self.outbox.send(frame) {
-            self.deps.metrics.upgrades_refused.with_label_values(&["slow_consumer"]).inc();
             tracing::info!(conn_id = %self.conn_id, "closing a peer that does not read what it is sent");
             self.close_with(ctx, close::TOO_SLOW, "too slow: messages were not read in time", true);
         }
