@@ -46,6 +46,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub redis: RedisSettings,
     pub session: SessionSettings,
+    pub cluster: ClusterSettings,
     pub log: LogSettings,
     /// Accounts that may use `POST /api/login`.
     #[serde(default)]
@@ -480,6 +481,25 @@ pub struct SessionSettings {
     pub reconcile_interval: Duration,
 }
 
+/// Several nodes as one chat (`store.backend = "redis"`): how nodes watch each other and
+/// answer each other's operator requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// A node writes its heartbeat this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node without a heartbeat for this long is dead: its users leave presence.
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
+    /// How long an operator request waits for the other nodes before naming them missing.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The subscription is probed this often; three probes unanswered and it is reconnected.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -666,6 +686,20 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "session.absolute_lifetime",
                 "idle_timeout must be above 0 and absolute_lifetime at least idle_timeout",
+            ));
+        }
+        let cluster = &self.cluster;
+        if cluster.heartbeat_interval.is_zero() || cluster.probe_interval.is_zero() || cluster.request_timeout.is_zero()
+        {
+            return Err(ConfigError::invalid(
+                "cluster",
+                "heartbeat_interval, probe_interval and request_timeout must be above 0",
+            ));
+        }
+        if cluster.node_timeout < cluster.heartbeat_interval * 3 {
+            return Err(ConfigError::invalid(
+                "cluster.node_timeout",
+                "must be at least three heartbeat_intervals, or a slow heartbeat makes a live node look dead",
             ));
         }
         if self.session.reconcile_interval.is_zero() {

@@ -22,6 +22,11 @@ impl fmt::Display for ConnId {
 pub struct ConnIdAllocator(AtomicU64);
 
 impl ConnIdAllocator {
+    /// Ids above `base` (with several nodes, this node's number in the high bits).
+    pub fn starting_at(base: u64) -> Self {
+        Self(AtomicU64::new(base))
+    }
+
     pub fn next(&self) -> ConnId {
         ConnId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
     }

@@ -28,7 +28,9 @@
 pub mod auth;
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod fleet;
 pub mod healthcheck;
 pub mod http;
 pub mod ids;
@@ -58,7 +60,9 @@ mod layering {
         &["auth"],
         &["protocol"],
         &["chat"],
+        &["cluster"],
         &["registry"],
+        &["fleet"],
         &["state"],
         &["http"],
         &["ws"],

@@ -19,6 +19,12 @@ pub struct Metrics {
     pub expiry_lag: Histogram,
     /// JWKS file re-reads, by outcome (`ok`, `failed`): a failed one keeps the previous keys.
     pub jwks_reloads: IntCounterVec,
+    /// Times the Redis subscription was (re)established (several nodes).
+    pub cluster_resubscriptions: IntCounter,
+    /// Dead nodes whose users this node took out of presence.
+    pub cluster_nodes_reaped: IntCounter,
+    /// Room refills from Redis history (after joining, a gap, or a resubscription).
+    pub cluster_refills: IntCounter,
 }
 
 impl Metrics {
@@ -44,6 +50,11 @@ impl Metrics {
         let jwks_reloads =
             IntCounterVec::new(Opts::new("jwks_reloads_total", "JWKS file re-reads, by outcome"), &["outcome"])
                 .unwrap();
+        let cluster_resubscriptions =
+            IntCounter::new("cluster_resubscriptions_total", "Times the Redis subscription was established").unwrap();
+        let cluster_nodes_reaped =
+            IntCounter::new("cluster_nodes_reaped_total", "Dead nodes taken out of presence by this node").unwrap();
+        let cluster_refills = IntCounter::new("cluster_refills_total", "Rooms refilled from Redis history").unwrap();
         for collector in [
             Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upgrades_accepted.clone()),
@@ -53,6 +64,9 @@ impl Metrics {
             Box::new(messages_out.clone()),
             Box::new(expiry_lag.clone()),
             Box::new(jwks_reloads.clone()),
+            Box::new(cluster_resubscriptions.clone()),
+            Box::new(cluster_nodes_reaped.clone()),
+            Box::new(cluster_refills.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -66,6 +80,9 @@ impl Metrics {
             messages_out,
             expiry_lag,
             jwks_reloads,
+            cluster_resubscriptions,
+            cluster_nodes_reaped,
+            cluster_refills,
         }
     }
 

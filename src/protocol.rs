@@ -18,10 +18,12 @@ pub enum ClientMessage {
     Auth { token: SecretString },
     /// In-band renewal: a fresh token for the same user moves the connection's expiry.
     Reauth { token: SecretString },
-    /// Join a room; `since` asks only for messages after that id (after a reconnect).
+    /// Join a room; `since` asks only for messages after that id (after a reconnect), and
+    /// `epoch` (from the last `joined`) says which numbering that id belongs to.
     Join {
         room: String,
         since: Option<u64>,
+        epoch: Option<String>,
         /// Echoed on a refusal.
         #[serde(rename = "ref")]
         client_ref: Option<serde_json::Value>,
@@ -161,6 +163,9 @@ pub enum ErrorCode {
     BinaryNotSupported,
     AlreadyAuthenticated,
     ReauthFailed,
+    /// Several nodes: Redis cannot be reached, so the message was not sent (resend it later
+    /// with the same `ref`: it is delivered once).
+    Unavailable,
     Internal,
 }
 
@@ -186,10 +191,17 @@ pub enum ServerMessage {
     Reauthed {
         expires_at: u64,
     },
+    /// `offset` is the id of the room's last message; `epoch` names the numbering ids belong
+    /// to (it changes when the ids restart). With `since`, `recovered` says whether `history`
+    /// holds every message after it: when false, the client reloads the room from `history`.
     Joined {
         room: RoomId,
         members: Vec<UserId>,
         history: Vec<Arc<ChatMessage>>,
+        epoch: String,
+        offset: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     Left {
         room: RoomId,
@@ -264,6 +276,15 @@ pub mod close {
     /// The client did not read what it was sent: more than `ws.max_outbound_bytes` waited for
     /// it. What was still queued is dropped; rejoin with `since` to catch up.
     pub const TOO_SLOW: u16 = 4009;
+
+    /// The reasons one node may ask another to close sockets with (they travel as text).
+    const REASONS: &[&str] =
+        &["disconnected by an operator", "token revoked", "session ended", "refresh token reused", "logged out"];
+
+    /// The static reason matching `text`, or a neutral one for anything unknown.
+    pub fn known_reason(text: &str) -> &'static str {
+        REASONS.iter().find(|r| **r == text).copied().unwrap_or("closed by the server")
+    }
 }
 
 #[cfg(test)]

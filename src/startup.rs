@@ -18,9 +18,12 @@ use crate::auth::jwt::TokenService;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
+use crate::cluster::Engine;
 use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
+use crate::fleet::Fleet;
 use crate::http::error::ApiError;
 use crate::http::token::TokenApi;
+use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 use crate::ratelimit::SharedLimits;
@@ -87,6 +90,7 @@ struct Shared {
     tokens: web::Data<TokenService>,
     stores: web::Data<Stores>,
     registry: web::Data<Addr<Registry>>,
+    fleet: web::Data<Fleet>,
     metrics: web::Data<Metrics>,
     token_api: web::Data<TokenApi>,
     sockets: web::Data<SocketDeps>,
@@ -157,7 +161,31 @@ impl Application {
             StoreBackend::Memory => Stores::memory(),
         };
         let login = PasswordLogin::new(users.clone(), stores.attempts.clone(), &settings.auth);
-        let registry = Registry::new(RegistryConfig::from_settings(&settings, node.clone()), metrics.clone()).start();
+        // Several nodes: the Redis engine numbers messages, keeps history and presence, and
+        // carries operator requests; it also gives this node its number (connection ids unique
+        // across nodes) and the cluster's boot id (the same `welcome.boot` everywhere).
+        let engine = match settings.store.backend {
+            StoreBackend::Redis => Some(
+                Engine::start(&settings, node.clone(), metrics.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("store.backend = \"redis\": the chat engine: {e}"))?,
+            ),
+            StoreBackend::Memory => None,
+        };
+        let registry_config = RegistryConfig::from_settings(&settings, node.clone(), boot_id.clone());
+        let mut registry = Registry::new(registry_config, metrics.clone());
+        let (mut boot_id, mut conn_ids) = (boot_id, ConnIdAllocator::default());
+        let engine = match engine {
+            Some((engine, events)) => {
+                registry = registry.with_engine(engine.clone(), events);
+                boot_id = engine.boot().to_owned();
+                conn_ids = ConnIdAllocator::starting_at(engine.node_number() << crate::cluster::CONN_ID_BITS);
+                Some(engine)
+            }
+            None => None,
+        };
+        let registry = registry.start();
+        let fleet = web::Data::new(Fleet::new(node.clone(), registry.clone(), engine));
         let revocations = stores.revocations.clone();
         let auth = match settings.auth.mode {
             AuthMode::Jwt => {
@@ -193,7 +221,7 @@ impl Application {
             users,
             login,
             stores: stores.clone(),
-            registry: registry.clone(),
+            fleet: fleet.get_ref().clone(),
             config: settings.auth.clone(),
             secure_cookies,
             allowed_origins: allowed_origins.clone(),
@@ -203,7 +231,7 @@ impl Application {
             allowed_origins,
             tls_port: certs.is_some().then_some(port),
             secure_cookies,
-            conn_ids: Default::default(),
+            conn_ids,
             draining: Default::default(),
             started: std::time::Instant::now(),
         });
@@ -214,6 +242,7 @@ impl Application {
             tokens: web::Data::from(tokens),
             stores: web::Data::new(stores),
             registry: web::Data::new(registry),
+            fleet,
             metrics: web::Data::from(metrics),
             token_api,
             sockets,
@@ -306,7 +335,8 @@ fn serve(
     };
     let proxies = crate::http::forwarded::TrustedProxies::new(settings.server.trusted_proxies.clone());
     let server = HttpServer::new(move || {
-        let Shared { state, settings, auth, tokens, stores, registry, metrics, token_api, sockets } = shared.clone();
+        let Shared { state, settings, auth, tokens, stores, registry, fleet, metrics, token_api, sockets } =
+            shared.clone();
         App::new()
             .app_data(state.clone())
             .app_data(settings.clone())
@@ -314,6 +344,7 @@ fn serve(
             .app_data(tokens)
             .app_data(stores)
             .app_data(registry)
+            .app_data(fleet)
             .app_data(metrics)
             .app_data(token_api)
             .app_data(sockets)

@@ -623,8 +623,11 @@ export class AuthChat extends EventTarget {
       case "joined": {
         const room = this.#rooms.get(msg.room);
         if (!room) return; // left again before the answer came
-        const { joined: rejoin, restarted } = room;
-        Object.assign(room, { joined: true, pending: false, restarted: false, members: new Set(msg.members) });
+        const { joined: rejoin } = room;
+        // A new epoch means the room's ids started again (Redis lost the room): as after a restart.
+        const renumbered = rejoin && room.epoch != null && msg.epoch !== room.epoch;
+        const restarted = room.restarted || renumbered;
+        Object.assign(room, { joined: true, pending: false, restarted: false, epoch: msg.epoch, members: new Set(msg.members) });
         this.#track(msg.room, msg.history);
         this.#emit("joined", { ...msg, rejoin, restarted });
         return;
@@ -712,12 +715,18 @@ export class AuthChat extends EventTarget {
     if (this.#wantOpen && this.#status.state === "reconnecting" && this.#status.retryAt !== null) this.#open();
   }
 
+  /** A `join`, asking only for what was missed (`since`, in the room's numbering `epoch`) when something was seen. */
+  #joinFrame(room) {
+    const { lastId: since, epoch } = this.#rooms.get(room);
+    if (since == null) return { type: "join", room };
+    return epoch == null ? { type: "join", room, since } : { type: "join", room, since, epoch };
+  }
+
   #sendJoin(room) {
     const state = this.#rooms.get(room);
     if (!state) return;
     state.pending = true;
-    const since = state.lastId;
-    this.#sendFrame(since == null ? { type: "join", room } : { type: "join", room, since });
+    this.#sendFrame(this.#joinFrame(room));
   }
 
   /**
@@ -729,7 +738,7 @@ export class AuthChat extends EventTarget {
   #checkBoot(boot) {
     if (this.#boot !== undefined && boot !== this.#boot) {
       this.#restartSeen = true;
-      for (const room of this.#rooms.values()) Object.assign(room, { lastId: null, restarted: room.joined });
+      for (const room of this.#rooms.values()) Object.assign(room, { lastId: null, epoch: null, restarted: room.joined });
     }
     this.#boot = boot;
   }
@@ -855,8 +864,7 @@ export class AuthChat extends EventTarget {
       if (this.#inFlight === entry.ref) this.#inFlight = null;
       item = { ref: entry.ref };
     } else if (msg.request === "join" && this.#rooms.get(msg.room)?.pending) {
-      const since = this.#rooms.get(msg.room).lastId;
-      item = { frame: since == null ? { type: "join", room: msg.room } : { type: "join", room: msg.room, since } };
+      item = { frame: this.#joinFrame(msg.room) };
     } else {
       return false;
     }

@@ -173,6 +173,38 @@ impl Rooms {
         Posted::New(message)
     }
 
+    /// Id of the room's last message (0: none, or no such room).
+    pub fn last_id(&self, room: &RoomId) -> u64 {
+        self.rooms.get(room).map_or(0, |r| r.last_id)
+    }
+
+    /// Whether the kept history holds every message after `since`: nothing was dropped
+    /// between it and the last message (ids are dense, so a count proves it).
+    pub fn holds_all_after(&self, room: &RoomId, since: u64) -> bool {
+        let Some(r) = self.rooms.get(room) else { return since == 0 };
+        since <= r.last_id && r.history.iter().filter(|m| m.id > since).count() as u64 == r.last_id - since
+    }
+
+    /// Several nodes: appends a message Redis numbered (the caller delivers it in id order,
+    /// each once). A room that is not here (no local member any more) ignores it.
+    pub fn mirror(&mut self, message: Arc<ChatMessage>, now_ms: u64) {
+        let Some(r) = self.rooms.get_mut(&message.room) else { return };
+        r.last_id = message.id;
+        r.last_active = now_ms;
+        if r.history.len() == self.history_size {
+            r.history.pop_front();
+        }
+        r.history.push_back(message);
+    }
+
+    /// Several nodes: Redis lost the room and its ids restart; forget the old numbering.
+    pub fn reset_history(&mut self, room: &RoomId) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.last_id = 0;
+            r.history.clear();
+        }
+    }
+
     /// Connections in `room`.
     pub fn members(&self, room: &RoomId) -> impl Iterator<Item = ConnId> + '_ {
         self.rooms.get(room).into_iter().flat_map(|r| r.members.keys().copied())
@@ -332,6 +364,24 @@ mod tests {
         rooms.join(&room("b"), ConnId(1), &u, 10).unwrap();
         assert_eq!(rooms.join(&room("c"), ConnId(1), &u, 20), Err(TooManyRooms::CreatingTooFast(2)));
         assert!(rooms.join(&room("c"), ConnId(1), &u, MINUTE_MS + 1).is_ok(), "the window slides");
+    }
+
+    #[test]
+    fn only_a_history_without_holes_after_since_counts_as_recovered() {
+        let mut rooms = Rooms::new(3, limits(10));
+        let (r, bob) = (room("r"), UserId::new("bob"));
+        rooms.join(&r, ConnId(1), &bob, 0).unwrap();
+        for i in 1..=5 {
+            rooms.post(&r, &bob, format!("m{i}"), None, i);
+        }
+        assert!(rooms.holds_all_after(&r, 2), "3, 4 and 5 are kept");
+        assert!(rooms.holds_all_after(&r, 5), "nothing after the last");
+        assert!(!rooms.holds_all_after(&r, 1), "2 was dropped");
+        assert!(!rooms.holds_all_after(&r, 9), "a since beyond the last is another numbering");
+        let message = |id| Arc::new(ChatMessage { room: r.clone(), id, from: bob.clone(), text: String::new(), ts: 0 });
+        rooms.mirror(message(9), 0);
+        assert!(!rooms.holds_all_after(&r, 4), "6 to 8 never arrived");
+        assert!(rooms.holds_all_after(&r, 8));
     }
 
     #[test]

@@ -6,11 +6,12 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::Admin;
+use crate::cluster::ControlOp;
+use crate::fleet::Fleet;
 use crate::ids::{ConnId, SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::close;
-use crate::registry::Registry;
-use crate::registry::{CloseConnection, CloseSession, CloseUser, GetStats, ListConnections};
+use crate::registry::{GetStats, Registry};
 use crate::state::AppState;
 use crate::store::Stores;
 use actix::Addr;
@@ -25,6 +26,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/stats", web::get().to(stats));
 }
 
+const BY_OPERATOR: &str = "disconnected by an operator";
+
 fn registry_down(e: actix::MailboxError) -> ApiError {
     ApiError::Internal(format!("registry unavailable: {e}"))
 }
@@ -35,59 +38,56 @@ struct UserFilter {
     user: Option<String>,
 }
 
-/// `GET /admin/connections[?user=]`
+/// `GET /admin/connections[?user=]`: every node's, each with its node; `missing` names the
+/// nodes that did not answer in time.
 async fn list_connections(
     Admin(_): Admin,
-    registry: web::Data<Addr<Registry>>,
+    fleet: web::Data<Fleet>,
     filter: web::Query<UserFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let user = filter.into_inner().user.map(UserId::new);
-    let rows = registry.send(ListConnections { user }).await.map_err(registry_down)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "connections": rows })))
+    let listing = fleet.list(user).await.map_err(registry_down)?;
+    Ok(HttpResponse::Ok().json(listing))
 }
 
-/// `DELETE /admin/connections/{conn_id}`: closes it with 4004.
+/// `DELETE /admin/connections/{conn_id}`: closes it with 4004, on whichever node holds it.
 async fn disconnect(
     Admin(admin): Admin,
-    registry: web::Data<Addr<Registry>>,
+    fleet: web::Data<Fleet>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
     let conn_id = raw.parse().map(ConnId).map_err(|_| {
         ApiError::bad_request("invalid_conn_id", format!("{raw:?} is not a connection id (a positive integer)"))
     })?;
-    let closed = registry
-        .send(CloseConnection { conn_id, code: close::DISCONNECTED, reason: "disconnected by an operator" })
-        .await
-        .map_err(registry_down)?;
-    if !closed {
-        return Err(ApiError::NotFound(format!("no connection {conn_id} on this node")));
+    let op = ControlOp::CloseConnection { conn_id, code: close::DISCONNECTED, reason: BY_OPERATOR.into() };
+    let tally = fleet.close(op).await.map_err(registry_down)?;
+    if tally.closed == 0 && tally.missing.is_empty() {
+        return Err(ApiError::NotFound(format!("no connection {conn_id} on any node")));
     }
-    tracing::info!(admin = %admin.user, %conn_id, "operator closed a connection");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "closed": 1 })))
+    tracing::info!(admin = %admin.user, %conn_id, closed = tally.closed, missing = ?tally.missing, "operator closed a connection");
+    Ok(HttpResponse::Ok().json(tally))
 }
 
-/// `DELETE /admin/users/{user}/connections`: closes all of them with 4004.
+/// `DELETE /admin/users/{user}/connections`: closes all of them, on every node, with 4004.
 async fn disconnect_user(
     Admin(admin): Admin,
-    registry: web::Data<Addr<Registry>>,
+    fleet: web::Data<Fleet>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::new(path.into_inner());
-    let closed = registry
-        .send(CloseUser { user: user.clone(), code: close::DISCONNECTED, reason: "disconnected by an operator" })
-        .await
-        .map_err(registry_down)?;
-    tracing::info!(admin = %admin.user, %user, closed, "operator closed a user's connections");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "closed": closed })))
+    let op = ControlOp::CloseUser { user: user.clone(), code: close::DISCONNECTED, reason: BY_OPERATOR.into() };
+    let tally = fleet.close(op).await.map_err(registry_down)?;
+    tracing::info!(admin = %admin.user, %user, closed = tally.closed, missing = ?tally.missing, "operator closed a user's connections");
+    Ok(HttpResponse::Ok().json(tally))
 }
 
 /// `POST /admin/users/{user}/revoke`: every token of the user issued until now is refused from
-/// now on, the user's sessions end, and their live sockets close: 4002 for session sockets,
-/// 4003 for token sockets.
+/// now on, the user's sessions end, and their live sockets close on every node: 4002 for
+/// session sockets, 4003 for token sockets.
 async fn revoke_user(
     Admin(admin): Admin,
-    registry: web::Data<Addr<Registry>>,
+    fleet: web::Data<Fleet>,
     stores: web::Data<Stores>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -97,20 +97,32 @@ async fn revoke_user(
     let sessions = stores.sessions.delete_user(&user).await.map_err(ApiError::SessionStoreUnavailable)?;
     // A session socket ends with its session (4002), here and now rather than when the store's
     // notification arrives; whatever else the user has open was opened with a token (4003).
-    let mut closed = 0;
-    for session_id in &sessions {
-        let end = CloseSession { session_id: session_id.clone(), code: close::SESSION_ENDED, reason: "session ended" };
-        closed += registry.send(end).await.map_err(registry_down)?;
+    let mut tally = crate::fleet::Tally::default();
+    let ops = sessions
+        .iter()
+        .map(|session_id| ControlOp::CloseSession {
+            session_id: session_id.clone(),
+            code: close::SESSION_ENDED,
+            reason: "session ended".into(),
+        })
+        .chain([ControlOp::CloseUser { user: user.clone(), code: close::REVOKED, reason: "token revoked".into() }]);
+    for op in ops {
+        let part = fleet.close(op).await.map_err(registry_down)?;
+        tally.closed += part.closed;
+        for (node, closed) in part.nodes {
+            *tally.nodes.entry(node).or_default() += closed;
+        }
+        tally.missing.extend(part.missing);
     }
-    closed += registry
-        .send(CloseUser { user: user.clone(), code: close::REVOKED, reason: "token revoked" })
-        .await
-        .map_err(registry_down)?;
-    tracing::info!(admin = %admin.user, %user, closed, "operator revoked a user");
+    tally.missing.sort();
+    tally.missing.dedup();
+    tracing::info!(admin = %admin.user, %user, closed = tally.closed, missing = ?tally.missing, "operator revoked a user");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "user": user,
         "revoked_before": at,
-        "closed": closed,
+        "closed": tally.closed,
+        "nodes": tally.nodes,
+        "missing": tally.missing,
         "sessions_ended": sessions.len(),
     })))
 }

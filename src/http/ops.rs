@@ -2,6 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::cluster::Health;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::Stores;
@@ -13,9 +15,15 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: 503 once draining starts, or while the store does not answer, so a load
 /// balancer stops routing here.
-pub async fn readyz(state: web::Data<AppState>, stores: web::Data<Stores>) -> HttpResponse {
+pub async fn readyz(state: web::Data<AppState>, stores: web::Data<Stores>, fleet: web::Data<Fleet>) -> HttpResponse {
     if state.is_draining() {
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "draining" }));
+    }
+    // Several nodes: commands working is not enough; the subscription must deliver (its probes
+    // come back) and the heartbeat must be fresh, or this node is cut off from the others.
+    if let Some(health) = fleet.health().filter(|h| *h != Health::Ready) {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": health.as_str(), "store": stores.backend }));
     }
     match stores.health.ping().await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "store": stores.backend })),

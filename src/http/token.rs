@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -19,12 +18,12 @@ use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
 use crate::auth::revocation::check_not_revoked;
 use crate::auth::Principal;
+use crate::cluster::ControlOp;
 use crate::config::AuthSettings;
+use crate::fleet::Fleet;
 use crate::ids::random_id;
 use crate::ids::{SessionId, UserId};
 use crate::protocol::close;
-use crate::registry::CloseSession;
-use crate::registry::Registry;
 use crate::store::Stores;
 use crate::store::{RefreshRecord, SecretHash, Taken};
 use crate::time::now_unix_s;
@@ -37,7 +36,8 @@ pub struct TokenApi {
     /// Password checks: throttled, and capped in concurrency.
     pub login: PasswordLogin,
     pub stores: Stores,
-    pub registry: Addr<Registry>,
+    /// Closes a login's sockets on every node.
+    pub fleet: Fleet,
     /// Lifetimes of tokens, refresh tokens and tickets.
     pub config: AuthSettings,
     /// Cookies get `Secure` (TLS here, or terminated in front).
@@ -211,12 +211,9 @@ async fn end_login(api: &TokenApi, family: &SessionId, code: u16, reason: &'stat
     let auth = &api.config;
     let until = now_unix_s() + auth.refresh_ttl.as_secs() + auth.access_ttl.as_secs();
     api.stores.revocations.revoke_session(family, until).await.map_err(ApiError::StoreUnavailable)?;
-    let closed = api
-        .registry
-        .send(CloseSession { session_id: family.clone(), code, reason })
-        .await
-        .map_err(|e| ApiError::Internal(format!("registry unavailable: {e}")))?;
-    tracing::info!(closed, reason, "login ended");
+    let op = ControlOp::CloseSession { session_id: family.clone(), code, reason: reason.into() };
+    let tally = api.fleet.close(op).await.map_err(|e| ApiError::Internal(format!("registry unavailable: {e}")))?;
+    tracing::info!(closed = tally.closed, missing = ?tally.missing, reason, "login ended");
     Ok(())
 }
 

@@ -111,6 +111,8 @@ pub struct Join {
     pub conn_id: ConnId,
     pub room: RoomId,
     pub since: Option<u64>,
+    /// The numbering `since` belongs to (`joined.epoch`).
+    pub epoch: Option<String>,
     /// Echoed on a refusal.
     pub echo: Echo,
 }
@@ -195,6 +197,11 @@ pub struct CloseAll {
 #[derive(Message)]
 #[rtype(result = "Vec<SessionId>")]
 pub struct ListSessionIds;
+
+/// An operator request (also from another node): list or close connections.
+#[derive(Message)]
+#[rtype(result = "crate::cluster::ControlReply")]
+pub struct Execute(pub crate::cluster::ControlOp);
 
 /// Admin: counts.
 #[derive(Message)]

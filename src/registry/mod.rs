@@ -15,12 +15,13 @@
 
 pub mod clock;
 pub mod deadlines;
+mod feeds;
 pub mod messages;
 mod operator;
 mod rooms;
 pub mod sessions;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::chat::{RoomLimits, Rooms};
+use crate::cluster::{Engine, EngineEvent};
 use crate::config::Settings;
 use crate::ids::{ConnId, RoomId, SessionId, UserId};
 use crate::metrics::Metrics;
@@ -47,6 +49,9 @@ const DEADLINE_BATCH: usize = 512;
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     pub node: String,
+    /// The numbering of message ids on one node (`joined.epoch`): new at each start, since
+    /// ids restart then. With several nodes each room's epoch comes from Redis instead.
+    pub epoch: String,
     pub warn_before: Duration,
     pub max_connections: usize,
     pub max_unauthenticated_per_ip: usize,
@@ -57,9 +62,10 @@ pub struct RegistryConfig {
 }
 
 impl RegistryConfig {
-    pub fn from_settings(settings: &Settings, node: String) -> Self {
+    pub fn from_settings(settings: &Settings, node: String, epoch: String) -> Self {
         Self {
             node,
+            epoch,
             warn_before: settings.ws.warn_before,
             max_connections: settings.server.max_connections,
             max_unauthenticated_per_ip: settings.ws.max_unauthenticated_per_ip,
@@ -110,6 +116,14 @@ pub struct Registry {
     rooms: Rooms,
     /// What "now" is: the system clock, or in tests tokio's (pausable) time.
     clock: Arc<dyn Clock>,
+    /// Several nodes: the Redis engine, what it reports (read once started), and the feed of
+    /// each room with local members.
+    engine: Option<Engine>,
+    engine_events: Option<tokio::sync::mpsc::Receiver<EngineEvent>>,
+    feeds: HashMap<RoomId, feeds::Feed>,
+    /// Several nodes: posts waiting per connection, the first one in flight, so that one
+    /// sender's messages keep their order.
+    posting: HashMap<ConnId, VecDeque<Publish>>,
 }
 
 impl Registry {
@@ -132,7 +146,18 @@ impl Registry {
             deadlines: Deadlines::default(),
             timer: None,
             rooms,
+            engine: None,
+            engine_events: None,
+            feeds: HashMap::new(),
+            posting: HashMap::new(),
         }
+    }
+
+    /// Several nodes: rooms, history, presence and operator requests go through Redis.
+    pub fn with_engine(mut self, engine: Engine, events: tokio::sync::mpsc::Receiver<EngineEvent>) -> Self {
+        self.engine = Some(engine);
+        self.engine_events = Some(events);
+        self
     }
 
     fn send(&self, conn_id: ConnId, message: &ServerMessage) {
@@ -253,15 +278,11 @@ impl Registry {
                     unindex(&mut self.by_session, sid, conn_id);
                 }
                 for room in &conn.rooms {
-                    if self.rooms.leave(room, conn_id, now) == Some(true) {
-                        let event = ServerMessage::Presence {
-                            room: room.clone(),
-                            user: identity.user.clone(),
-                            event: PresenceEvent::Leave,
-                        };
-                        self.broadcast(room, &event);
+                    if let Some(user_left) = self.rooms.leave(room, conn_id, now) {
+                        self.left_room(room, &identity.user, user_left);
                     }
                 }
+                self.posting.remove(&conn_id);
             }
             None if still_open => {
                 self.closing.insert(conn_id, Held::Pending(conn.ip));
@@ -270,6 +291,31 @@ impl Registry {
         }
         self.metrics.connections_open.set(self.conns.len() as i64);
         Some(conn)
+    }
+
+    /// A connection left `room`; `user_left`: it was its user's last one here. One node
+    /// announces the departure itself; with several, Redis announces it (when the user is on no
+    /// node any more), and the room stops being followed once nobody here is in it.
+    fn left_room(&mut self, room: &RoomId, user: &UserId, user_left: bool) {
+        let Some(engine) = self.engine.clone() else {
+            if user_left {
+                let event =
+                    ServerMessage::Presence { room: room.clone(), user: user.clone(), event: PresenceEvent::Leave };
+                self.broadcast(room, &event);
+            }
+            return;
+        };
+        if user_left {
+            let (room, user) = (room.clone(), user.clone());
+            actix::spawn(async move {
+                if let Err(e) = engine.presence(&room, &user, PresenceEvent::Leave).await {
+                    tracing::warn!(error = %e, "could not announce a departure; the next resubscription repairs it");
+                }
+            });
+        }
+        if self.rooms.members(room).next().is_none() {
+            self.unfollow(room);
+        }
     }
 
     fn release_pending(&mut self, ip: IpAddr) {
@@ -344,10 +390,24 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(mut events) = self.engine_events.take() {
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| events.poll_recv(cx)));
+        }
         ctx.run_interval(ROOM_SWEEP, |registry, _| {
             let now = registry.clock.now_ms();
             registry.rooms.drop_idle(now);
         });
+    }
+}
+
+impl StreamHandler<EngineEvent> for Registry {
+    fn handle(&mut self, event: EngineEvent, ctx: &mut Context<Self>) {
+        self.on_engine_event(event, ctx);
+    }
+
+    /// The engine stops only with the process; the registry must outlive it regardless.
+    fn finished(&mut self, _: &mut Context<Self>) {
+        tracing::error!("the Redis engine stopped reporting; rooms are no longer shared with other nodes");
     }
 }
 
@@ -482,6 +542,7 @@ mod tests {
     fn registry() -> Addr<Registry> {
         let config = RegistryConfig {
             node: "test".into(),
+            epoch: "e".into(),
             warn_before: Duration::from_secs(60),
             max_unauthenticated_per_ip: 4,
             max_connections_per_user: 4,
@@ -586,6 +647,7 @@ mod tests {
         let clock = Arc::new(clock::TokioClock::new());
         let config = RegistryConfig {
             node: "test".into(),
+            epoch: "e".into(),
             warn_before: Duration::from_secs(60),
             max_unauthenticated_per_ip: 4,
             max_connections_per_user: max_per_user,
@@ -688,7 +750,13 @@ mod tests {
         let bob = connect(&registry, &clock, 2, "bob", hour).await.unwrap();
         let room = RoomId::parse("r").unwrap();
         for id in [1, 2] {
-            registry.do_send(Join { conn_id: ConnId(id), room: room.clone(), since: None, echo: Echo::default() });
+            registry.do_send(Join {
+                conn_id: ConnId(id),
+                room: room.clone(),
+                since: None,
+                epoch: None,
+                echo: Echo::default(),
+            });
         }
         received(&registry, &alice).await;
         assert_eq!(received(&registry, &bob).await, ["joined:"]);

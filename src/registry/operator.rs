@@ -5,13 +5,38 @@ use std::collections::HashSet;
 use actix::prelude::*;
 
 use super::*;
+use crate::cluster::{ControlOp, ControlReply};
 
-impl Handler<ListConnections> for Registry {
-    type Result = MessageResult<ListConnections>;
+impl Registry {
+    /// An operator request, from this node's HTTP API or another node's: what it did here.
+    pub(super) fn execute(&mut self, op: ControlOp) -> ControlReply {
+        let node = self.config.node.clone();
+        let ids: Vec<ConnId> = match &op {
+            ControlOp::List { user } => {
+                let rows =
+                    self.rows(user.as_ref()).into_iter().map(|row| serde_json::to_value(row).expect("rows serialise"));
+                return ControlReply { node, rows: rows.collect(), ..ControlReply::default() };
+            }
+            ControlOp::CloseConnection { conn_id, .. } => vec![*conn_id],
+            ControlOp::CloseUser { user, .. } => self.by_user.get(user).into_iter().flatten().copied().collect(),
+            ControlOp::CloseSession { session_id, .. } => {
+                self.by_session.get(session_id).into_iter().flatten().copied().collect()
+            }
+        };
+        let (ControlOp::CloseConnection { code, reason, .. }
+        | ControlOp::CloseUser { code, reason, .. }
+        | ControlOp::CloseSession { code, reason, .. }) = op
+        else {
+            unreachable!("List answered above")
+        };
+        let reason = crate::protocol::close::known_reason(&reason);
+        let closed = ids.into_iter().filter(|id| self.close(*id, code, reason)).count();
+        ControlReply { node, closed, ..ControlReply::default() }
+    }
 
-    /// Lists connections, oldest first.
-    fn handle(&mut self, msg: ListConnections, _: &mut Context<Self>) -> Self::Result {
-        let mut rows: Vec<ConnectionInfo> = match &msg.user {
+    /// Connections (of one user), oldest first.
+    fn rows(&self, user: Option<&UserId>) -> Vec<ConnectionInfo> {
+        let mut rows: Vec<ConnectionInfo> = match user {
             Some(user) => self
                 .by_user
                 .get(user)
@@ -22,7 +47,26 @@ impl Handler<ListConnections> for Registry {
             None => self.conns.iter().map(|(id, c)| self.info(*id, c)).collect(),
         };
         rows.sort_by_key(|r| r.conn_id);
-        MessageResult(rows)
+        rows
+    }
+}
+
+impl Handler<Execute> for Registry {
+    type Result = MessageResult<Execute>;
+
+    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) -> Self::Result {
+        let reply = self.execute(msg.0);
+        self.arm_timer(ctx);
+        MessageResult(reply)
+    }
+}
+
+impl Handler<ListConnections> for Registry {
+    type Result = MessageResult<ListConnections>;
+
+    /// Lists connections, oldest first.
+    fn handle(&mut self, msg: ListConnections, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.rows(msg.user.as_ref()))
     }
 }
 

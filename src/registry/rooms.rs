@@ -1,9 +1,14 @@
-//! Rooms: join, leave, publish and history, and the fan-out to members.
+//! Rooms: join, leave, publish and history, and the fan-out to members. On one node the
+//! registry numbers and stores messages itself; with several (`feeds`), Redis does, and the
+//! registry delivers what comes back through the subscription.
+
+use std::collections::VecDeque;
 
 use actix::prelude::*;
 
 use super::{FetchHistory, Join, Leave, Outbound, Publish, Registry};
-use crate::chat::Posted;
+use crate::chat::{Posted, MAX_REF_LEN};
+use crate::ids::{ConnId, RoomId, UserId};
 use crate::protocol::{ErrorCode, PresenceEvent, ServerMessage};
 
 impl Handler<Join> for Registry {
@@ -11,7 +16,17 @@ impl Handler<Join> for Registry {
 
     /// Adds the connection to the room, answers `joined` with members and history, and
     /// announces the user to the others if this is their first socket there.
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        if self.engine().is_some() && !self.rooms.is_member(&msg.room, msg.conn_id) {
+            return self.join_through_feed(msg, ctx);
+        }
+        self.join_now(msg);
+    }
+}
+
+impl Registry {
+    /// Joins at once: on one node, or once the room's feed is live.
+    pub(super) fn join_now(&mut self, msg: Join) {
         let Some(user) = self.user_of(msg.conn_id) else { return };
         let conn_rooms = self.conns.get(&msg.conn_id).map(|c| c.rooms.len()).unwrap_or(0);
         if !self.rooms.is_member(&msg.room, msg.conn_id) && conn_rooms >= self.config.max_rooms_per_connection {
@@ -25,24 +40,112 @@ impl Handler<Join> for Registry {
         }
         let joined = match self.rooms.join(&msg.room, msg.conn_id, &user, self.clock.now_ms()) {
             Ok(joined) => joined,
-            Err(e) => return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, e.to_string()),
+            Err(e) => {
+                self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, e.to_string());
+                if self.rooms.members(&msg.room).next().is_none() {
+                    self.unfollow(&msg.room);
+                }
+                return;
+            }
         };
         if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
             conn.rooms.insert(msg.room.clone());
         }
         if joined.user_arrived {
-            let event =
-                ServerMessage::Presence { room: msg.room.clone(), user: user.clone(), event: PresenceEvent::Join };
-            let frame = event.to_json();
-            for member in self.rooms.members(&msg.room).filter(|m| *m != msg.conn_id) {
-                if let Some(conn) = self.conns.get(&member) {
-                    conn.outbox.do_send(Outbound::Frame(frame.clone()));
+            self.announce_arrival(&msg.room, &user, msg.conn_id);
+        }
+        self.answer_join(msg.conn_id, &msg.room, msg.since, msg.epoch.as_deref(), None);
+    }
+
+    /// One node tells the others in the room itself; with several, Redis tells every node
+    /// (only if the user was on no node there yet).
+    fn announce_arrival(&mut self, room: &RoomId, user: &UserId, joiner: ConnId) {
+        match self.engine().cloned() {
+            None => {
+                let frame =
+                    ServerMessage::Presence { room: room.clone(), user: user.clone(), event: PresenceEvent::Join }
+                        .to_json();
+                for member in self.rooms.members(room).filter(|m| *m != joiner) {
+                    if let Some(conn) = self.conns.get(&member) {
+                        conn.outbox.do_send(Outbound::Frame(frame.clone()));
+                    }
                 }
             }
+            Some(engine) => {
+                let (room, user) = (room.clone(), user.clone());
+                actix::spawn(async move {
+                    if let Err(e) = engine.presence(&room, &user, PresenceEvent::Join).await {
+                        tracing::warn!(error = %e, "could not announce an arrival; the next resubscription repairs it");
+                    }
+                });
+            }
         }
-        let history = self.rooms.history(&msg.room, msg.since, None, self.config.history_size);
-        let members = self.rooms.users(&msg.room);
-        self.send(msg.conn_id, &ServerMessage::Joined { room: msg.room, members, history });
+    }
+
+    /// Sends `joined`: members, the room's numbering and last id, and history. With `since`
+    /// (in the numbering `epoch`, when given), the history after it and whether that is
+    /// complete; when it is not, the whole kept history, for the client to reload from.
+    pub(super) fn answer_join(
+        &self,
+        conn_id: ConnId,
+        room: &RoomId,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        recovered: Option<bool>,
+    ) {
+        let current = match self.engine() {
+            Some(_) => self.feeds.get(room).map(|f| f.epoch.clone()).unwrap_or_default(),
+            None => self.config.epoch.clone(),
+        };
+        let recovered = recovered
+            .or_else(|| since.map(|s| epoch.is_none_or(|e| e == current) && self.rooms.holds_all_after(room, s)));
+        let after = since.filter(|_| recovered == Some(true));
+        let history = self.rooms.history(room, after, None, self.config.history_size);
+        let mut members = self.rooms.users(room);
+        if let Some(feed) = self.feeds.get(room) {
+            members.extend(feed.users.iter().cloned());
+            members.sort();
+            members.dedup();
+        }
+        let offset = self.rooms.last_id(room);
+        let joined = ServerMessage::Joined { room: room.clone(), members, history, epoch: current, offset, recovered };
+        self.send(conn_id, &joined);
+    }
+
+    /// Several nodes: posts the connection's next waiting message through Redis; the next one
+    /// goes once this one is answered, so one sender's messages keep their order.
+    fn post_next(&mut self, conn_id: ConnId, ctx: &mut Context<Self>) {
+        let Some(engine) = self.engine().cloned() else { return };
+        let Some(msg) = self.posting.get(&conn_id).and_then(|queue| queue.front()) else { return };
+        let Some(user) = self.user_of(conn_id) else { return };
+        let (room, text) = (msg.room.clone(), msg.text.clone());
+        let client_ref = msg.echo.client_ref.as_ref().and_then(|r| r.as_str()).filter(|r| r.len() <= MAX_REF_LEN);
+        let client_ref = client_ref.map(str::to_owned);
+        let post = async move { engine.publish(&room, &user, &text, client_ref.as_deref()).await };
+        ctx.spawn(post.into_actor(self).map(move |result, registry, ctx| {
+            let Some(msg) = registry.posting.get_mut(&conn_id).and_then(VecDeque::pop_front) else { return };
+            match result {
+                Ok(posted) => {
+                    let ack =
+                        ServerMessage::Ack { client_ref: msg.echo.client_ref, room: msg.room.clone(), id: posted.id };
+                    registry.ack_when_delivered(conn_id, &msg.room, posted.id, ack.to_json());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a message could not be posted");
+                    registry.send_error(
+                        conn_id,
+                        ErrorCode::Unavailable,
+                        msg.echo,
+                        "not sent: the chat store (Redis) is unreachable; send it again (with the same ref, it is delivered once)",
+                    );
+                }
+            }
+            if registry.posting.get(&conn_id).is_some_and(|q| q.is_empty()) {
+                registry.posting.remove(&conn_id);
+            } else {
+                registry.post_next(conn_id, ctx);
+            }
+        }));
     }
 }
 
@@ -64,13 +167,8 @@ impl Handler<Leave> for Registry {
         if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
             conn.rooms.remove(&msg.room);
         }
-        if user_left {
-            self.broadcast(
-                &msg.room,
-                &ServerMessage::Presence { room: msg.room.clone(), user, event: PresenceEvent::Leave },
-            );
-        }
-        self.send(msg.conn_id, &ServerMessage::Left { room: msg.room });
+        self.send(msg.conn_id, &ServerMessage::Left { room: msg.room.clone() });
+        self.left_room(&msg.room, &user, user_left);
     }
 }
 
@@ -78,11 +176,20 @@ impl Handler<Publish> for Registry {
     type Result = ();
 
     /// Stores the message, broadcasts it to the room (sender included), then acks the sender.
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         let Some(user) = self.user_of(msg.conn_id) else { return };
         if !self.rooms.is_member(&msg.room, msg.conn_id) {
             let message = format!("join {} before sending to it", msg.room);
             return self.send_error(msg.conn_id, ErrorCode::NotMember, msg.echo, message);
+        }
+        if self.engine().is_some() {
+            let conn_id = msg.conn_id;
+            let queue = self.posting.entry(conn_id).or_default();
+            queue.push_back(msg);
+            if queue.len() == 1 {
+                self.post_next(conn_id, ctx);
+            }
+            return;
         }
         let client_ref = msg.echo.client_ref.as_ref().and_then(|r| r.as_str());
         let id = match self.rooms.post(&msg.room, &user, msg.text, client_ref, self.clock.now_ms()) {

@@ -263,9 +263,8 @@ impl WsSession {
                 self.reauthenticate(token, ctx);
                 Ok(())
             }
-            ClientMessage::Join { room: name, since, .. } => {
-                room(&name).map(|room| registry.do_send(registry::Join { conn_id, room, since, echo: echo.clone() }))
-            }
+            ClientMessage::Join { room: name, since, epoch, .. } => room(&name)
+                .map(|room| registry.do_send(registry::Join { conn_id, room, since, epoch, echo: echo.clone() })),
             ClientMessage::Leave { room: name, .. } => {
                 room(&name).map(|room| registry.do_send(registry::Leave { conn_id, room, echo: echo.clone() }))
             }

@@ -17,6 +17,7 @@ mod node;
 mod ops;
 mod proxy;
 mod sessions;
+mod shared;
 mod strict;
 mod tls;
 mod upgrade;

@@ -406,9 +406,17 @@ async fn losing_redis_fails_closed_and_recovers_by_itself() {
     let header = format!("authchat_session={cookie}");
     expect_refused(&app.ws_url("/ws"), &[("Cookie", &header)], 503, "session_store_unavailable").await;
     assert_eq!(app.get_json("/readyz", None).await.0, 503);
-    // sockets that are open keep working
-    alice.send(json!({"type":"send","room":"outage","text":"still here"})).await;
-    assert_eq!(bob.next_of("message").await["text"], "still here");
+    // sockets that are open stay open; a message cannot be sent (rooms are shared through
+    // Redis), and the sender is told so rather than it being dropped or delivered here only
+    alice.send(json!({"type":"send","room":"outage","text":"not now","ref":"o1"})).await;
+    let refused = alice.next_of("error").await;
+    assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("unavailable"), Some("o1")), "{refused}");
+    assert!(bob.recv_within(Duration::from_millis(300)).await.is_none(), "nothing delivered locally");
+    // a room already joined answers from this node's copy; a new one needs Redis
+    bob.send(json!({"type":"join","room":"outage"})).await;
+    assert_eq!(bob.next_of("joined").await["room"], "outage");
+    bob.send(json!({"type":"join","room":"elsewhere","ref":"j1"})).await;
+    assert_eq!(bob.next_of("error").await["code"], "unavailable");
 
     redis.restart().await;
     let deadline = Instant::now() + WAIT;
@@ -421,6 +429,9 @@ async fn losing_redis_fails_closed_and_recovers_by_itself() {
     let _ = open_socket(&app, &cookie).await;
     login(&app, "bob").await;
     alice.assert_alive().await;
+    // and messages flow again
+    alice.send(json!({"type":"send","room":"outage","text":"back","ref":"o2"})).await;
+    assert_eq!(bob.next_of("message").await["text"], "back");
     // endings are noticed again after the reconnect
     with_cookie(&app, Method::POST, "/api/logout", &bob_cookie).await;
     assert_eq!(bob.expect_close().await.0, 4002);

@@ -1,0 +1,558 @@
+//! The Redis engine: several nodes as one chat (`store.backend = "redis"`).
+//!
+//! Redis is the only shared thing, and the only one that decides: message ids (an offset per
+//! room, from a Lua script that also appends to the room's stream and PUBLISHes the message, so
+//! channel order is id order), history (a stream capped at `chat.history_size`), presence (which
+//! users are in a room on which node), the set of live nodes (heartbeats on Redis's clock) and
+//! the control channel operators' requests travel on. No gossip, no consensus of our own.
+//!
+//! What stays on the node: its sockets, their token deadlines (enforced even while Redis is
+//! down), and per room with local members a mirror of the room's history, kept whole by
+//! the subscription and filled from the stream after any gap (see `registry::feeds`).
+//!
+//! The engine does not know the registry: it answers calls, and what arrives from Redis goes
+//! out as [`EngineEvent`]s on a channel the registry reads.
+//!
+//! - [`scripts`]: the Lua scripts;
+//! - `subscriber`: the one subscription connection, its probe and its reconnection.
+//! - [`control`]: operator requests across nodes.
+
+pub mod control;
+mod scripts;
+mod subscriber;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{Client, Script};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::Settings;
+use crate::ids::{RoomId, UserId};
+use crate::metrics::Metrics;
+use crate::protocol::{ChatMessage, PresenceEvent};
+use crate::time::now_unix_ms;
+pub use control::{ControlOp, ControlReply, ControlRequest, Gathered};
+
+/// What arrives from Redis for the registry.
+#[derive(Debug)]
+pub enum EngineEvent {
+    /// A message posted to a room this node follows, with the room's epoch.
+    Message { epoch: String, message: Arc<ChatMessage> },
+    /// A user arrived in a room (on their first node there) or left it (from their last).
+    Presence { room: RoomId, user: UserId, event: PresenceEvent },
+    /// Another node's operator request, to answer with [`Engine::reply`].
+    Control(ControlRequest),
+    /// The subscription was (re)established: whatever was published meanwhile was missed, so
+    /// every followed room is refilled from its stream and local presence is asserted again.
+    Resubscribed,
+}
+
+/// Why an engine call failed. The message never holds the Redis URL.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis is unreachable: {0}")]
+pub struct Unavailable(String);
+
+fn unavailable(e: redis::RedisError) -> Unavailable {
+    Unavailable(e.to_string())
+}
+
+/// What a post did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The message's id in its room.
+    pub id: u64,
+    /// The same sender posted with the same `ref` before: nothing new was delivered.
+    pub duplicate: bool,
+}
+
+/// A room as Redis holds it.
+#[derive(Debug)]
+pub struct RoomState {
+    /// Changes when Redis lost the room (ids restarted); empty when the room has no messages.
+    pub epoch: String,
+    /// Id of its last message (0: none).
+    pub top: u64,
+    /// Its newest messages, oldest first.
+    pub messages: Vec<Arc<ChatMessage>>,
+    /// Users in it, on any node.
+    pub users: Vec<UserId>,
+}
+
+/// Health of this node's link to the cluster, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    /// The subscription is down or its probes are not coming back.
+    SubscriptionDown,
+    /// The heartbeat could not be written for a while: other nodes will think this one dead.
+    HeartbeatLate,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::SubscriptionDown => "subscription_down",
+            Self::HeartbeatLate => "heartbeat_late",
+        }
+    }
+}
+
+/// A cheap handle on the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    /// This node's number in the cluster (from a Redis counter): the high bits of its
+    /// connection ids, so that they are unique across nodes.
+    node_number: u64,
+    /// The cluster's boot id: `welcome.boot`, the same on every node.
+    boot: String,
+    prefix: String,
+    conn: ConnectionManager,
+    client: Client,
+    history_size: usize,
+    room_ttl_ms: u64,
+    heartbeat_interval: Duration,
+    node_timeout: Duration,
+    request_timeout: Duration,
+    probe_interval: Duration,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+    publish: Script,
+    room_state: Script,
+    presence_join: Script,
+    presence_leave: Script,
+    reap_room: Script,
+    heartbeat: Script,
+    /// Rooms this node follows: subscribed now, and again after any reconnection.
+    rooms: Mutex<HashSet<RoomId>>,
+    /// The subscription connection's command half, while it is up.
+    sink: Mutex<Option<PubSubSink>>,
+    subscribed: AtomicBool,
+    /// Unix ms of the last probe that came back through the subscription.
+    last_probe_ms: AtomicU64,
+    /// Unix ms of the last heartbeat written.
+    last_heartbeat_ms: AtomicU64,
+    /// The other nodes alive at the last heartbeat.
+    peers: Mutex<Vec<String>>,
+    pending: control::Pending,
+    metrics: Arc<Metrics>,
+}
+
+/// Ids of connection ids: 40 bits of counter under the node number, which keeps 13 bits so
+/// every id stays below 2^53 (exact in JavaScript).
+pub const CONN_ID_BITS: u32 = 40;
+const NODE_NUMBERS: u64 = (1 << 13) - 1;
+
+impl Engine {
+    /// Connects, takes a node number and the cluster's boot id, and starts the subscription
+    /// and the heartbeat. Answers the engine and the events for the registry.
+    pub async fn start(
+        settings: &Settings,
+        node: String,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, mpsc::Receiver<EngineEvent>), Unavailable> {
+        let redis = &settings.redis;
+        let client = Client::open(redis.url.expose_secret())
+            .map_err(|e| Unavailable(format!("redis.url is not a usable Redis URL: {:?}", e.kind())))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(redis.connect_timeout))
+            .set_response_timeout(Some(redis.response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let mut conn =
+            tokio::time::timeout(redis.connect_timeout * 2, client.get_connection_manager_with_config(config))
+                .await
+                .map_err(|_| Unavailable("timed out connecting".into()))?
+                .map_err(unavailable)?;
+        let prefix = redis.key_prefix.clone();
+        let seq: u64 =
+            redis::cmd("INCR").arg(format!("{prefix}{{c}}:seq")).query_async(&mut conn).await.map_err(unavailable)?;
+        let candidate = crate::ids::random_id(12);
+        let boot_key = format!("{prefix}{{c}}:boot");
+        let (): () = redis::cmd("SET")
+            .arg(&boot_key)
+            .arg(&candidate)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let boot: String = redis::cmd("GET").arg(&boot_key).query_async(&mut conn).await.map_err(unavailable)?;
+        let cluster = &settings.cluster;
+        let inner = Arc::new(Inner {
+            node,
+            node_number: seq % NODE_NUMBERS + 1,
+            boot,
+            prefix,
+            conn,
+            client,
+            history_size: settings.chat.history_size,
+            room_ttl_ms: settings.chat.idle_room_ttl.as_millis() as u64,
+            heartbeat_interval: cluster.heartbeat_interval,
+            node_timeout: cluster.node_timeout,
+            request_timeout: cluster.request_timeout,
+            probe_interval: cluster.probe_interval,
+            response_timeout: redis.response_timeout,
+            connect_timeout: redis.connect_timeout,
+            publish: Script::new(scripts::PUBLISH),
+            room_state: Script::new(scripts::ROOM_STATE),
+            presence_join: Script::new(scripts::PRESENCE_JOIN),
+            presence_leave: Script::new(scripts::PRESENCE_LEAVE),
+            reap_room: Script::new(scripts::REAP_ROOM),
+            heartbeat: Script::new(scripts::HEARTBEAT),
+            rooms: Mutex::default(),
+            sink: Mutex::default(),
+            subscribed: AtomicBool::new(false),
+            last_probe_ms: AtomicU64::new(0),
+            last_heartbeat_ms: AtomicU64::new(0),
+            peers: Mutex::default(),
+            pending: control::Pending::default(),
+            metrics,
+        });
+        let engine = Self { inner };
+        engine.beat().await?;
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(subscriber::run(engine.clone(), tx.clone()));
+        tokio::spawn(heartbeats(engine.clone(), tx));
+        Ok((engine, rx))
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn node_number(&self) -> u64 {
+        self.inner.node_number
+    }
+
+    pub fn boot(&self) -> &str {
+        &self.inner.boot
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.inner.prefix)
+    }
+
+    fn room_key(&self, room: &RoomId, kind: &str) -> String {
+        format!("{}{{r:{room}}}:{kind}", self.inner.prefix)
+    }
+
+    fn room_channel(&self, room: &RoomId) -> String {
+        self.room_key(room, "c")
+    }
+
+    fn control_channel(&self) -> String {
+        self.key("{c}:ctl")
+    }
+
+    fn node_channel(&self, node: &str, kind: &str) -> String {
+        format!("{}{{n:{node}}}:{kind}", self.inner.prefix)
+    }
+
+    /// Posts `text` to `room` as `from`; a `client_ref` seen from the same sender within the
+    /// ref window answers the id it got then, and delivers nothing.
+    pub async fn publish(
+        &self,
+        room: &RoomId,
+        from: &UserId,
+        text: &str,
+        client_ref: Option<&str>,
+    ) -> Result<Posted, Unavailable> {
+        let meta = self.room_key(room, "m");
+        let idem = match client_ref {
+            Some(r) => {
+                let digest = Sha256::digest(format!("{from}\n{r}").as_bytes());
+                let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+                self.room_key(room, &format!("i:{hex}"))
+            }
+            None => meta.clone(),
+        };
+        let (id, duplicate, _epoch): (u64, u8, String) = self
+            .inner
+            .publish
+            .key(&meta)
+            .key(self.room_key(room, "s"))
+            .key(idem)
+            .arg(from.as_str())
+            .arg(text)
+            .arg(u8::from(client_ref.is_some()))
+            .arg(self.inner.history_size)
+            .arg(self.inner.room_ttl_ms)
+            .arg(crate::ids::random_id(8))
+            .arg(self.room_channel(room))
+            .arg(crate::chat::REF_WINDOW_MS)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(Posted { id, duplicate: duplicate == 1 })
+    }
+
+    /// Starts following `room`: subscribes (and waits for Redis to confirm) before anything
+    /// is read, so nothing published from then on is missed.
+    pub async fn follow(&self, room: &RoomId) -> Result<(), Unavailable> {
+        self.inner.rooms.lock().expect("not poisoned").insert(room.clone());
+        let sink = self.inner.sink.lock().expect("not poisoned").clone();
+        let mut sink = sink.ok_or_else(|| Unavailable("the subscription is down".into()))?;
+        let _: i64 = redis::cmd("SADD")
+            .arg(self.node_channel(&self.inner.node, "rooms"))
+            .arg(room.as_str())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        tokio::time::timeout(self.inner.response_timeout, sink.subscribe(self.room_channel(room)))
+            .await
+            .map_err(|_| Unavailable("timed out subscribing".into()))?
+            .map_err(unavailable)
+    }
+
+    /// Stops following `room` (no local member left).
+    pub async fn unfollow(&self, room: &RoomId) {
+        self.inner.rooms.lock().expect("not poisoned").remove(room);
+        let sink = self.inner.sink.lock().expect("not poisoned").clone();
+        if let Some(mut sink) = sink {
+            let _ = tokio::time::timeout(self.inner.response_timeout, sink.unsubscribe(self.room_channel(room))).await;
+        }
+        let _: Result<i64, _> = redis::cmd("SREM")
+            .arg(self.node_channel(&self.inner.node, "rooms"))
+            .arg(room.as_str())
+            .query_async(&mut self.conn())
+            .await;
+    }
+
+    /// The room's epoch, last id, newest `chat.history_size` messages and users.
+    pub async fn room_state(&self, room: &RoomId) -> Result<RoomState, Unavailable> {
+        type Entry = (String, Vec<(String, String)>);
+        let (epoch, top, entries, users): (String, u64, Vec<Entry>, Vec<String>) = self
+            .inner
+            .room_state
+            .key(self.room_key(room, "m"))
+            .key(self.room_key(room, "s"))
+            .key(self.room_key(room, "pu"))
+            .arg(self.inner.history_size)
+            .arg(crate::ids::random_id(8))
+            .arg(self.inner.room_ttl_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut messages: Vec<Arc<ChatMessage>> =
+            entries.into_iter().filter_map(|(id, fields)| stream_entry(room, &id, fields)).collect();
+        messages.reverse();
+        Ok(RoomState { epoch, top, messages, users: users.into_iter().map(UserId::new).collect() })
+    }
+
+    /// Announces `user` in `room` from this node (idempotent).
+    pub async fn presence(&self, room: &RoomId, user: &UserId, event: PresenceEvent) -> Result<(), Unavailable> {
+        let script = match event {
+            PresenceEvent::Join => &self.inner.presence_join,
+            PresenceEvent::Leave => &self.inner.presence_leave,
+        };
+        let _: i64 = script
+            .key(self.room_key(room, "pn"))
+            .key(self.room_key(room, "pu"))
+            .arg(&self.inner.node)
+            .arg(user.as_str())
+            .arg(self.room_channel(room))
+            .arg(self.inner.room_ttl_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// After a new subscription: this node's rooms and presence are written again (Redis may
+    /// have restarted without them, or a reaper may have taken them while it was cut off).
+    pub async fn reassert(&self, present: &[(RoomId, UserId)]) -> Result<(), Unavailable> {
+        for (room, user) in present {
+            let _: i64 = redis::cmd("SADD")
+                .arg(self.node_channel(&self.inner.node, "rooms"))
+                .arg(room.as_str())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            self.presence(room, user, PresenceEvent::Join).await?;
+        }
+        Ok(())
+    }
+
+    /// The cluster link's state for `/readyz`.
+    pub fn health(&self) -> Health {
+        let now = now_unix_ms();
+        let probe_window = self.inner.probe_interval.as_millis() as u64 * 3 + 1000;
+        if !self.inner.subscribed.load(Ordering::Relaxed)
+            || now.saturating_sub(self.inner.last_probe_ms.load(Ordering::Relaxed)) > probe_window
+        {
+            return Health::SubscriptionDown;
+        }
+        let beat_window = (self.inner.node_timeout.as_millis() as u64 / 2).max(1000);
+        if now.saturating_sub(self.inner.last_heartbeat_ms.load(Ordering::Relaxed)) > beat_window {
+            return Health::HeartbeatLate;
+        }
+        Health::Ready
+    }
+
+    /// Writes this node's heartbeat, and takes the dead nodes' users out of presence.
+    async fn beat(&self) -> Result<(), Unavailable> {
+        let (_now, dead, live): (u64, Vec<String>, Vec<String>) = self
+            .inner
+            .heartbeat
+            .key(self.key("{c}:nodes"))
+            .arg(&self.inner.node)
+            .arg(self.inner.node_timeout.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.inner.last_heartbeat_ms.store(now_unix_ms(), Ordering::Relaxed);
+        *self.inner.peers.lock().expect("not poisoned") = live.into_iter().filter(|n| *n != self.inner.node).collect();
+        for node in dead.into_iter().filter(|n| *n != self.inner.node) {
+            self.reap(&node).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a dead node's users from the presence of every room it was in (announcing
+    /// those on no other node as gone), then the node itself, last, so that a reaper that
+    /// dies halfway leaves the work for the next.
+    async fn reap(&self, node: &str) -> Result<(), Unavailable> {
+        let rooms_key = self.node_channel(node, "rooms");
+        let rooms: Vec<String> =
+            redis::cmd("SMEMBERS").arg(&rooms_key).query_async(&mut self.conn()).await.map_err(unavailable)?;
+        for room in rooms.iter().filter_map(|r| RoomId::parse(r).ok()) {
+            let _: i64 = self
+                .inner
+                .reap_room
+                .key(self.room_key(&room, "pn"))
+                .key(self.room_key(&room, "pu"))
+                .arg(node)
+                .arg(self.room_channel(&room))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        let _: i64 = redis::cmd("DEL").arg(&rooms_key).query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.key("{c}:nodes"))
+            .arg(node)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        tracing::warn!(node, rooms = rooms.len(), "a node stopped sending heartbeats; its users left presence");
+        self.inner.metrics.cluster_nodes_reaped.inc();
+        Ok(())
+    }
+
+    /// Leaves the cluster on a clean stop: no heartbeat any more, and presence is taken away
+    /// at once rather than after `cluster.node_timeout`.
+    pub async fn leave_cluster(&self) {
+        if let Err(e) = self.reap(&self.inner.node.clone()).await {
+            tracing::warn!(error = %e, "could not remove this node from the cluster on stop");
+        }
+    }
+}
+
+/// Heartbeats until the registry is gone.
+async fn heartbeats(engine: Engine, events: mpsc::Sender<EngineEvent>) {
+    let mut ticker = tokio::time::interval(engine.inner.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = events.closed() => return,
+        }
+        if let Err(e) = engine.beat().await {
+            tracing::warn!(error = %e, "cluster heartbeat failed");
+        }
+    }
+}
+
+/// A stream entry `<offset>-0` with fields `f`, `t`, `ts`, as a message.
+fn stream_entry(room: &RoomId, id: &str, fields: Vec<(String, String)>) -> Option<Arc<ChatMessage>> {
+    let offset = id.split('-').next()?.parse().ok()?;
+    let (mut from, mut text, mut ts) = (None, None, None);
+    for (name, value) in fields {
+        match name.as_str() {
+            "f" => from = Some(value),
+            "t" => text = Some(value),
+            "ts" => ts = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Arc::new(ChatMessage { room: room.clone(), id: offset, from: UserId::new(from?), text: text?, ts: ts? }))
+}
+
+/// A room channel's payload: `m <epoch> <offset> <ts> <user length>\n<user><text>` (the
+/// length in bytes, so no user name can pass its text off as someone else's), or
+/// `p <join|leave> <user>`.
+fn room_event(room: &RoomId, payload: &str) -> Option<EngineEvent> {
+    if let Some(rest) = payload.strip_prefix("m ") {
+        let (head, rest) = rest.split_once('\n')?;
+        let mut head = head.split(' ');
+        let (epoch, offset, ts) = (head.next()?, head.next()?.parse().ok()?, head.next()?.parse().ok()?);
+        let user_len: usize = head.next()?.parse().ok()?;
+        let (from, text) = (rest.get(..user_len)?, rest.get(user_len..)?);
+        let message =
+            ChatMessage { room: room.clone(), id: offset, from: UserId::new(from), text: text.to_owned(), ts };
+        return Some(EngineEvent::Message { epoch: epoch.to_owned(), message: Arc::new(message) });
+    }
+    let rest = payload.strip_prefix("p ")?;
+    let (event, user) = rest.split_once(' ')?;
+    let event = match event {
+        "join" => PresenceEvent::Join,
+        "leave" => PresenceEvent::Leave,
+        _ => return None,
+    };
+    Some(EngineEvent::Presence { room: room.clone(), user: UserId::new(user), event })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_payloads_parse_with_text_that_holds_newlines_and_spaces() {
+        let room = RoomId::parse("lobby").unwrap();
+        let Some(EngineEvent::Message { epoch, message }) =
+            room_event(&room, "m ep1 42 1700000000123 5\nalicehi there\nsecond line")
+        else {
+            panic!("a message")
+        };
+        assert_eq!((epoch.as_str(), message.id, message.ts), ("ep1", 42, 1_700_000_000_123));
+        assert_eq!((message.from.as_str(), message.text.as_str()), ("alice", "hi there\nsecond line"));
+        let Some(EngineEvent::Presence { user, event, .. }) = room_event(&room, "p leave bob smith") else {
+            panic!("a presence event")
+        };
+        assert_eq!((user.as_str(), event), ("bob smith", PresenceEvent::Leave));
+        let Some(EngineEvent::Message { message, .. }) = room_event(&room, "m ep1 1 1 7\nal\nice\ntext") else {
+            panic!("a message")
+        };
+        assert_eq!(
+            (message.from.as_str(), message.text.as_str()),
+            ("al\nice\n", "text"),
+            "a name is its declared length"
+        );
+        assert!(room_event(&room, "m ep1 1 1 99\nalice").is_none());
+        assert!(room_event(&room, "m broken").is_none());
+        assert!(room_event(&room, "x what").is_none());
+    }
+
+    #[test]
+    fn stream_entries_need_every_field() {
+        let room = RoomId::parse("lobby").unwrap();
+        let fields = |ts: &str| vec![("f".into(), "alice".into()), ("t".into(), "hi".into()), ("ts".into(), ts.into())];
+        assert_eq!(stream_entry(&room, "7-0", fields("5")).unwrap().id, 7);
+        assert!(stream_entry(&room, "7-0", fields("x")).is_none());
+    }
+}

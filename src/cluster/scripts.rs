@@ -1,0 +1,112 @@
+//! The Lua scripts of the Redis engine. Each runs atomically, so what it reads and writes
+//! (an offset, a stream entry, the PUBLISH of the same message) is one step that every node
+//! sees in the same order. Every key a script touches is passed in `KEYS` and shares the
+//! room's hash tag, so a room's scripts run on one shard under Redis Cluster.
+
+/// Posts one message. `KEYS`: meta hash, stream, idempotency key (or the meta hash again when
+/// the message has no `ref`). `ARGV`: user, text, has ref (1/0), history size, room TTL ms,
+/// a fresh epoch (used only if the room has none), the room channel, ref window ms.
+/// Answers `{offset, duplicate (1/0), epoch}`.
+///
+/// Channel order is offset order because the PUBLISH happens inside the script. If the meta
+/// hash is gone (expired, evicted) while the stream is not, offsets would restart under
+/// existing entries: the stale stream is dropped and the room gets a new epoch.
+pub const PUBLISH: &str = r#"
+local meta, stream, idem = KEYS[1], KEYS[2], KEYS[3]
+local user, text, has_ref = ARGV[1], ARGV[2], ARGV[3] == '1'
+if has_ref then
+  local seen = redis.call('GET', idem)
+  if seen then
+    return {tonumber(seen), 1, redis.call('HGET', meta, 'e') or ''}
+  end
+end
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch)
+end
+local offset = redis.call('HINCRBY', meta, 's', 1)
+local t = redis.call('TIME')
+local ts = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
+redis.call('XADD', stream, 'MAXLEN', ARGV[4], offset .. '-0', 'f', user, 't', text, 'ts', ts)
+redis.call('PEXPIRE', meta, ARGV[5])
+redis.call('PEXPIRE', stream, ARGV[5])
+redis.call('PUBLISH', ARGV[7], 'm ' .. epoch .. ' ' .. offset .. ' ' .. ts .. ' ' .. #user .. '\n' .. user .. text)
+if has_ref then
+  redis.call('SET', idem, offset, 'PX', ARGV[8])
+end
+return {offset, 0, epoch}
+"#;
+
+/// A room's state, for a node that starts (or resumes) following it. `KEYS`: meta hash,
+/// stream, users hash. `ARGV`: how many entries, a fresh epoch, room TTL ms. Answers `{epoch,
+/// top offset, entries (newest first, each {id, fields}), users}`. A room without an epoch
+/// gets one here (dropping a stale stream, as in [`PUBLISH`]), so the epoch a client is told
+/// at its first join is the one the room's messages will carry.
+pub const ROOM_STATE: &str = r#"
+if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+local meta = redis.call('HMGET', KEYS[1], 'e', 's')
+local entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])
+return {meta[1] or '', tonumber(meta[2] or '0'), entries, redis.call('HKEYS', KEYS[3])}
+"#;
+
+/// A user's first socket on this node entered the room. `KEYS`: per-node hash, users hash.
+/// `ARGV`: node, user, room channel, room TTL ms. The users hash counts the nodes a user is on
+/// there; going from 0 to 1 announces them to every node.
+pub const PRESENCE_JOIN: &str = r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 1) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then
+    redis.call('PUBLISH', ARGV[3], 'p join ' .. ARGV[2])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"#;
+
+/// A user's last socket on this node left the room. Same keys and arguments as
+/// [`PRESENCE_JOIN`]; a user on no node any more is announced gone.
+pub const PRESENCE_LEAVE: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1] .. '|' .. ARGV[2]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('PUBLISH', ARGV[3], 'p leave ' .. ARGV[2])
+  end
+end
+return 1
+"#;
+
+/// A dead node's users leave one room. `KEYS`: per-node hash, users hash. `ARGV`: the dead
+/// node, room channel. Safe to run twice (two reapers): a field is removed once.
+pub const REAP_ROOM: &str = r#"
+local prefix = ARGV[1] .. '|'
+local gone = 0
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, #prefix) == prefix then
+    local user = string.sub(field, #prefix + 1)
+    redis.call('HDEL', KEYS[1], field)
+    gone = gone + 1
+    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], user)
+      redis.call('PUBLISH', ARGV[2], 'p leave ' .. user)
+    end
+  end
+end
+return gone
+"#;
+
+/// The heartbeat: stamps this node with Redis's clock (one clock for every node) and answers
+/// it in ms, with the nodes whose last heartbeat is older than the timeout. `KEYS`: nodes
+/// sorted set. `ARGV`: node, timeout ms.
+pub const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+return {now, dead, live}
+"#;

@@ -1,0 +1,285 @@
+//! Several nodes (`store.backend = "redis"`): per room with local members, a feed that keeps
+//! the room's mirror in [`crate::chat::Rooms`] whole and in Redis's order.
+//!
+//! - Following a room subscribes first and reads the room's state after, so nothing is missed
+//!   in between; joins wait for that read, and events that arrive meanwhile are buffered and
+//!   applied after it (duplicates dropped by id).
+//! - Live, a message with the next id is mirrored and sent to every local member (serialised
+//!   once); an older id is a duplicate; a newer one means a gap: the feed buffers and refills
+//!   from the stream. So does every feed after the subscription was re-established.
+//! - A sender's `ack` is held until its message has gone out here, so the sender sees its
+//!   message first, as on one node.
+//! - An epoch change means Redis lost the room and ids restarted: the mirror starts again and
+//!   every local member gets a fresh `joined` with `recovered: false`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use super::{Join, Outbound, Registry};
+use crate::cluster::{Engine, EngineEvent, RoomState, Unavailable};
+use crate::ids::{ConnId, RoomId, UserId};
+use crate::protocol::{ChatMessage, ErrorCode, PresenceEvent, ServerMessage};
+
+/// How long a failed refill waits before the next try.
+const REFILL_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub(super) struct Feed {
+    /// The numbering the mirror holds ("" until the room's first message).
+    pub(super) epoch: String,
+    /// A read of the room's state is under way: events are buffered meanwhile.
+    loading: bool,
+    /// The subscription was re-established during the read: read again after it.
+    stale: bool,
+    /// The feed delivered before (a failed read is then retried rather than refused).
+    was_live: bool,
+    buffered: Vec<EngineEvent>,
+    waiting: Vec<Join>,
+    /// Users in the room on any node.
+    pub(super) users: BTreeSet<UserId>,
+    /// Acks to send once the message with that id has gone out here.
+    held_acks: BTreeMap<u64, Vec<(ConnId, ByteString)>>,
+}
+
+impl Registry {
+    pub(super) fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+
+    /// Redis mode: a join waits for the room's feed to be live, starting it if needed.
+    pub(super) fn join_through_feed(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        match self.feeds.get_mut(&msg.room) {
+            Some(feed) if !feed.loading => self.join_now(msg),
+            Some(feed) => feed.waiting.push(msg),
+            None => {
+                let room = msg.room.clone();
+                self.feeds.insert(room.clone(), Feed { loading: true, waiting: vec![msg], ..Feed::default() });
+                let engine = self.engine.clone().expect("feeds exist only in Redis mode");
+                let target = room.clone();
+                let follow = async move {
+                    engine.follow(&target).await?;
+                    engine.room_state(&target).await
+                };
+                ctx.spawn(follow.into_actor(self).map(move |state, registry, ctx| registry.loaded(room, state, ctx)));
+            }
+        }
+    }
+
+    /// Reads the room's state again (after a gap, or a new subscription).
+    pub(super) fn refill(&mut self, room: &RoomId, ctx: &mut Context<Self>) {
+        let Some(feed) = self.feeds.get_mut(room) else { return };
+        if feed.loading {
+            feed.stale = true;
+            return;
+        }
+        feed.loading = true;
+        let engine = self.engine.clone().expect("feeds exist only in Redis mode");
+        let (room, target) = (room.clone(), room.clone());
+        let read = async move { engine.room_state(&target).await };
+        ctx.spawn(read.into_actor(self).map(move |state, registry, ctx| registry.loaded(room, state, ctx)));
+    }
+
+    /// The room's state arrived (or could not be read).
+    fn loaded(&mut self, room: RoomId, state: Result<RoomState, Unavailable>, ctx: &mut Context<Self>) {
+        self.metrics.cluster_refills.inc();
+        let Some(feed) = self.feeds.get_mut(&room) else { return };
+        let state = match state {
+            Ok(state) => state,
+            Err(e) if feed.was_live || self.rooms.members(&room).next().is_some() => {
+                tracing::warn!(error = %e, %room, "could not refill a room from Redis; retrying");
+                feed.loading = false;
+                ctx.run_later(REFILL_RETRY, move |registry, ctx| registry.refill(&room, ctx));
+                return;
+            }
+            Err(e) => {
+                // Nobody is in the room here yet: refuse the joins instead of holding them.
+                tracing::warn!(error = %e, %room, "could not follow a room");
+                let feed = self.feeds.remove(&room).expect("checked above");
+                for join in feed.waiting {
+                    self.send_error(
+                        join.conn_id,
+                        ErrorCode::Unavailable,
+                        join.echo,
+                        "the chat store is unreachable; join again shortly",
+                    );
+                }
+                let engine = self.engine.clone().expect("Redis mode");
+                actix::spawn(async move { engine.unfollow(&room).await });
+                return;
+            }
+        };
+        let reset = !feed.epoch.is_empty() && !state.epoch.is_empty() && feed.epoch != state.epoch;
+        if !state.epoch.is_empty() {
+            feed.epoch = state.epoch.clone();
+        }
+        feed.users = state.users.into_iter().collect();
+        let waiting = std::mem::take(&mut feed.waiting);
+        let buffered = std::mem::take(&mut feed.buffered);
+        let stale = std::mem::take(&mut feed.stale);
+        feed.loading = false;
+        feed.was_live = true;
+        if reset {
+            self.rooms.reset_history(&room);
+        }
+        // What this node missed goes to the members it already had, in order; the joiners
+        // find it in their history.
+        let had: HashSet<ConnId> = self.rooms.members(&room).collect();
+        let last = self.rooms.last_id(&room);
+        let now = self.clock.now_ms();
+        for message in state.messages.into_iter().filter(|m| m.id > last) {
+            self.rooms.mirror(message.clone(), now);
+            if !reset {
+                self.deliver_to(&had, &ServerMessage::Message(message));
+            }
+        }
+        if reset {
+            for conn_id in &had {
+                self.answer_join(*conn_id, &room, None, None, Some(false));
+            }
+        }
+        for join in waiting {
+            self.join_now(join);
+        }
+        for event in buffered {
+            self.on_engine_event(event, ctx);
+        }
+        self.release_acks(&room);
+        if self.rooms.members(&room).next().is_none() {
+            self.unfollow(&room);
+        } else if stale {
+            self.refill(&room, ctx);
+        }
+    }
+
+    /// Sends one frame to these connections.
+    fn deliver_to(&self, conns: &HashSet<ConnId>, message: &ServerMessage) {
+        let frame = message.to_json();
+        for conn_id in conns {
+            if let Some(conn) = self.conns.get(conn_id) {
+                conn.outbox.do_send(Outbound::Frame(frame.clone()));
+            }
+        }
+    }
+
+    /// Stops following a room with no local member left: its mirror is dropped, since nothing
+    /// keeps it current any more.
+    pub(super) fn unfollow(&mut self, room: &RoomId) {
+        let Some(feed) = self.feeds.get(room) else { return };
+        if feed.loading || !feed.waiting.is_empty() {
+            return;
+        }
+        for (conn_id, ack) in self.feeds.remove(room).into_iter().flat_map(|f| f.held_acks.into_values().flatten()) {
+            if let Some(conn) = self.conns.get(&conn_id) {
+                conn.outbox.do_send(Outbound::Frame(ack));
+            }
+        }
+        self.rooms.reset_history(room);
+        let engine = self.engine.clone().expect("Redis mode");
+        let room = room.clone();
+        actix::spawn(async move { engine.unfollow(&room).await });
+    }
+
+    /// Acks the sender once its message went out here (at once if it already did).
+    pub(super) fn ack_when_delivered(&mut self, conn_id: ConnId, room: &RoomId, id: u64, ack: ByteString) {
+        let delivered = self.rooms.last_id(room) >= id;
+        match self.feeds.get_mut(room) {
+            Some(feed) if !delivered || feed.loading => feed.held_acks.entry(id).or_default().push((conn_id, ack)),
+            _ => {
+                if let Some(conn) = self.conns.get(&conn_id) {
+                    conn.outbox.do_send(Outbound::Frame(ack));
+                }
+            }
+        }
+    }
+
+    fn release_acks(&mut self, room: &RoomId) {
+        let last = self.rooms.last_id(room);
+        let Some(feed) = self.feeds.get_mut(room) else { return };
+        let later = feed.held_acks.split_off(&(last + 1));
+        let due = std::mem::replace(&mut feed.held_acks, later);
+        for (conn_id, ack) in due.into_values().flatten() {
+            if let Some(conn) = self.conns.get(&conn_id) {
+                conn.outbox.do_send(Outbound::Frame(ack));
+            }
+        }
+    }
+
+    /// What arrives from Redis.
+    pub(super) fn on_engine_event(&mut self, event: EngineEvent, ctx: &mut Context<Self>) {
+        match event {
+            EngineEvent::Message { epoch, message } => self.on_message(epoch, message, ctx),
+            EngineEvent::Presence { room, user, event } => self.on_presence(room, user, event, ctx),
+            EngineEvent::Control(request) => {
+                let reply = self.execute(request.op);
+                self.arm_timer(ctx);
+                let engine = self.engine.clone().expect("Redis mode");
+                let reply = crate::cluster::ControlReply { re: request.id, ..reply };
+                actix::spawn(async move { engine.reply(&request.from, reply).await });
+            }
+            EngineEvent::Resubscribed => {
+                let rooms: Vec<RoomId> = self.feeds.keys().cloned().collect();
+                let engine = self.engine.clone().expect("Redis mode");
+                let present: Vec<(RoomId, UserId)> =
+                    rooms.iter().flat_map(|r| self.rooms.users(r).into_iter().map(move |u| (r.clone(), u))).collect();
+                actix::spawn(async move {
+                    if let Err(e) = engine.reassert(&present).await {
+                        tracing::warn!(error = %e, "could not re-assert this node's presence");
+                    }
+                });
+                for room in rooms {
+                    self.refill(&room, ctx);
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, epoch: String, message: Arc<ChatMessage>, ctx: &mut Context<Self>) {
+        let room = message.room.clone();
+        let Some(feed) = self.feeds.get_mut(&room) else { return };
+        if feed.loading {
+            feed.buffered.push(EngineEvent::Message { epoch, message });
+            return;
+        }
+        let last = self.rooms.last_id(&room);
+        let new_numbering = !feed.epoch.is_empty() && feed.epoch != epoch;
+        if !new_numbering && message.id <= last {
+            return;
+        }
+        if new_numbering || message.id > last + 1 {
+            feed.buffered.push(EngineEvent::Message { epoch, message });
+            return self.refill(&room, ctx);
+        }
+        if feed.epoch.is_empty() {
+            feed.epoch = epoch;
+        }
+        self.rooms.mirror(message.clone(), self.clock.now_ms());
+        self.broadcast(&room, &ServerMessage::Message(message));
+        self.release_acks(&room);
+    }
+
+    fn on_presence(&mut self, room: RoomId, user: UserId, event: PresenceEvent, _: &mut Context<Self>) {
+        let Some(feed) = self.feeds.get_mut(&room) else { return };
+        if feed.loading {
+            feed.buffered.push(EngineEvent::Presence { room, user, event });
+            return;
+        }
+        let changed = match event {
+            PresenceEvent::Join => feed.users.insert(user.clone()),
+            PresenceEvent::Leave => feed.users.remove(&user),
+        };
+        if !changed {
+            return;
+        }
+        // The user's own sockets know already.
+        let others: HashSet<ConnId> = self
+            .rooms
+            .members(&room)
+            .filter(|id| self.conns.get(id).and_then(|c| c.identity.as_ref()).is_some_and(|i| i.user != user))
+            .collect();
+        self.deliver_to(&others, &ServerMessage::Presence { room, user, event });
+    }
+}
