@@ -92,7 +92,7 @@ impl Engine {
     /// Asks every other live node; answers what came back in time and who stayed silent.
     /// Never waits longer than `cluster.request_timeout` (plus one Redis round trip).
     pub async fn request(&self, op: ControlOp) -> Gathered {
-        let peers: BTreeSet<String> = self.inner.peers.lock().expect("not poisoned").iter().cloned().collect();
+        let peers: BTreeSet<String> = self.live_peers().await.into_iter().collect();
         if peers.is_empty() {
             return Gathered::default();
         }
@@ -111,6 +111,22 @@ impl Engine {
         }
         let waiting = self.inner.pending.0.lock().expect("not poisoned").remove(&id).expect("only removed here");
         Gathered { replies: waiting.replies, missing: waiting.expected.into_iter().collect() }
+    }
+
+    /// The other nodes with a recent heartbeat, read now (a node started since this one's
+    /// last heartbeat counts too); the last heartbeat's list when Redis cannot be asked.
+    async fn live_peers(&self) -> Vec<String> {
+        let since = crate::time::now_unix_ms().saturating_sub(self.inner.node_timeout.as_millis() as u64);
+        let live: Result<Vec<String>, _> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("{c}:nodes"))
+            .arg(since)
+            .arg("+inf")
+            .query_async(&mut self.conn())
+            .await;
+        match live {
+            Ok(live) => live.into_iter().filter(|n| *n != self.inner.node).collect(),
+            Err(_) => self.inner.peers.lock().expect("not poisoned").clone(),
+        }
     }
 
     /// Answers another node's request.

@@ -126,8 +126,9 @@ impl Registry {
             self.rooms.reset_history(&room);
         }
         // What this node missed goes to the members it already had, in order; the joiners
-        // find it in their history.
+        // (members from now on, so that the room exists to hold it) find it in their history.
         let had: HashSet<ConnId> = self.rooms.members(&room).collect();
+        let admitted: Vec<Join> = waiting.into_iter().filter_map(|join| self.admit(join)).collect();
         let last = self.rooms.last_id(&room);
         let now = self.clock.now_ms();
         for message in state.messages.into_iter().filter(|m| m.id > last) {
@@ -141,8 +142,8 @@ impl Registry {
                 self.answer_join(*conn_id, &room, None, None, Some(false));
             }
         }
-        for join in waiting {
-            self.join_now(join);
+        for join in admitted {
+            self.answer_join(join.conn_id, &join.room, join.since, join.epoch.as_deref(), None);
         }
         for event in buffered {
             self.on_engine_event(event, ctx);

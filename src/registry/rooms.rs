@@ -27,16 +27,21 @@ impl Handler<Join> for Registry {
 impl Registry {
     /// Joins at once: on one node, or once the room's feed is live.
     pub(super) fn join_now(&mut self, msg: Join) {
-        let Some(user) = self.user_of(msg.conn_id) else { return };
+        if let Some(msg) = self.admit(msg) {
+            self.answer_join(msg.conn_id, &msg.room, msg.since, msg.epoch.as_deref(), None);
+        }
+    }
+
+    /// Makes the connection a member (announcing its user if new there), within the limits;
+    /// answers the join to be answered, or `None` when it was refused (and told so).
+    pub(super) fn admit(&mut self, msg: Join) -> Option<Join> {
+        let user = self.user_of(msg.conn_id)?;
         let conn_rooms = self.conns.get(&msg.conn_id).map(|c| c.rooms.len()).unwrap_or(0);
         if !self.rooms.is_member(&msg.room, msg.conn_id) && conn_rooms >= self.config.max_rooms_per_connection {
             let limit = self.config.max_rooms_per_connection;
-            return self.send_error(
-                msg.conn_id,
-                ErrorCode::TooManyRooms,
-                msg.echo,
-                format!("a connection may be in at most {limit} rooms"),
-            );
+            let message = format!("a connection may be in at most {limit} rooms");
+            self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, message);
+            return None;
         }
         let joined = match self.rooms.join(&msg.room, msg.conn_id, &user, self.clock.now_ms()) {
             Ok(joined) => joined,
@@ -45,7 +50,7 @@ impl Registry {
                 if self.rooms.members(&msg.room).next().is_none() {
                     self.unfollow(&msg.room);
                 }
-                return;
+                return None;
             }
         };
         if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
@@ -54,7 +59,7 @@ impl Registry {
         if joined.user_arrived {
             self.announce_arrival(&msg.room, &user, msg.conn_id);
         }
-        self.answer_join(msg.conn_id, &msg.room, msg.since, msg.epoch.as_deref(), None);
+        Some(msg)
     }
 
     /// One node tells the others in the room itself; with several, Redis tells every node
