@@ -72,6 +72,14 @@ impl Fleet {
         }
     }
 
+    /// With several nodes: leaves the cluster on a clean stop, so that this node's users leave
+    /// presence now rather than after `cluster.node_timeout`.
+    pub async fn leave_cluster(&self) {
+        if let Some(engine) = &self.engine {
+            engine.leave_cluster().await;
+        }
+    }
+
     /// With several nodes, whether this one is in touch with the others (`/readyz`).
     pub fn health(&self) -> Option<Health> {
         self.engine.as_ref().map(Engine::health)

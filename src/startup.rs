@@ -313,6 +313,7 @@ impl Application {
         };
         let closed = self.shared.registry.send(farewell).await.unwrap_or(0);
         tracing::info!(closed, "draining: sockets told to close");
+        self.shared.fleet.leave_cluster().await;
         // The stop command is carried out by the server future itself, so both are polled.
         let ((), result) = tokio::join!(handle.stop(true), server);
         result

@@ -139,6 +139,8 @@ struct Inner {
     /// The subscription connection's command half, while it is up.
     sink: Mutex<Option<PubSubSink>>,
     subscribed: AtomicBool,
+    /// The node is stopping: no more heartbeats.
+    leaving: AtomicBool,
     /// Unix ms of the last probe that came back through the subscription.
     last_probe_ms: AtomicU64,
     /// Unix ms of the last heartbeat written.
@@ -213,6 +215,7 @@ impl Engine {
             rooms: Mutex::default(),
             sink: Mutex::default(),
             subscribed: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
             last_heartbeat_ms: AtomicU64::new(0),
             peers: Mutex::default(),
@@ -220,11 +223,38 @@ impl Engine {
             metrics,
         });
         let engine = Self { inner };
+        engine.claim_node_id().await?;
         engine.beat().await?;
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(subscriber::run(engine.clone(), tx.clone()));
         tokio::spawn(heartbeats(engine.clone(), tx));
+        // Joins need the subscription; wait for it (briefly: /readyz tells if it is late).
+        let deadline = tokio::time::Instant::now() + engine.inner.connect_timeout * 2;
+        while !engine.inner.subscribed.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok((engine, rx))
+    }
+
+    /// Makes sure no other live process uses this node id: a recent heartbeat under it must
+    /// stop moving (it was this node's previous run, whose presence is then cleared), or
+    /// starting is refused.
+    async fn claim_node_id(&self) -> Result<(), Unavailable> {
+        let nodes = self.key("{c}:nodes");
+        let score = |engine: &Self| {
+            let (nodes, node) = (nodes.clone(), engine.inner.node.clone());
+            let mut conn = engine.conn();
+            async move { redis::cmd("ZSCORE").arg(nodes).arg(node).query_async::<Option<u64>>(&mut conn).await }
+        };
+        let Some(first) = score(self).await.map_err(unavailable)? else { return Ok(()) };
+        tokio::time::sleep(self.inner.heartbeat_interval * 2 + Duration::from_millis(200)).await;
+        match score(self).await.map_err(unavailable)? {
+            Some(now) if now != first => Err(Unavailable(format!(
+                "another live process uses server.node_id = {:?}: give each node its own (or leave it empty)",
+                self.inner.node
+            ))),
+            _ => self.reap(&self.inner.node.clone()).await.map(drop),
+        }
     }
 
     pub fn node(&self) -> &str {
@@ -418,7 +448,9 @@ impl Engine {
         self.inner.last_heartbeat_ms.store(now_unix_ms(), Ordering::Relaxed);
         *self.inner.peers.lock().expect("not poisoned") = live.into_iter().filter(|n| *n != self.inner.node).collect();
         for node in dead.into_iter().filter(|n| *n != self.inner.node) {
-            self.reap(&node).await?;
+            let rooms = self.reap(&node).await?;
+            tracing::warn!(node, rooms, "a node stopped sending heartbeats; its users left presence");
+            self.inner.metrics.cluster_nodes_reaped.inc();
         }
         Ok(())
     }
@@ -426,7 +458,7 @@ impl Engine {
     /// Removes a dead node's users from the presence of every room it was in (announcing
     /// those on no other node as gone), then the node itself, last, so that a reaper that
     /// dies halfway leaves the work for the next.
-    async fn reap(&self, node: &str) -> Result<(), Unavailable> {
+    async fn reap(&self, node: &str) -> Result<usize, Unavailable> {
         let rooms_key = self.node_channel(node, "rooms");
         let rooms: Vec<String> =
             redis::cmd("SMEMBERS").arg(&rooms_key).query_async(&mut self.conn()).await.map_err(unavailable)?;
@@ -449,14 +481,13 @@ impl Engine {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        tracing::warn!(node, rooms = rooms.len(), "a node stopped sending heartbeats; its users left presence");
-        self.inner.metrics.cluster_nodes_reaped.inc();
-        Ok(())
+        Ok(rooms.len())
     }
 
     /// Leaves the cluster on a clean stop: no heartbeat any more, and presence is taken away
     /// at once rather than after `cluster.node_timeout`.
     pub async fn leave_cluster(&self) {
+        self.inner.leaving.store(true, Ordering::Relaxed);
         if let Err(e) = self.reap(&self.inner.node.clone()).await {
             tracing::warn!(error = %e, "could not remove this node from the cluster on stop");
         }
@@ -471,6 +502,9 @@ async fn heartbeats(engine: Engine, events: mpsc::Sender<EngineEvent>) {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = events.closed() => return,
+        }
+        if engine.inner.leaving.load(Ordering::Relaxed) {
+            return;
         }
         if let Err(e) = engine.beat().await {
             tracing::warn!(error = %e, "cluster heartbeat failed");

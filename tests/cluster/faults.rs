@@ -43,10 +43,13 @@ async fn a_redis_restart_refuses_sends_meanwhile_and_loses_nothing_acked() {
         bob.send_acked(ROOM, &format!("bob before {i}")).await;
     }
 
+    // dave's token runs out while Redis is down: expiry is enforced on the node regardless
+    let mut dave = cluster.node(3).connect_with("dave", &sign("dave", 4, &[])).await;
     cluster.redis.stop();
     for node in cluster.nodes() {
         node.wait_readyz(503, WAIT).await;
     }
+    assert_eq!(dave.expect_close(WAIT).await.0, 4001, "a token expires while Redis is down");
     let text = "while redis is down";
     alice.send(ROOM, text).await;
     let refused = alice
