@@ -80,7 +80,10 @@ async function refresh() {
     connections = list.connections;
     renderStats(stats);
     render();
-    $("admin-error").hidden = true;
+    // Several nodes: one that did not answer in time has sockets this table cannot show.
+    const missing = list.missing ?? [];
+    $("admin-error").textContent = missing.length ? `Not shown: ${missing.join(", ")} did not answer in time.` : "";
+    $("admin-error").hidden = missing.length === 0;
     $("last-updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     if (mine !== generation || !chat.user) return; // superseded, or signed out meanwhile
@@ -211,7 +214,7 @@ async function disconnectConnection(connId, user) {
 async function disconnectUser(user) {
   const ok = await confirmAction(
     `Disconnect ${user}?`,
-    `Every socket of ${user} on this node is closed with code 4004. ${user} stays signed in: their pages stop and offer to reconnect.`,
+    `Every socket of ${user}, on every node, is closed with code 4004. ${user} stays signed in: their pages stop and offer to reconnect.`,
     "Disconnect all",
   );
   if (ok) await act("DELETE", `/admin/users/${encodeURIComponent(user)}/connections`, (r) => `${user} disconnected: ${r.closed} connection${r.closed === 1 ? "" : "s"} closed.`);
@@ -230,8 +233,12 @@ async function revokeUser(user) {
 async function act(method, path, describe) {
   const result = $("admin-result");
   try {
-    result.textContent = describe(await chat.api(path, { method }));
-    result.dataset.outcome = "ok";
+    const answer = await chat.api(path, { method });
+    const missing = answer.missing ?? [];
+    // Several nodes: sockets on a node that did not answer may still be open.
+    const unsure = missing.length ? ` Not answered in time: ${missing.join(", ")}; their sockets may still be open.` : "";
+    result.textContent = describe(answer) + unsure;
+    result.dataset.outcome = missing.length ? "error" : "ok";
   } catch (e) {
     console.info(`authchat admin: ${method} ${path} failed: ${e.code}: ${e.detail}`);
     result.textContent = `Failed: ${capitalize(e.message)}.`;
