@@ -134,6 +134,7 @@ struct Inner {
     presence_leave: Script,
     reap_room: Script,
     heartbeat: Script,
+    sync_presence: Script,
     /// Rooms this node follows: subscribed now, and again after any reconnection.
     rooms: Mutex<HashSet<RoomId>>,
     /// The subscription connection's command half, while it is up.
@@ -212,6 +213,7 @@ impl Engine {
             presence_leave: Script::new(scripts::PRESENCE_LEAVE),
             reap_room: Script::new(scripts::REAP_ROOM),
             heartbeat: Script::new(scripts::HEARTBEAT),
+            sync_presence: Script::new(scripts::SYNC_PRESENCE),
             rooms: Mutex::default(),
             sink: Mutex::default(),
             subscribed: AtomicBool::new(false),
@@ -403,17 +405,41 @@ impl Engine {
         Ok(())
     }
 
-    /// After a new subscription: this node's rooms and presence are written again (Redis may
-    /// have restarted without them, or a reaper may have taken them while it was cut off).
-    pub async fn reassert(&self, present: &[(RoomId, UserId)]) -> Result<(), Unavailable> {
-        for (room, user) in present {
+    /// After a new subscription (or after being taken for dead): this node's rooms and
+    /// presence are made what they are here again. Redis may have restarted without them, a
+    /// reaper may have taken them, and departures may not have been written while it was
+    /// unreachable. Rooms this node no longer follows lose its presence.
+    pub async fn sync_presence(&self, present: &[(RoomId, Vec<UserId>)]) -> Result<(), Unavailable> {
+        let rooms_key = self.node_channel(&self.inner.node, "rooms");
+        let listed: Vec<String> =
+            redis::cmd("SMEMBERS").arg(&rooms_key).query_async(&mut self.conn()).await.map_err(unavailable)?;
+        for room in listed.iter().filter_map(|r| RoomId::parse(r).ok()) {
+            if !present.iter().any(|(r, _)| *r == room) {
+                self.reap_room(&self.inner.node, &room).await?;
+                let _: i64 = redis::cmd("SREM")
+                    .arg(&rooms_key)
+                    .arg(room.as_str())
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        for (room, users) in present {
             let _: i64 = redis::cmd("SADD")
-                .arg(self.node_channel(&self.inner.node, "rooms"))
+                .arg(&rooms_key)
                 .arg(room.as_str())
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            self.presence(room, user, PresenceEvent::Join).await?;
+            let mut call = self.inner.sync_presence.key(self.room_key(room, "pn"));
+            call.key(self.room_key(room, "pu"))
+                .arg(&self.inner.node)
+                .arg(self.room_channel(room))
+                .arg(self.inner.room_ttl_ms);
+            for user in users {
+                call.arg(user.as_str());
+            }
+            let _: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
         }
         Ok(())
     }
@@ -435,8 +461,9 @@ impl Engine {
     }
 
     /// Writes this node's heartbeat, and takes the dead nodes' users out of presence.
-    async fn beat(&self) -> Result<(), Unavailable> {
-        let (_now, dead, live): (u64, Vec<String>, Vec<String>) = self
+    /// Answers whether this node had been missing from the live set (taken for dead).
+    async fn beat(&self) -> Result<bool, Unavailable> {
+        let (_now, dead, live, missing): (u64, Vec<String>, Vec<String>, u8) = self
             .inner
             .heartbeat
             .key(self.key("{c}:nodes"))
@@ -452,7 +479,7 @@ impl Engine {
             tracing::warn!(node, rooms, "a node stopped sending heartbeats; its users left presence");
             self.inner.metrics.cluster_nodes_reaped.inc();
         }
-        Ok(())
+        Ok(missing == 1)
     }
 
     /// Removes a dead node's users from the presence of every room it was in (announcing
@@ -463,16 +490,7 @@ impl Engine {
         let rooms: Vec<String> =
             redis::cmd("SMEMBERS").arg(&rooms_key).query_async(&mut self.conn()).await.map_err(unavailable)?;
         for room in rooms.iter().filter_map(|r| RoomId::parse(r).ok()) {
-            let _: i64 = self
-                .inner
-                .reap_room
-                .key(self.room_key(&room, "pn"))
-                .key(self.room_key(&room, "pu"))
-                .arg(node)
-                .arg(self.room_channel(&room))
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
+            self.reap_room(node, &room).await?;
         }
         let _: i64 = redis::cmd("DEL").arg(&rooms_key).query_async(&mut self.conn()).await.map_err(unavailable)?;
         let _: i64 = redis::cmd("ZREM")
@@ -482,6 +500,21 @@ impl Engine {
             .await
             .map_err(unavailable)?;
         Ok(rooms.len())
+    }
+
+    /// Takes `node`'s users out of one room's presence.
+    async fn reap_room(&self, node: &str, room: &RoomId) -> Result<(), Unavailable> {
+        let _: i64 = self
+            .inner
+            .reap_room
+            .key(self.room_key(room, "pn"))
+            .key(self.room_key(room, "pu"))
+            .arg(node)
+            .arg(self.room_channel(room))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Leaves the cluster on a clean stop: no heartbeat any more, and presence is taken away
@@ -506,8 +539,17 @@ async fn heartbeats(engine: Engine, events: mpsc::Sender<EngineEvent>) {
         if engine.inner.leaving.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = engine.beat().await {
-            tracing::warn!(error = %e, "cluster heartbeat failed");
+        match engine.beat().await {
+            // Taken for dead (a stall longer than cluster.node_timeout), or Redis lost the live
+            // set: presence is written again, as after a new subscription.
+            Ok(true) => {
+                tracing::warn!("this node was missing from the live nodes; writing its presence again");
+                if events.send(EngineEvent::Resubscribed).await.is_err() {
+                    return;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed"),
         }
     }
 }

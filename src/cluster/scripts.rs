@@ -100,13 +100,48 @@ return gone
 "#;
 
 /// The heartbeat: stamps this node with Redis's clock (one clock for every node) and answers
-/// it in ms, with the nodes whose last heartbeat is older than the timeout. `KEYS`: nodes
-/// sorted set. `ARGV`: node, timeout ms.
+/// it in ms, the nodes whose last heartbeat is older than the timeout, the live ones, and
+/// whether this node was missing (reaped as dead, or Redis lost it: its presence must be
+/// written again). `KEYS`: nodes sorted set. `ARGV`: node, timeout ms.
 pub const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local missing = redis.call('ZSCORE', KEYS[1], ARGV[1]) == false
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
-return {now, dead, live}
+return {now, dead, live, missing and 1 or 0}
+"#;
+
+/// Makes this node's presence in one room exactly its local users: adds those missing
+/// (announcing users new to the room) and removes the others (announcing users now on no node),
+/// e.g. departures that could not be written while Redis was down. `KEYS`: per-node hash,
+/// users hash. `ARGV`: node, room channel, room TTL ms, then the local users.
+pub const SYNC_PRESENCE: &str = r#"
+local prefix = ARGV[1] .. '|'
+local here = {}
+for i = 4, #ARGV do here[ARGV[i]] = true end
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, #prefix) == prefix then
+    local user = string.sub(field, #prefix + 1)
+    if here[user] then
+      here[user] = nil
+    else
+      redis.call('HDEL', KEYS[1], field)
+      if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
+        redis.call('HDEL', KEYS[2], user)
+        redis.call('PUBLISH', ARGV[2], 'p leave ' .. user)
+      end
+    end
+  end
+end
+for user in pairs(here) do
+  redis.call('HSET', KEYS[1], prefix .. user, 1)
+  if redis.call('HINCRBY', KEYS[2], user, 1) == 1 then
+    redis.call('PUBLISH', ARGV[2], 'p join ' .. user)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
 "#;

@@ -116,7 +116,15 @@ impl Registry {
         if !state.epoch.is_empty() {
             feed.epoch = state.epoch.clone();
         }
-        feed.users = state.users.into_iter().collect();
+        let users: BTreeSet<UserId> = state.users.into_iter().collect();
+        // Arrivals and departures announced while this node was not listening (a new
+        // subscription, a gap): told now, so every member ends up with the same picture.
+        let mut changes = Vec::new();
+        if feed.was_live {
+            changes.extend(users.difference(&feed.users).map(|u| (u.clone(), PresenceEvent::Join)));
+            changes.extend(feed.users.difference(&users).map(|u| (u.clone(), PresenceEvent::Leave)));
+        }
+        feed.users = users;
         let waiting = std::mem::take(&mut feed.waiting);
         let buffered = std::mem::take(&mut feed.buffered);
         let stale = std::mem::take(&mut feed.stale);
@@ -137,6 +145,10 @@ impl Registry {
                 self.deliver_to(&had, &ServerMessage::Message(message));
             }
         }
+        for (user, event) in changes {
+            let others: HashSet<ConnId> = had.iter().copied().filter(|id| !self.is_users(*id, &user)).collect();
+            self.deliver_to(&others, &ServerMessage::Presence { room: room.clone(), user, event });
+        }
         if reset {
             for conn_id in &had {
                 self.answer_join(*conn_id, &room, None, None, Some(false));
@@ -154,6 +166,11 @@ impl Registry {
         } else if stale {
             self.refill(&room, ctx);
         }
+    }
+
+    /// Whether the connection is `user`'s.
+    fn is_users(&self, conn_id: ConnId, user: &UserId) -> bool {
+        self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()).is_some_and(|i| i.user == *user)
     }
 
     /// Sends one frame to these connections.
@@ -222,20 +239,27 @@ impl Registry {
                 actix::spawn(async move { engine.reply(&request.from, reply).await });
             }
             EngineEvent::Resubscribed => {
+                self.sync_presence(ctx);
                 let rooms: Vec<RoomId> = self.feeds.keys().cloned().collect();
-                let engine = self.engine.clone().expect("Redis mode");
-                let present: Vec<(RoomId, UserId)> =
-                    rooms.iter().flat_map(|r| self.rooms.users(r).into_iter().map(move |u| (r.clone(), u))).collect();
-                actix::spawn(async move {
-                    if let Err(e) = engine.reassert(&present).await {
-                        tracing::warn!(error = %e, "could not re-assert this node's presence");
-                    }
-                });
                 for room in rooms {
                     self.refill(&room, ctx);
                 }
             }
         }
+    }
+
+    /// Writes this node's presence in Redis as it is here, retrying until it succeeds (the
+    /// subscription may be back before commands are).
+    fn sync_presence(&mut self, ctx: &mut Context<Self>) {
+        let engine = self.engine.clone().expect("Redis mode");
+        let present: Vec<(RoomId, Vec<UserId>)> = self.feeds.keys().map(|r| (r.clone(), self.rooms.users(r))).collect();
+        let sync = async move { engine.sync_presence(&present).await };
+        ctx.spawn(sync.into_actor(self).map(|result, _, ctx| {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not write this node's presence again; retrying");
+                ctx.run_later(REFILL_RETRY, |registry, ctx| registry.sync_presence(ctx));
+            }
+        }));
     }
 
     fn on_message(&mut self, epoch: String, message: Arc<ChatMessage>, ctx: &mut Context<Self>) {
@@ -276,11 +300,7 @@ impl Registry {
             return;
         }
         // The user's own sockets know already.
-        let others: HashSet<ConnId> = self
-            .rooms
-            .members(&room)
-            .filter(|id| self.conns.get(id).and_then(|c| c.identity.as_ref()).is_some_and(|i| i.user != user))
-            .collect();
+        let others: HashSet<ConnId> = self.rooms.members(&room).filter(|id| !self.is_users(*id, &user)).collect();
         self.deliver_to(&others, &ServerMessage::Presence { room, user, event });
     }
 }

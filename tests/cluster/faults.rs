@@ -43,6 +43,10 @@ async fn a_redis_restart_refuses_sends_meanwhile_and_loses_nothing_acked() {
         bob.send_acked(ROOM, &format!("bob before {i}")).await;
     }
 
+    // erin (on n3) is in the room too, and goes while Redis is down
+    let mut erin = cluster.node(3).member("erin").await;
+    erin.join(ROOM).await;
+    alice.expect_presence(ROOM, "erin", "join", WAIT).await;
     // dave's token runs out while Redis is down: expiry is enforced on the node regardless
     let mut dave = cluster.node(3).connect_with("dave", &sign("dave", 4, &[])).await;
     cluster.redis.stop();
@@ -50,6 +54,7 @@ async fn a_redis_restart_refuses_sends_meanwhile_and_loses_nothing_acked() {
         node.wait_readyz(503, WAIT).await;
     }
     assert_eq!(dave.expect_close(WAIT).await.0, 4001, "a token expires while Redis is down");
+    erin.ws.close().await;
     let text = "while redis is down";
     alice.send(ROOM, text).await;
     let refused = alice
@@ -79,6 +84,9 @@ async fn a_redis_restart_refuses_sends_meanwhile_and_loses_nothing_acked() {
 
     let joined = cluster.node(3).member("carol").await.join(ROOM).await;
     assert_eq!(history(&joined), acked(&[&alice, &bob]), "history after the restart holds exactly what was acked");
+    // erin's departure, which could not be written while Redis was down, is made good
+    alice.expect_presence(ROOM, "erin", "leave", WAIT).await;
+    assert!(!joined["members"].as_array().unwrap().contains(&"erin".into()), "{joined}");
 }
 
 #[tokio::test]
