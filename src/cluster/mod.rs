@@ -20,6 +20,7 @@
 pub mod control;
 mod scripts;
 mod subscriber;
+mod writer;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +52,9 @@ pub enum EngineEvent {
     /// The subscription was (re)established: whatever was published meanwhile was missed, so
     /// every followed room is refilled from its stream and local presence is asserted again.
     Resubscribed,
+    /// A change to this node's presence could not be written, or Redis lost it: the registry
+    /// hands its whole presence to [`Engine::sync_presence`].
+    PresenceStale,
 }
 
 /// Why an engine call failed. The message never holds the Redis URL.
@@ -149,6 +153,8 @@ struct Inner {
     /// The other nodes alive at the last heartbeat.
     peers: Mutex<Vec<String>>,
     pending: control::Pending,
+    /// The writer task's queue: subscriptions and presence, in order.
+    writer: mpsc::UnboundedSender<writer::Op>,
     metrics: Arc<Metrics>,
 }
 
@@ -192,6 +198,7 @@ impl Engine {
             .map_err(unavailable)?;
         let boot: String = redis::cmd("GET").arg(&boot_key).query_async(&mut conn).await.map_err(unavailable)?;
         let cluster = &settings.cluster;
+        let (writes, write_queue) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node,
             node_number: seq % NODE_NUMBERS + 1,
@@ -222,6 +229,7 @@ impl Engine {
             last_heartbeat_ms: AtomicU64::new(0),
             peers: Mutex::default(),
             pending: control::Pending::default(),
+            writer: writes,
             metrics,
         });
         let engine = Self { inner };
@@ -229,6 +237,7 @@ impl Engine {
         engine.beat().await?;
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(subscriber::run(engine.clone(), tx.clone()));
+        tokio::spawn(writer::run(engine.clone(), write_queue, tx.clone()));
         tokio::spawn(heartbeats(engine.clone(), tx));
         // Joins need the subscription; wait for it (briefly: /readyz tells if it is late).
         let deadline = tokio::time::Instant::now() + engine.inner.connect_timeout * 2;
@@ -337,32 +346,59 @@ impl Engine {
     /// is read, so nothing published from then on is missed.
     pub async fn follow(&self, room: &RoomId) -> Result<(), Unavailable> {
         self.inner.rooms.lock().expect("not poisoned").insert(room.clone());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.write(writer::Op::Subscribe(room.clone(), reply));
+        answer.await.unwrap_or_else(|_| Err(Unavailable("the engine stopped".into())))
+    }
+
+    /// Stops following `room` (no local member left): unsubscribes, and clears whatever
+    /// presence of this node is left there.
+    pub fn unfollow(&self, room: &RoomId) {
+        self.inner.rooms.lock().expect("not poisoned").remove(room);
+        self.write(writer::Op::Unfollow(room.clone()));
+    }
+
+    /// Announces `user` in `room` from this node, or their departure: in order with the
+    /// node's other changes, written by the writer task.
+    pub fn announce(&self, room: &RoomId, user: &UserId, event: PresenceEvent) {
+        self.write(writer::Op::Presence(room.clone(), user.clone(), event));
+    }
+
+    /// Makes this node's presence in Redis exactly `present` (after a new subscription, after
+    /// being taken for dead, or after a change could not be written).
+    pub fn sync_presence(&self, present: Vec<(RoomId, Vec<UserId>)>) {
+        self.write(writer::Op::Sync(present));
+    }
+
+    fn write(&self, op: writer::Op) {
+        // The writer lives as long as the registry reads events; after that nothing matters.
+        let _ = self.inner.writer.send(op);
+    }
+
+    async fn subscribe(&self, room: &RoomId) -> Result<(), Unavailable> {
         let sink = self.inner.sink.lock().expect("not poisoned").clone();
         let mut sink = sink.ok_or_else(|| Unavailable("the subscription is down".into()))?;
-        let _: i64 = redis::cmd("SADD")
-            .arg(self.node_channel(&self.inner.node, "rooms"))
-            .arg(room.as_str())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
         tokio::time::timeout(self.inner.response_timeout, sink.subscribe(self.room_channel(room)))
             .await
             .map_err(|_| Unavailable("timed out subscribing".into()))?
             .map_err(unavailable)
     }
 
-    /// Stops following `room` (no local member left).
-    pub async fn unfollow(&self, room: &RoomId) {
-        self.inner.rooms.lock().expect("not poisoned").remove(room);
+    async fn unsubscribe_and_clear(&self, room: &RoomId) -> Result<(), Unavailable> {
         let sink = self.inner.sink.lock().expect("not poisoned").clone();
         if let Some(mut sink) = sink {
+            // A failure here is harmless: a dead connection subscribes only to followed rooms
+            // when it is made again, and a stray message for an unfollowed room is ignored.
             let _ = tokio::time::timeout(self.inner.response_timeout, sink.unsubscribe(self.room_channel(room))).await;
         }
-        let _: Result<i64, _> = redis::cmd("SREM")
+        self.reap_room(&self.inner.node, room).await?;
+        let _: i64 = redis::cmd("SREM")
             .arg(self.node_channel(&self.inner.node, "rooms"))
             .arg(room.as_str())
             .query_async(&mut self.conn())
-            .await;
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// The room's epoch, last id, newest `chat.history_size` messages and users.
@@ -386,10 +422,18 @@ impl Engine {
         Ok(RoomState { epoch, top, messages, users: users.into_iter().map(UserId::new).collect() })
     }
 
-    /// Announces `user` in `room` from this node (idempotent).
-    pub async fn presence(&self, room: &RoomId, user: &UserId, event: PresenceEvent) -> Result<(), Unavailable> {
+    async fn write_presence(&self, room: &RoomId, user: &UserId, event: PresenceEvent) -> Result<(), Unavailable> {
         let script = match event {
-            PresenceEvent::Join => &self.inner.presence_join,
+            PresenceEvent::Join => {
+                // The rooms where this node holds presence, for whoever reaps it if it dies.
+                let _: i64 = redis::cmd("SADD")
+                    .arg(self.node_channel(&self.inner.node, "rooms"))
+                    .arg(room.as_str())
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                &self.inner.presence_join
+            }
             PresenceEvent::Leave => &self.inner.presence_leave,
         };
         let _: i64 = script
@@ -405,11 +449,10 @@ impl Engine {
         Ok(())
     }
 
-    /// After a new subscription (or after being taken for dead): this node's rooms and
-    /// presence are made what they are here again. Redis may have restarted without them, a
-    /// reaper may have taken them, and departures may not have been written while it was
-    /// unreachable. Rooms this node no longer follows lose its presence.
-    pub async fn sync_presence(&self, present: &[(RoomId, Vec<UserId>)]) -> Result<(), Unavailable> {
+    /// This node's rooms and presence made what they are here again: Redis may have restarted
+    /// without them, a reaper may have taken them, and departures may not have been written
+    /// while it was unreachable. Rooms this node no longer follows lose its presence.
+    async fn write_all_presence(&self, present: &[(RoomId, Vec<UserId>)]) -> Result<(), Unavailable> {
         let rooms_key = self.node_channel(&self.inner.node, "rooms");
         let listed: Vec<String> =
             redis::cmd("SMEMBERS").arg(&rooms_key).query_async(&mut self.conn()).await.map_err(unavailable)?;

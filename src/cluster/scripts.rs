@@ -103,13 +103,23 @@ return gone
 /// it in ms, the nodes whose last heartbeat is older than the timeout, the live ones, and
 /// whether this node was missing (reaped as dead, or Redis lost it: its presence must be
 /// written again). `KEYS`: nodes sorted set. `ARGV`: node, timeout ms.
+///
+/// A node that was itself silent past the timeout names nobody dead: the others' silence is
+/// most likely the same outage (Redis down for everyone), and they get one timeout to beat
+/// again before anyone takes their users out of presence.
 pub const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local missing = redis.call('ZSCORE', KEYS[1], ARGV[1]) == false
+local timeout = tonumber(ARGV[2])
+local previous = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local missing = previous == false
+local was_live = previous and now - tonumber(previous) < timeout
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+local dead = {}
+if was_live then
+  dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - timeout)
+end
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - timeout, '+inf')
 return {now, dead, live, missing and 1 or 0}
 "#;
 

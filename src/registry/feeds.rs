@@ -107,8 +107,7 @@ impl Registry {
                         "the chat store is unreachable; join again shortly",
                     );
                 }
-                let engine = self.engine.clone().expect("Redis mode");
-                actix::spawn(async move { engine.unfollow(&room).await });
+                self.engine.as_ref().expect("Redis mode").unfollow(&room);
                 return;
             }
         };
@@ -196,9 +195,7 @@ impl Registry {
             }
         }
         self.rooms.reset_history(room);
-        let engine = self.engine.clone().expect("Redis mode");
-        let room = room.clone();
-        actix::spawn(async move { engine.unfollow(&room).await });
+        self.engine.as_ref().expect("Redis mode").unfollow(room);
     }
 
     /// Acks the sender once its message went out here (at once if it already did).
@@ -238,8 +235,9 @@ impl Registry {
                 let reply = crate::cluster::ControlReply { re: request.id, ..reply };
                 actix::spawn(async move { engine.reply(&request.from, reply).await });
             }
+            EngineEvent::PresenceStale => self.sync_presence(),
             EngineEvent::Resubscribed => {
-                self.sync_presence(ctx);
+                self.sync_presence();
                 let rooms: Vec<RoomId> = self.feeds.keys().cloned().collect();
                 for room in rooms {
                     self.refill(&room, ctx);
@@ -248,18 +246,10 @@ impl Registry {
         }
     }
 
-    /// Writes this node's presence in Redis as it is here, retrying until it succeeds (the
-    /// subscription may be back before commands are).
-    fn sync_presence(&mut self, ctx: &mut Context<Self>) {
-        let engine = self.engine.clone().expect("Redis mode");
+    /// Hands this node's whole presence to the engine to write (it retries until it can).
+    fn sync_presence(&mut self) {
         let present: Vec<(RoomId, Vec<UserId>)> = self.feeds.keys().map(|r| (r.clone(), self.rooms.users(r))).collect();
-        let sync = async move { engine.sync_presence(&present).await };
-        ctx.spawn(sync.into_actor(self).map(|result, _, ctx| {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "could not write this node's presence again; retrying");
-                ctx.run_later(REFILL_RETRY, |registry, ctx| registry.sync_presence(ctx));
-            }
-        }));
+        self.engine.as_ref().expect("Redis mode").sync_presence(present);
     }
 
     fn on_message(&mut self, epoch: String, message: Arc<ChatMessage>, ctx: &mut Context<Self>) {

@@ -306,12 +306,7 @@ impl Registry {
             return;
         };
         if user_left {
-            let (room, user) = (room.clone(), user.clone());
-            actix::spawn(async move {
-                if let Err(e) = engine.presence(&room, &user, PresenceEvent::Leave).await {
-                    tracing::warn!(error = %e, "could not announce a departure; the next resubscription repairs it");
-                }
-            });
+            engine.announce(room, user, PresenceEvent::Leave);
         }
         if self.rooms.members(room).next().is_none() {
             self.unfollow(room);

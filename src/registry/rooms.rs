@@ -65,7 +65,7 @@ impl Registry {
     /// One node tells the others in the room itself; with several, Redis tells every node
     /// (only if the user was on no node there yet).
     fn announce_arrival(&mut self, room: &RoomId, user: &UserId, joiner: ConnId) {
-        match self.engine().cloned() {
+        match self.engine() {
             None => {
                 let frame =
                     ServerMessage::Presence { room: room.clone(), user: user.clone(), event: PresenceEvent::Join }
@@ -76,14 +76,7 @@ impl Registry {
                     }
                 }
             }
-            Some(engine) => {
-                let (room, user) = (room.clone(), user.clone());
-                actix::spawn(async move {
-                    if let Err(e) = engine.presence(&room, &user, PresenceEvent::Join).await {
-                        tracing::warn!(error = %e, "could not announce an arrival; the next resubscription repairs it");
-                    }
-                });
-            }
+            Some(engine) => engine.announce(room, user, PresenceEvent::Join),
         }
     }
 
