@@ -34,8 +34,9 @@
 //! `server.workers` from `--workers`, log filter "warn", and both limits raised far out of the
 //! way; Redis runs with AOF on, as in scripts/cluster.sh.
 //!
-//! Until the Redis chat engine lands, a room lives on one node: with several nodes, members
-//! receive only the messages sent on their own node, and the run reports the rest as missing.
+//! Without a shared engine (`--backend memory`, or a build from before issue 12's Redis engine)
+//! a room lives on one node: with several nodes, members receive only the messages sent on
+//! their own node, and the run reports the rest as missing.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
