@@ -131,6 +131,12 @@ struct Args {
     /// With --spawn: the authchat binary.
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// Instead of the fan-out: operator closes. Opens this many sockets on the nodes other than
+    /// the first (on the one node, when there is one), then one by one asks the first node
+    /// to close each (`DELETE /admin/connections/{id}`) and times it from the request to the
+    /// close frame's arrival.
+    #[arg(long, default_value_t = 0)]
+    ops: usize,
     /// With --spawn: the redis-server binary.
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
@@ -186,6 +192,10 @@ fn run_all(args: &Args) -> anyhow::Result<ExitCode> {
         let secret =
             secret.ok_or_else(|| anyhow!("--nodes needs --secret, --secret-file or AUTHCHAT__AUTH__SECRET"))?;
         let urls = args.nodes.iter().map(|u| ws_base(u)).collect::<anyhow::Result<Vec<_>>>()?;
+        if args.ops > 0 {
+            ops_run(args, &urls, &secret)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let summary = run(args, &urls, &secret, "given nodes")?;
         return Ok(summary.exit_code());
     }
@@ -200,6 +210,12 @@ fn run_all(args: &Args) -> anyhow::Result<ExitCode> {
             let label = format!("{n} node{}, {}", if n == 1 { "" } else { "s" }, backend.name());
             println!("=== {label} ===");
             let cluster = Cluster::start(args, n, *backend, &secret)?;
+            if args.ops > 0 {
+                let outcome = ops_run(args, &cluster.urls, &secret);
+                cluster.stop();
+                outcome?;
+                continue;
+            }
             let outcome = run(args, &cluster.urls, &secret, &label);
             cluster.stop();
             summaries.push(outcome?);
@@ -995,4 +1011,89 @@ fn report(args: &Args, plan: &Plan, results: &[MemberResult], label: &str) -> Su
         }
     );
     summary
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator closes across nodes (--ops)
+// ---------------------------------------------------------------------------------------------
+
+/// Opens `--ops` sockets on the nodes after the first, then closes each through the first
+/// node, one at a time, and prints the time from the request to the close frame (and to the
+/// HTTP answer), p50/p99/max. Fails if a socket is not closed with 4004.
+fn ops_run(args: &Args, urls: &[String], secret: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let key = EncodingKey::from_secret(secret.as_bytes())?;
+        let sign = |user: &str, roles: &[&str]| -> anyhow::Result<String> {
+            let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+            header.kid = Some(args.kid.clone());
+            let iat = now_ms() / 1000;
+            let claims = json!({
+                "sub": user, "exp": iat + TOKEN_TTL_SECS, "iat": iat, "iss": "authchat", "aud": "authchat",
+                "jti": format!("{user}-{}", now_ms()), "roles": roles,
+            });
+            Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+        };
+        let holders: Vec<&String> = if urls.len() > 1 { urls[1..].iter().collect() } else { urls.iter().collect() };
+        let mut sockets = Vec::new();
+        for i in 0..args.ops {
+            let url = format!("{}/ws?token={}", holders[i % holders.len()], sign(&format!("ops-{i:05}"), &[])?);
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("opening a socket")?;
+            let welcome = loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) => break serde_json::from_str::<serde_json::Value>(&text)?,
+                    Some(Ok(_)) => continue,
+                    other => bail!("no welcome: {other:?}"),
+                }
+            };
+            let conn_id = welcome["conn_id"].as_u64().ok_or_else(|| anyhow!("welcome without conn_id"))?;
+            sockets.push((conn_id, welcome["node"].as_str().unwrap_or("?").to_owned(), ws));
+        }
+        let admin = sign("ops-admin", &["admin"])?;
+        let base = urls[0].replacen("ws://", "http://", 1);
+        let http = reqwest::Client::new();
+        let (mut to_close, mut to_answer) = (Vec::new(), Vec::new());
+        for (conn_id, node, mut ws) in sockets {
+            let t0 = Instant::now();
+            let request = http.delete(format!("{base}/admin/connections/{conn_id}")).bearer_auth(&admin).send();
+            let closed = async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                        Some(Ok(_)) => continue,
+                        _ => break None,
+                    }
+                }
+            };
+            let answer = async {
+                let res = request.await;
+                (res.map(|r| r.status().as_u16()), t0.elapsed())
+            };
+            let ((status, answered), code) =
+                tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(answer, async { (closed.await, t0.elapsed()) }) })
+                    .await
+                    .map(|(a, (code, at))| (a, (code, at)))
+                    .map_err(|_| anyhow!("socket {conn_id} on {node}: no close within 10 s"))?;
+            if status.as_ref().ok() != Some(&200) || code.0 != Some(4004) {
+                bail!("socket {conn_id} on {node}: answer {status:?}, close {:?} (expected 200 and 4004)", code.0);
+            }
+            to_close.push(code.1.as_micros() as u32);
+            to_answer.push(answered.as_micros() as u32);
+        }
+        to_close.sort_unstable();
+        to_answer.sort_unstable();
+        println!(
+            "operator closes through the first node of {} socket{} on {}: to the close frame p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; to the HTTP answer p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            to_close.len(),
+            if to_close.len() == 1 { "" } else { "s" },
+            if urls.len() > 1 { "the other nodes" } else { "that node" },
+            percentile(&to_close, 50.0),
+            percentile(&to_close, 99.0),
+            percentile(&to_close, 100.0),
+            percentile(&to_answer, 50.0),
+            percentile(&to_answer, 99.0),
+            percentile(&to_answer, 100.0),
+        );
+        Ok(())
+    })
 }
