@@ -1072,7 +1072,6 @@ fn ops_run(args: &Args, urls: &[String], secret: &str) -> anyhow::Result<()> {
             let ((status, answered), code) =
                 tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(answer, async { (closed.await, t0.elapsed()) }) })
                     .await
-                    .map(|(a, (code, at))| (a, (code, at)))
                     .map_err(|_| anyhow!("socket {conn_id} on {node}: no close within 10 s"))?;
             if status.as_ref().ok() != Some(&200) || code.0 != Some(4004) {
                 bail!("socket {conn_id} on {node}: answer {status:?}, close {:?} (expected 200 and 4004)", code.0);
