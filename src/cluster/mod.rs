@@ -361,7 +361,22 @@ impl Engine {
     /// Announces `user` in `room` from this node, or their departure: in order with the
     /// node's other changes, written by the writer task.
     pub fn announce(&self, room: &RoomId, user: &UserId, event: PresenceEvent) {
-        self.write(writer::Op::Presence(room.clone(), user.clone(), event));
+        self.write(writer::Op::Presence(room.clone(), user.clone(), event, None));
+    }
+
+    /// [`Engine::announce`], resolving once the write was made (or failed: the node's whole
+    /// presence is then written again later).
+    pub fn announce_and_wait(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event: PresenceEvent,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let (written, done) = tokio::sync::oneshot::channel();
+        self.write(writer::Op::Presence(room.clone(), user.clone(), event, Some(written)));
+        async move {
+            let _ = done.await;
+        }
     }
 
     /// Makes this node's presence in Redis exactly `present` (after a new subscription, after

@@ -21,7 +21,8 @@ pub(super) enum Op {
     Subscribe(RoomId, oneshot::Sender<Result<(), Unavailable>>),
     /// Stop listening to a room and clear this node's presence there.
     Unfollow(RoomId),
-    Presence(RoomId, UserId, PresenceEvent),
+    /// With a reply: told once the write is done (or failed).
+    Presence(RoomId, UserId, PresenceEvent, Option<oneshot::Sender<()>>),
     /// This node's whole presence: rooms it follows and the users in each.
     Sync(Vec<(RoomId, Vec<UserId>)>),
 }
@@ -51,7 +52,13 @@ pub(super) async fn run(engine: Engine, mut ops: mpsc::UnboundedReceiver<Op>, ev
                 Ok(())
             }
             Op::Unfollow(room) => engine.unsubscribe_and_clear(&room).await,
-            Op::Presence(room, user, event) => engine.write_presence(&room, &user, event).await,
+            Op::Presence(room, user, event, written) => {
+                let done = engine.write_presence(&room, &user, event).await;
+                if let Some(written) = written {
+                    let _ = written.send(());
+                }
+                done
+            }
             Op::Sync(present) => engine.write_all_presence(&present).await,
         };
         if let Err(e) = done {

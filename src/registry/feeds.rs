@@ -43,6 +43,10 @@ pub(super) struct Feed {
     pub(super) users: BTreeSet<UserId>,
     /// Acks to send once the message with that id has gone out here.
     held_acks: BTreeMap<u64, Vec<(ConnId, ByteString)>>,
+    /// Members whose `joined` waits for their user's presence to be written, so that whoever
+    /// joins after them on any node sees them: nothing is sent to them meanwhile (their
+    /// `joined` then carries the history up to that moment).
+    pub(super) unanswered: std::collections::HashMap<ConnId, Join>,
 }
 
 impl Registry {
@@ -53,7 +57,7 @@ impl Registry {
     /// Redis mode: a join waits for the room's feed to be live, starting it if needed.
     pub(super) fn join_through_feed(&mut self, msg: Join, ctx: &mut Context<Self>) {
         match self.feeds.get_mut(&msg.room) {
-            Some(feed) if !feed.loading => self.join_now(msg),
+            Some(feed) if !feed.loading => self.join_now(msg, ctx),
             Some(feed) => feed.waiting.push(msg),
             None => {
                 let room = msg.room.clone();
@@ -135,7 +139,7 @@ impl Registry {
         // What this node missed goes to the members it already had, in order; the joiners
         // (members from now on, so that the room exists to hold it) find it in their history.
         let had: HashSet<ConnId> = self.rooms.members(&room).collect();
-        let admitted: Vec<Join> = waiting.into_iter().filter_map(|join| self.admit(join)).collect();
+        let admitted: Vec<_> = waiting.into_iter().filter_map(|join| self.admit(join)).collect();
         let last = self.rooms.last_id(&room);
         let now = self.clock.now_ms();
         for message in state.messages.into_iter().filter(|m| m.id > last) {
@@ -153,8 +157,8 @@ impl Registry {
                 self.answer_join(*conn_id, &room, None, None, Some(false));
             }
         }
-        for join in admitted {
-            self.answer_join(join.conn_id, &join.room, join.since, join.epoch.as_deref(), None);
+        for (join, arrival) in admitted {
+            self.answer_admitted(join, arrival, ctx);
         }
         for event in buffered {
             self.on_engine_event(event, ctx);
@@ -167,6 +171,26 @@ impl Registry {
         }
     }
 
+    /// Redis mode: answers `join` once the arrival of its user has been written to Redis.
+    pub(super) fn answer_when_present(
+        &mut self,
+        msg: Join,
+        written: impl std::future::Future<Output = ()> + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        let (conn_id, room) = (msg.conn_id, msg.room.clone());
+        let Some(feed) = self.feeds.get_mut(&room) else {
+            return self.answer_join(conn_id, &room, msg.since, msg.epoch.as_deref(), None);
+        };
+        feed.unanswered.insert(conn_id, msg);
+        ctx.spawn(written.into_actor(self).map(move |(), registry, _| {
+            let Some(msg) = registry.feeds.get_mut(&room).and_then(|f| f.unanswered.remove(&conn_id)) else { return };
+            if registry.rooms.is_member(&room, conn_id) {
+                registry.answer_join(conn_id, &room, msg.since, msg.epoch.as_deref(), None);
+            }
+        }));
+    }
+
     /// Whether the connection is `user`'s.
     fn is_users(&self, conn_id: ConnId, user: &UserId) -> bool {
         self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()).is_some_and(|i| i.user == *user)
@@ -175,7 +199,8 @@ impl Registry {
     /// Sends one frame to these connections.
     fn deliver_to(&self, conns: &HashSet<ConnId>, message: &ServerMessage) {
         let frame = message.to_json();
-        for conn_id in conns {
+        let unanswered = |id: &ConnId| self.feeds.values().any(|f| f.unanswered.contains_key(id));
+        for conn_id in conns.iter().filter(|id| !unanswered(id)) {
             if let Some(conn) = self.conns.get(conn_id) {
                 conn.outbox.do_send(Outbound::Frame(frame.clone()));
             }

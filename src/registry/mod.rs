@@ -173,7 +173,8 @@ impl Registry {
     /// Sends one serialised frame to every member of `room`.
     fn broadcast(&self, room: &RoomId, message: &ServerMessage) {
         let frame = message.to_json();
-        for member in self.rooms.members(room) {
+        let unanswered = self.feeds.get(room).map(|f| &f.unanswered);
+        for member in self.rooms.members(room).filter(|m| !unanswered.is_some_and(|u| u.contains_key(m))) {
             if let Some(conn) = self.conns.get(&member) {
                 conn.outbox.do_send(Outbound::Frame(frame.clone()));
             }

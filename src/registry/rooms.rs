@@ -20,21 +20,32 @@ impl Handler<Join> for Registry {
         if self.engine().is_some() && !self.rooms.is_member(&msg.room, msg.conn_id) {
             return self.join_through_feed(msg, ctx);
         }
-        self.join_now(msg);
+        self.join_now(msg, ctx);
     }
 }
 
+/// With several nodes: the write of a user's arrival, which the join's answer waits for.
+pub(super) type Arrival = Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+
 impl Registry {
     /// Joins at once: on one node, or once the room's feed is live.
-    pub(super) fn join_now(&mut self, msg: Join) {
-        if let Some(msg) = self.admit(msg) {
-            self.answer_join(msg.conn_id, &msg.room, msg.since, msg.epoch.as_deref(), None);
+    pub(super) fn join_now(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        if let Some((msg, arrival)) = self.admit(msg) {
+            self.answer_admitted(msg, arrival, ctx);
+        }
+    }
+
+    /// Answers an admitted join: at once, or once its user's arrival is written.
+    pub(super) fn answer_admitted(&mut self, msg: Join, arrival: Arrival, ctx: &mut Context<Self>) {
+        match arrival {
+            Some(written) => self.answer_when_present(msg, written, ctx),
+            None => self.answer_join(msg.conn_id, &msg.room, msg.since, msg.epoch.as_deref(), None),
         }
     }
 
     /// Makes the connection a member (announcing its user if new there), within the limits;
     /// answers the join to be answered, or `None` when it was refused (and told so).
-    pub(super) fn admit(&mut self, msg: Join) -> Option<Join> {
+    pub(super) fn admit(&mut self, msg: Join) -> Option<(Join, Arrival)> {
         let user = self.user_of(msg.conn_id)?;
         let conn_rooms = self.conns.get(&msg.conn_id).map(|c| c.rooms.len()).unwrap_or(0);
         if !self.rooms.is_member(&msg.room, msg.conn_id) && conn_rooms >= self.config.max_rooms_per_connection {
@@ -56,15 +67,13 @@ impl Registry {
         if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
             conn.rooms.insert(msg.room.clone());
         }
-        if joined.user_arrived {
-            self.announce_arrival(&msg.room, &user, msg.conn_id);
-        }
-        Some(msg)
+        let arrival = if joined.user_arrived { self.announce_arrival(&msg.room, &user, msg.conn_id) } else { None };
+        Some((msg, arrival))
     }
 
     /// One node tells the others in the room itself; with several, Redis tells every node
-    /// (only if the user was on no node there yet).
-    fn announce_arrival(&mut self, room: &RoomId, user: &UserId, joiner: ConnId) {
+    /// (only if the user was on no node there yet), and the write is to be waited for.
+    fn announce_arrival(&mut self, room: &RoomId, user: &UserId, joiner: ConnId) -> Arrival {
         match self.engine() {
             None => {
                 let frame =
@@ -75,8 +84,9 @@ impl Registry {
                         conn.outbox.do_send(Outbound::Frame(frame.clone()));
                     }
                 }
+                None
             }
-            Some(engine) => engine.announce(room, user, PresenceEvent::Join),
+            Some(engine) => Some(Box::pin(engine.announce_and_wait(room, user, PresenceEvent::Join))),
         }
     }
 

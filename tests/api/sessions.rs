@@ -436,3 +436,33 @@ async fn losing_redis_fails_closed_and_recovers_by_itself() {
     with_cookie(&app, Method::POST, "/api/logout", &bob_cookie).await;
     assert_eq!(bob.expect_close().await.0, 4002);
 }
+
+/// Several nodes on one Redis: ending a session through one node, or logging out there, closes
+/// its sockets on the other at once (4002).
+#[actix_web::test]
+async fn ending_a_session_on_one_node_closes_its_sockets_on_another() {
+    let redis = RedisServer::start().await;
+    let shared = format!(
+        "[auth]\nmode = \"session\"\n[store]\nbackend = \"redis\"\n[redis]\nurl = \"{}\"\n\
+         [cluster]\nheartbeat_interval = \"200ms\"\nnode_timeout = \"2s\"\n",
+        redis.url()
+    );
+    let a = spawn_app_with(&format!("[server]\nnode_id = \"a\"\n{shared}")).await;
+    let b = spawn_app_with(&format!("[server]\nnode_id = \"b\"\n{shared}")).await;
+    let (admin, _, _) = login(&a, "admin").await;
+    let (alice, _, _) = login(&a, "alice").await;
+    let (bob, _, _) = login(&a, "bob").await;
+    let mut alice_on_b = open_socket(&b, &alice).await;
+    let mut bob_on_b = open_socket(&b, &bob).await;
+
+    let (_, body) = with_cookie(&a, Method::GET, "/admin/sessions?user=alice", &admin).await;
+    let id = body["sessions"][0]["id"].as_str().expect("alice's session").to_owned();
+    let (status, _) = with_cookie(&a, Method::DELETE, &format!("/admin/sessions/{id}"), &admin).await;
+    assert_eq!(status, 200);
+    let (code, took) = close_timed(&mut alice_on_b).await;
+    assert_eq!(code, 4002, "ended through node a, closed on node b (after {took:?})");
+
+    let (status, _) = with_cookie(&a, Method::POST, "/api/logout", &bob).await;
+    assert_eq!(status, 200);
+    assert_eq!(close_timed(&mut bob_on_b).await.0, 4002, "logged out through node a");
+}
