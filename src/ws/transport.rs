@@ -105,10 +105,10 @@ impl<S> Inbound<S> {
             0x0 => matches!(self.partial, Some((true, _))),
             _ => false,
         };
-        let Some(mask) = self.buf.get(length_end..length_end + 4) else { return Ok(()) };
         if !is_text {
             return Ok(());
         }
+        let Some(mask) = self.buf.get(length_end..length_end + 4) else { return Ok(()) };
         let start = length_end + 4;
         // Within max_message (checked before), so it fits.
         let arrived = (self.buf.len() - start).min(declared as usize);
