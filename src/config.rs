@@ -339,6 +339,10 @@ pub struct WsSettings {
     pub close_timeout: Duration,
     pub rate_limit: RateLimitSettings,
     pub handshake_limit: HandshakeLimitSettings,
+    /// Serve `GET /ws/echo`, which runs the same socket code but echoes each message instead
+    /// of speaking the chat protocol: for conformance runs (`scripts/autobahn.sh`). Refused
+    /// outside dev mode.
+    pub echo: bool,
 }
 
 /// WebSocket handshakes per client address (GCRA).
@@ -757,6 +761,12 @@ impl Settings {
                  or tls.terminated_upstream = true when a proxy in front terminates TLS",
             ));
         }
+        if self.ws.echo {
+            return Err(ConfigError::invalid(
+                "ws.echo",
+                "must be false outside dev mode: the echo route is for conformance runs, not for users",
+            ));
+        }
         let dev = dev_users();
         for (i, user) in self.users.iter().enumerate() {
             if dev.iter().any(|d| d.password_hash == user.password_hash) {
@@ -859,6 +869,7 @@ mod tests {
         assert!(settings.dev_mode);
         assert_eq!(settings.server.port, 8080);
         assert!(!settings.users.is_empty());
+        assert!(!settings.ws.echo, "the echo route is off unless asked for");
     }
 
     #[test]
@@ -935,6 +946,7 @@ mod tests {
             ..LoadOptions::default()
         });
         assert!(dev_users.unwrap_err().to_string().contains("users[0]"));
+        assert!(err(&[("AUTHCHAT__WS__ECHO", "true")]).contains("ws.echo"));
     }
 
     #[test]

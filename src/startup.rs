@@ -362,6 +362,11 @@ fn serve(
             .wrap(crate::http::security_headers())
             .wrap(from_fn(crate::http::access_log))
             .route("/ws", web::get().to(crate::ws::upgrade))
+            .configure(|cfg| {
+                if settings.ws.echo {
+                    cfg.route(crate::ws::ECHO_PATH, web::get().to(crate::ws::echo));
+                }
+            })
             .configure(|cfg| crate::http::routes(cfg, &state, &settings))
             .default_service(web::to(not_found))
     })

@@ -4,6 +4,9 @@
 //! Credentials, first match wins: `?ticket=<one-time ticket>`, `Sec-WebSocket-Protocol: authchat.v1, authchat.bearer.<jwt>`,
 //! `Authorization: Bearer <jwt>`, `?token=<jwt>`, and otherwise (when enabled) a socket that
 //! must send `{"type":"auth"}` within `auth.auth_timeout`.
+//!
+//! `GET /ws/echo` (only with `ws.echo = true`, for conformance runs) takes the same credentials
+//! except first-message auth, and runs the same socket in [`SocketMode::Echo`].
 
 pub mod session;
 pub mod transport;
@@ -21,7 +24,7 @@ use crate::config::AuthMode;
 use crate::http::error::ApiError;
 use crate::registry::{Refusal, Register};
 use crate::state::AppState;
-use session::{identity_of, Registration, SocketDeps, WsSession};
+use session::{identity_of, Registration, SocketDeps, SocketMode, WsSession};
 use transport::{Inbound, OutboundBody, Outbox};
 
 /// The application subprotocol; the server answers with it when the client offers it.
@@ -29,13 +32,37 @@ pub const PROTOCOL: &str = "authchat.v1";
 /// Prefix of the subprotocol entry that carries a bearer token.
 pub const BEARER_PROTOCOL_PREFIX: &str = "authchat.bearer.";
 
+/// The path of the echo route that `ws.echo` turns on.
+pub const ECHO_PATH: &str = "/ws/echo";
+
+/// `GET /ws`: a chat socket.
 pub async fn upgrade(
     req: HttpRequest,
     stream: web::Payload,
     state: web::Data<AppState>,
     sockets: web::Data<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = accept(&req, stream, &state, sockets.clone().into_inner()).await;
+    upgrade_to(SocketMode::Chat, req, stream, state, sockets).await
+}
+
+/// `GET /ws/echo`: an echo socket, for conformance runs.
+pub async fn echo(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    sockets: web::Data<SocketDeps>,
+) -> Result<HttpResponse, ApiError> {
+    upgrade_to(SocketMode::Echo, req, stream, state, sockets).await
+}
+
+async fn upgrade_to(
+    mode: SocketMode,
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    sockets: web::Data<SocketDeps>,
+) -> Result<HttpResponse, ApiError> {
+    let result = accept(mode, &req, stream, &state, sockets.clone().into_inner()).await;
     if let Err(e) = &result {
         sockets.metrics.upgrades_refused.with_label_values(&[e.code()]).inc();
         tracing::info!(reason = e.code(), peer = ?req.peer_addr(), "websocket upgrade refused");
@@ -44,6 +71,7 @@ pub async fn upgrade(
 }
 
 async fn accept(
+    mode: SocketMode,
     req: &HttpRequest,
     stream: web::Payload,
     state: &AppState,
@@ -58,6 +86,8 @@ async fn accept(
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
     let principal = match presented(req, &sockets)? {
         Some((value, method)) => Some((sockets.auth.authenticate(credential(&value, method)).await?, method)),
+        // An echo socket echoes its first message too: it cannot authenticate with it.
+        None if mode == SocketMode::Echo => return Err(AuthError::MissingCredentials.into()),
         None => None,
     };
 
@@ -67,7 +97,7 @@ async fn accept(
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
     let outbox = Outbox::new(sockets.config.max_outbound_bytes);
     let inbound = Inbound::new(stream, sockets.config.max_message_size);
-    let session = WsSession::new(conn_id, sockets.clone(), principal, outbox.clone());
+    let session = WsSession::new(conn_id, sockets.clone(), principal, outbox.clone(), mode);
     let addr = WsSession::create(|ctx| {
         ctx.add_stream(inbound);
         session

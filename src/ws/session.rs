@@ -4,6 +4,9 @@
 //! messages, does the token work for `auth` and `reauth`, and forwards chat requests to the
 //! registry. Whatever the registry sends back arrives as [`Outbound`] and is queued as is; a
 //! peer that lets more than `ws.max_outbound_bytes` pile up is closed with 4009.
+//!
+//! In [`SocketMode::Echo`] (`GET /ws/echo`, conformance runs) everything but the chat protocol
+//! stays: each complete text or binary message goes back as it came, and nothing else is sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +38,16 @@ enum AuthState {
     Pending,
     /// Authenticated; `principal` is the current token's.
     Ready { principal: Principal, method: AuthMethod },
+}
+
+/// What a socket does with the complete messages it receives; chosen by the route at the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketMode {
+    /// The chat protocol: JSON requests in, a `welcome` and the registry's frames out.
+    Chat,
+    /// Each text or binary message is sent back as is; no `welcome`, no registry frames (a close
+    /// from the registry still closes it). The frame rules, limits and heartbeat are the same.
+    Echo,
 }
 
 /// What every socket of this node shares, built once at start-up.
@@ -104,6 +117,7 @@ impl Drop for Registration {
 pub struct WsSession {
     conn_id: ConnId,
     deps: Arc<SocketDeps>,
+    mode: SocketMode,
     auth: AuthState,
     /// Last time anything arrived from the peer; the heartbeat closes it after `client_timeout`.
     last_heard: Instant,
@@ -121,6 +135,7 @@ impl WsSession {
         deps: Arc<SocketDeps>,
         principal: Option<(Principal, AuthMethod)>,
         outbox: Outbox,
+        mode: SocketMode,
     ) -> Self {
         let rl = &deps.config.rate_limit;
         let limiter = RateLimiter::new(rl.per_second, rl.burst, rl.max_violations, Instant::now());
@@ -131,6 +146,7 @@ impl WsSession {
         Self {
             conn_id,
             deps,
+            mode,
             auth,
             last_heard: Instant::now(),
             limiter,
@@ -420,6 +436,19 @@ impl WsSession {
         Verdict::Allow
     }
 
+    /// Echo mode: a complete text or binary message goes back as it came. Over the rate limits it
+    /// is dropped, as in [`Self::on_other`].
+    fn on_echo(&mut self, message: Message, ctx: &mut Context<Self>) {
+        match self.admit() {
+            Verdict::Allow => {}
+            Verdict::Refuse => return,
+            Verdict::Disconnect => return self.close(ctx, close::RATE_LIMITED, "rate limited"),
+        }
+        self.deps.metrics.messages_in.inc();
+        self.deps.metrics.messages_out.inc();
+        self.push(ctx, message);
+    }
+
     /// A frame other than text: it counts against the rate limits like any other; over them it
     /// is dropped without an answer (answering would amplify the flood).
     fn on_other(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
@@ -482,6 +511,7 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.heartbeat(ctx);
         match self.auth {
+            AuthState::Ready { .. } if self.mode == SocketMode::Echo => {}
             AuthState::Ready { .. } => self.welcome(ctx),
             AuthState::Pending => {
                 let timeout: Duration = self.deps.config.auth_timeout;
@@ -512,6 +542,8 @@ impl Handler<Outbound> for WsSession {
     /// Writes what the registry sends.
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
+            // An echo socket sends only its echoes (the registry's `expiring`, for one).
+            Outbound::Frame(_) if self.mode == SocketMode::Echo => {}
             Outbound::Frame(text) => {
                 self.deps.metrics.messages_out.inc();
                 self.push(ctx, Message::Text(text));
@@ -558,9 +590,11 @@ impl StreamHandler<Result<Incoming, WireError>> for WsSession {
             return;
         }
         self.last_heard = Instant::now();
-        match incoming {
-            Incoming::Text(text) => self.on_text(&text, ctx),
-            other => self.on_other(other, ctx),
+        match (self.mode, incoming) {
+            (SocketMode::Chat, Incoming::Text(text)) => self.on_text(&text, ctx),
+            (SocketMode::Echo, Incoming::Text(text)) => self.on_echo(Message::Text(text), ctx),
+            (SocketMode::Echo, Incoming::Binary(data)) => self.on_echo(Message::Binary(data), ctx),
+            (_, other) => self.on_other(other, ctx),
         }
     }
 

@@ -58,6 +58,29 @@ async fn invalid_utf8_closes_1007() {
 }
 
 #[actix_web::test]
+async fn invalid_utf8_fails_fast_before_the_message_is_whole() {
+    // Autobahn 6.4.1: the fragment that makes the text invalid closes the socket; the last
+    // fragment never comes.
+    let app = spawn_app().await;
+    let (mut ws, _) = app.connect_as("alice").await;
+    ws.send_frame("κόσμε".as_bytes().to_vec(), WsClient::TEXT, false).await;
+    ws.send_frame(vec![0xf4, 0x90, 0x80, 0x80], WsClient::CONTINUE, false).await;
+    assert_eq!(ws.expect_close().await.0, 1007);
+}
+
+#[actix_web::test]
+async fn a_close_reason_that_is_not_utf8_is_answered_1007() {
+    // Autobahn 7.5.1; a close code that is not allowed on the wire (1005) is a protocol error.
+    let app = spawn_app().await;
+    let (mut ws, _) = app.connect_as("alice").await;
+    ws.send_frame(vec![0x03, 0xe8, b'b', 0xff, 0xfe], WsClient::CLOSE, true).await;
+    assert_eq!(ws.expect_close().await.0, 1007);
+    let (mut ws, _) = app.connect_as("alice").await;
+    ws.send_frame(vec![0x03, 0xed], WsClient::CLOSE, true).await;
+    assert_eq!(ws.expect_close().await.0, 1002);
+}
+
+#[actix_web::test]
 async fn binary_frames_get_an_error_reply() {
     let app = spawn_app().await;
     let (mut ws, _) = app.connect_as("alice").await;

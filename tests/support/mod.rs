@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -266,12 +266,15 @@ impl WsClient {
         self.stream.send(Message::binary(data.to_vec())).await.unwrap();
     }
 
-    /// Sends one raw frame (fragments, invalid UTF-8).
+    /// Sends one raw frame (fragments, invalid UTF-8, a close frame's payload as is).
     pub async fn send_frame(&mut self, data: Vec<u8>, opcode: OpCode, is_final: bool) {
-        self.stream.send(Message::Frame(Frame::message(data, opcode, is_final))).await.unwrap();
+        let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
+        self.stream.send(Message::Frame(Frame::from_payload(header, data.into()))).await.unwrap();
     }
 
     pub const TEXT: OpCode = OpCode::Data(Data::Text);
+    pub const BINARY: OpCode = OpCode::Data(Data::Binary);
+    pub const CLOSE: OpCode = OpCode::Control(Control::Close);
     pub const CONTINUE: OpCode = OpCode::Data(Data::Continue);
 
     /// The next JSON message or close, skipping pings; fails after [`WAIT`].
@@ -294,6 +297,20 @@ impl WsClient {
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => Event::Ended,
             });
+        }
+    }
+
+    /// The next text, binary or close message as it came, skipping pings and pongs; `None` if
+    /// nothing comes within `wait`.
+    pub async fn next_message_within(&mut self, wait: Duration) -> Option<Message> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, self.stream.next()).await.ok()?? {
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(message) => return Some(message),
+                Err(e) => panic!("the connection failed: {e}"),
+            }
         }
     }
 
