@@ -86,6 +86,9 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
 /// then lives on its own heartbeat and token deadlines.
 const WEBSOCKET_PATH: &str = "/ws";
 
+/// The one WebSocket version spoken here (RFC 6455), named in the 426 answer to any other.
+pub const WEBSOCKET_VERSION: &str = "13";
+
 /// Every request but the WebSocket upgrade must be read (body included) and answered within
 /// `server.request_timeout`; otherwise the client gets 408 and, its body being unread, actix
 /// closes the connection. Actix cuts off slow headers by itself, but not slow bodies.

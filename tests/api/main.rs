@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod chat;
+mod edges;
 mod expiry;
 mod frames;
 #[path = "../support/mod.rs"]
