@@ -120,3 +120,22 @@ async fn metrics_on_the_main_port_answer_only_local_unproxied_requests() {
         assert_eq!(body["error"], "metrics_local_only", "{name}");
     }
 }
+
+#[actix_web::test]
+async fn metrics_can_have_their_own_listener_and_then_leave_the_main_port() {
+    let app = spawn_app_with("[metrics]\nlisten = \"127.0.0.1:0\"").await;
+    let port = app.metrics_port.expect("a metrics listener");
+    let res = app.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("authchat_connections_open"));
+    // Proxied or not: whoever reaches this listener may read it.
+    let proxied = app.http.get(format!("http://127.0.0.1:{port}/metrics")).header("X-Forwarded-For", "203.0.113.9");
+    assert_eq!(proxied.send().await.unwrap().status(), 200);
+    // Only /metrics there, and no longer on the main port, even from loopback.
+    assert_eq!(app.http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap().status(), 404);
+    assert_eq!(app.http.get(app.url("/metrics")).send().await.unwrap().status(), 404);
+    // It stops with the server.
+    app.stop().await.unwrap();
+    let gone = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    assert!(gone.get(format!("http://127.0.0.1:{port}/metrics")).send().await.is_err());
+}
