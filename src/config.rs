@@ -754,7 +754,8 @@ impl Settings {
         }
         // A trailing slash is forgiven: the request's path, which starts with one, is appended.
         let origin = self.tls.redirect_origin.trim_end_matches('/');
-        if !origin.is_empty() && !(origin.starts_with("https://") && is_plain_origin(origin)) {
+        let https_origin = origin.starts_with("https://") && is_plain_origin(origin);
+        if !origin.is_empty() && !https_origin {
             return Err(ConfigError::invalid(
                 "tls.redirect_origin",
                 format!("{origin:?} is not an https origin like https://chat.example.com (optional port, no path)"),

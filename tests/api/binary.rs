@@ -489,7 +489,7 @@ async fn hostile_requests(port: &str) -> Vec<String> {
     }
     for (method, path) in [
         (reqwest::Method::POST, format!("/admin/users/x{forged}%00%1b[31m/revoke")),
-        (reqwest::Method::DELETE, format!("/admin/users/x%0d%0aFORGED-CR/connections")),
+        (reqwest::Method::DELETE, "/admin/users/x%0d%0aFORGED-CR/connections".to_owned()),
         (reqwest::Method::DELETE, format!("/admin/users/{jwt}/connections")),
         (reqwest::Method::POST, format!("/admin/users/{ticket}/revoke")),
     ] {

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod node;
 mod ops;
+mod ordering;
 mod proxy;
 mod sessions;
 mod shared;
