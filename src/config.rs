@@ -47,6 +47,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub session: SessionSettings,
     pub cluster: ClusterSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
     /// Accounts that may use `POST /api/login`.
     #[serde(default)]
@@ -402,6 +403,10 @@ pub struct TlsSettings {
     pub key: Option<PathBuf>,
     /// A plain-HTTP port that only redirects to HTTPS (0: none).
     pub redirect_port: u16,
+    /// Where the redirect port sends clients: `https://host[:port]`, never taken from the
+    /// request's `Host` (which the client writes). Empty: `server.host` and the TLS port, which
+    /// only works when `server.host` is one address; listening on all of them, set it.
+    pub redirect_origin: String,
     /// `Strict-Transport-Security` max-age on TLS responses (0s: no header).
     #[serde(with = "humantime_serde")]
     pub hsts_max_age: Duration,
@@ -502,6 +507,30 @@ pub struct ClusterSettings {
     /// The subscription is probed this often; three probes unanswered and it is reconnected.
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A listener of its own (`127.0.0.1:9100`; port 0 = any free port) that serves only
+    /// `/metrics`, to anyone who can reach it; the main port then no longer serves it. Empty:
+    /// the main port serves it to requests from this host that no proxy passed on.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `Option<T>` read from a string, where an empty string means `None`.
+fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match Option::<String>::deserialize(deserializer)?.filter(|s| !s.trim().is_empty()) {
+        None => Ok(None),
+        Some(text) => text.trim().parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// Logging.
@@ -726,6 +755,22 @@ impl Settings {
         }
         if self.tls.redirect_port != 0 && self.tls.files().is_none() {
             return Err(ConfigError::invalid("tls.redirect_port", "redirects to HTTPS need tls.cert and tls.key"));
+        }
+        // A trailing slash is forgiven: the request's path, which starts with one, is appended.
+        let origin = self.tls.redirect_origin.trim_end_matches('/');
+        let https_origin = origin.starts_with("https://") && is_plain_origin(origin);
+        if !origin.is_empty() && !https_origin {
+            return Err(ConfigError::invalid(
+                "tls.redirect_origin",
+                format!("{origin:?} is not an https origin like https://chat.example.com (optional port, no path)"),
+            ));
+        }
+        if self.tls.redirect_port != 0 && origin.is_empty() && self.server.host.is_unspecified() {
+            return Err(ConfigError::invalid(
+                "tls.redirect_origin",
+                "must name the public https origin (e.g. https://chat.example.com) when the redirect port is on and \
+                 server.host listens on every address: the request's Host header is not trusted",
+            ));
         }
         if !self.dev_mode {
             self.refuse_unsafe_production()?;

@@ -75,6 +75,22 @@ fn bind(host: std::net::IpAddr, port: u16, user_timeout: Duration) -> std::io::R
     Ok(socket.into())
 }
 
+/// `tls.redirect_origin`, or else this listener's own address (validation made sure
+/// `server.host` is one address then).
+fn redirect_origin(settings: &Settings, tls_port: u16) -> String {
+    if !settings.tls.redirect_origin.is_empty() {
+        return settings.tls.redirect_origin.trim_end_matches('/').to_owned();
+    }
+    let host = match settings.server.host {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    match tls_port {
+        443 => format!("https://{host}"),
+        port => format!("https://{host}:{port}"),
+    }
+}
+
 /// TCP connections allowed beyond `server.max_connections` WebSockets, for plain HTTP.
 const TCP_HEADROOM: usize = 1024;
 
@@ -102,6 +118,9 @@ pub struct Application {
     /// The plain-HTTP port that redirects to HTTPS, when `tls.redirect_port` is set.
     redirect_port: Option<u16>,
     server: Server,
+    /// The listener of `metrics.listen`, when set: its bound port and its server, started
+    /// with the main one and stopped after it.
+    metrics: Option<(u16, Server)>,
     shared: Shared,
     certs: Option<Arc<CertStore>>,
 }
@@ -230,6 +249,7 @@ impl Application {
             node,
             allowed_origins,
             tls_port: certs.is_some().then_some(port),
+            redirect_origin: redirect_origin(&settings, port),
             secure_cookies,
             conn_ids,
             draining: Default::default(),
@@ -256,17 +276,22 @@ impl Application {
                 sweeping.limits.forget_idle();
             }
         });
+        let metrics = match settings.metrics.listen {
+            Some(address) => Some(serve_metrics(shared.metrics.clone(), address, user_timeout)?),
+            None => None,
+        };
         let (server, redirect_port) = serve(shared.clone(), listener, certs.as_ref(), user_timeout)?;
         let scheme = if certs.is_some() { "https" } else { "http" };
         tracing::info!(
             address = %format!("{host}:{port}"),
             scheme,
             redirect_port,
+            metrics_port = metrics.as_ref().map(|(port, _)| *port),
             node = %shared.state.node,
             dev_mode = settings.dev_mode,
             "listening"
         );
-        Ok(Self { port, redirect_port, server, shared, certs })
+        Ok(Self { port, redirect_port, server, metrics, shared, certs })
     }
 
     pub fn port(&self) -> u16 {
@@ -275,6 +300,11 @@ impl Application {
 
     pub fn redirect_port(&self) -> Option<u16> {
         self.redirect_port
+    }
+
+    /// The bound port of `metrics.listen`, when set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     /// Something that re-reads what can change under a running server (the JWKS file, the TLS
@@ -290,14 +320,32 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, every socket gets
     /// `server_shutdown` and close 1001, and open connections get `server.shutdown_timeout`.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let mut server = std::pin::pin!(self.server);
+        let metrics = self.metrics.map(|(_, server)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
+        let result = Self::serve_then_drain(self.server, self.shared, shutdown).await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
+        result
+    }
+
+    /// The main server until `shutdown`, then the drain.
+    async fn serve_then_drain(
+        server: Server,
+        shared: Shared,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
         tokio::select! {
             result = &mut server => return result,
             () = shutdown => {}
         }
-        self.shared.state.start_draining();
-        let delay = self.shared.settings.server.drain_delay;
+        shared.state.start_draining();
+        let delay = shared.settings.server.drain_delay;
         if !delay.is_zero() {
             tracing::info!(?delay, "draining: /readyz reports not ready; sockets close after the drain delay");
             // The server keeps serving meanwhile; polling it is what lets /readyz answer.
@@ -311,13 +359,36 @@ impl Application {
             code: close::GOING_AWAY,
             reason: "server shutting down",
         };
-        let closed = self.shared.registry.send(farewell).await.unwrap_or(0);
+        let closed = shared.registry.send(farewell).await.unwrap_or(0);
         tracing::info!(closed, "draining: sockets told to close");
-        self.shared.fleet.leave_cluster().await;
+        shared.fleet.leave_cluster().await;
         // The stop command is carried out by the server future itself, so both are polled.
         let ((), result) = tokio::join!(handle.stop(true), server);
         result
     }
+}
+
+/// The listener of `metrics.listen`: `/metrics` and nothing else, to whoever reaches it.
+fn serve_metrics(
+    metrics: web::Data<Metrics>,
+    address: std::net::SocketAddr,
+    user_timeout: Duration,
+) -> anyhow::Result<(u16, Server)> {
+    let listener = bind(address.ip(), address.port(), user_timeout)
+        .with_context(|| format!("cannot listen on {address} (metrics.listen)"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(crate::http::ops::metrics))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok((port, server))
 }
 
 /// Serving: the HTTP server with its middleware and routes, on `listener` (TLS when `certs`),

@@ -19,6 +19,9 @@ pub struct AppState {
     /// The port of the TLS listener, when it speaks TLS: responses get HSTS, and the redirect
     /// port points here.
     pub tls_port: Option<u16>,
+    /// Where the redirect port sends clients (`tls.redirect_origin`, or this listener's own
+    /// address): never the request's `Host`.
+    pub redirect_origin: String,
     /// Cookies get `Secure`: on TLS, or when the config says TLS is terminated in front.
     pub secure_cookies: bool,
     pub conn_ids: ConnIdAllocator,

@@ -6,6 +6,8 @@
 //! at the node's cap new rooms are refused, and a room is dropped only when it has been empty
 //! and idle for `idle_room_ttl`, never to make space for someone else's.
 
+pub mod text;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 

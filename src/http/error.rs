@@ -41,6 +41,11 @@ pub enum ApiError {
     Busy { retry_after: Duration },
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// RFC 6455 §4.2.2: the answer names the version this server speaks.
+    #[error("this server speaks WebSocket version 13 only (Sec-WebSocket-Version: 13)")]
+    UnsupportedWebSocketVersion,
+    #[error("{message}")]
+    ForbiddenWithCode { code: &'static str, message: &'static str },
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
@@ -72,6 +77,8 @@ impl ApiError {
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Busy { .. } => "busy",
             Self::BadRequest { code, .. } => code,
+            Self::UnsupportedWebSocketVersion => "unsupported_version",
+            Self::ForbiddenWithCode { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::NotFoundWithCode { code, .. } | Self::Unauthorized { code, .. } => code,
             Self::RequestTimeout(_) => "request_timeout",
@@ -139,7 +146,10 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Auth(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::OriginNotAllowed | Self::CrossSite | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::OriginNotAllowed | Self::CrossSite | Self::Forbidden | Self::ForbiddenWithCode { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Self::UnsupportedWebSocketVersion => StatusCode::UPGRADE_REQUIRED,
             Self::TooManyConnections(_) | Self::TooManyHandshakes(_) | Self::TooManyAttempts { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -167,6 +177,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, Self::Auth(_)) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, Self::UnsupportedWebSocketVersion) {
+            response.insert_header(("Sec-WebSocket-Version", crate::http::WEBSOCKET_VERSION));
         }
         if let Some(wait) = self.retry_after() {
             // Whole seconds, rounded up (RFC 9110 §10.2.3).

@@ -30,10 +30,12 @@ use crate::telemetry::redact_target;
 /// Every HTTP route of the server (the WebSocket route is added by `startup`, so this layer
 /// does not depend on the socket layer above it).
 pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, settings: &Settings) {
-    cfg.route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .service(web::scope("/api").wrap(cors(state)).configure(|cfg| api::routes(cfg, settings.auth.mode)))
+    cfg.route("/healthz", web::get().to(ops::healthz)).route("/readyz", web::get().to(ops::readyz));
+    // With a listener of its own, /metrics is served there only.
+    if settings.metrics.listen.is_none() {
+        cfg.route("/metrics", web::get().to(ops::local_metrics));
+    }
+    cfg.service(web::scope("/api").wrap(cors(state)).configure(|cfg| api::routes(cfg, settings.auth.mode)))
         .service(web::scope("/admin").wrap(cors(state)).configure(admin::routes));
     let dir = &settings.server.static_dir;
     if dir.is_dir() {
@@ -86,6 +88,9 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
 /// then lives on its own heartbeat and token deadlines.
 const WEBSOCKET_PATH: &str = "/ws";
 
+/// The one WebSocket version spoken here (RFC 6455), named in the 426 answer to any other.
+pub const WEBSOCKET_VERSION: &str = "13";
+
 /// Every request but the WebSocket upgrade must be read (body included) and answered within
 /// `server.request_timeout`; otherwise the client gets 408 and, its body being unread, actix
 /// closes the connection. Actix cuts off slow headers by itself, but not slow bodies.
@@ -107,22 +112,21 @@ pub async fn request_deadline(
 }
 
 /// On a TLS server: a request that came in on the plain redirect port is sent to HTTPS (308,
-/// method and body kept), and every TLS response carries `Strict-Transport-Security`.
+/// method and body kept) at `tls.redirect_origin`, and every TLS response carries
+/// `Strict-Transport-Security`.
 pub async fn transport_security(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let tls_port = req.app_data::<web::Data<AppState>>().expect("AppState is registered").tls_port;
-    let Some(tls_port) = tls_port else {
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
+    if state.tls_port.is_none() {
         return Ok(next.call(req).await?.map_into_boxed_body());
-    };
+    }
     if !req.app_config().secure() {
-        let host = req.connection_info().host().to_owned();
-        let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_end_matches(']');
-        let host = host.strip_prefix('[').map_or_else(|| host.to_owned(), |h| format!("[{h}]"));
-        let authority = if tls_port == 443 { host } else { format!("{host}:{tls_port}") };
+        // The origin is configured: the request's Host is the client's to write.
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{authority}{path}");
+        let path = if path.starts_with('/') { path } else { "/" };
+        let location = format!("{}{path}", state.redirect_origin);
         let response = HttpResponse::PermanentRedirect().insert_header((header::LOCATION, location)).finish();
         return Ok(req.into_response(response));
     }

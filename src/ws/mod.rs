@@ -83,6 +83,7 @@ async fn accept(
     let ip = crate::http::client_ip(req);
     sockets.limits.handshake(ip).map_err(ApiError::TooManyHandshakes)?;
     check_origin(req, state)?;
+    check_version(req)?;
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
     let principal = match presented(req, &sockets)? {
         Some((value, method)) => Some((sockets.auth.authenticate(credential(&value, method)).await?, method)),
@@ -142,13 +143,35 @@ fn switching_protocols(req: &HttpRequest) -> actix_web::HttpResponseBuilder {
     response
 }
 
-/// Every entry of every `Sec-WebSocket-Protocol` header.
+/// Every entry of every `Sec-WebSocket-Protocol` header line: repeated lines are one
+/// comma-separated list (RFC 9110 §5.3). Split as bytes, so an entry that is not ASCII drops
+/// only itself, not the entries beside it.
 fn offered_protocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
+    list_entries(req, header::SEC_WEBSOCKET_PROTOCOL)
+}
+
+/// The non-empty, trimmed entries of every `name` header line, as one list.
+fn list_entries(req: &HttpRequest, name: header::HeaderName) -> impl Iterator<Item = &str> {
     req.headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .get_all(name)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
         .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+}
+
+/// A client offering another version than 13, or several, is told which one this server
+/// speaks (426 with `Sec-WebSocket-Version: 13`, RFC 6455 §4.2.2). A missing version is left to
+/// the handshake check (400).
+fn check_version(req: &HttpRequest) -> Result<(), ApiError> {
+    if !req.headers().contains_key(header::SEC_WEBSOCKET_VERSION) {
+        return Ok(());
+    }
+    let mut versions = list_entries(req, header::SEC_WEBSOCKET_VERSION);
+    match (versions.next(), versions.next()) {
+        (Some(crate::http::WEBSOCKET_VERSION), None) => Ok(()),
+        _ => Err(ApiError::UnsupportedWebSocketVersion),
+    }
 }
 
 /// Browsers send `Origin` on every WebSocket handshake and do not apply CORS to it, so this

@@ -300,14 +300,15 @@ impl WsSession {
         }
     }
 
-    /// A `send` text must be non-blank and within `chat.max_text_chars`.
+    /// A `send` text must show something ([`crate::chat::text::is_blank`]) and be within
+    /// `chat.max_text_chars`.
     fn check_text(&self, text: &str) -> Result<(), (ErrorCode, String)> {
         let limit = self.deps.config.max_text_chars;
         let chars = text.chars().count();
         if chars > limit {
             return Err((ErrorCode::TextTooLong, format!("text has {chars} characters; the limit is {limit}")));
         }
-        if text.trim().is_empty() {
+        if crate::chat::text::is_blank(text) {
             return Err((ErrorCode::EmptyText, "text is empty".into()));
         }
         Ok(())

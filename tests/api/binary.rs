@@ -420,3 +420,127 @@ fn the_production_layer_refuses_to_start_unsafely() {
         "the shipped cert path does not exist here: {stderr}"
     );
 }
+
+/// `authchat serve` on `port` with its stdout and stderr written to `log` (no line splitting
+/// on the way: the file holds exactly the bytes the process wrote). Ready once `/healthz` answers.
+async fn start_server_logging_to(log: &std::path::Path, port: &str, format: &str) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    let child = authchat()
+        .arg("serve")
+        .env("AUTHCHAT__SERVER__PORT", port)
+        .env("AUTHCHAT__SERVER__WORKERS", "1")
+        .env("AUTHCHAT__AUTH__SECRET", SECRET)
+        .env("AUTHCHAT__LOG__FORMAT", format)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("the binary starts");
+    let deadline = std::time::Instant::now() + WAIT;
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server did not answer /healthz");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// Requests that put credentials and control characters where the logs look: in paths, after
+/// `;` in queries, as a user name in an admin path, in a token's `sub`. Returns the
+/// credentials used, which the log must not contain.
+async fn hostile_requests(port: &str) -> Vec<String> {
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{base}/api/login"))
+        .json(&json!({"username":"alice","password":"alice-password"}))
+        .send()
+        .await
+        .unwrap();
+    let refresh = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let refresh = refresh.split_once('=').unwrap().1.to_owned();
+    let jwt = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let ticket: Value =
+        http.post(format!("{base}/api/ticket")).bearer_auth(&jwt).send().await.unwrap().json().await.unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    // An admin whose token names a user with a line break in it (an identity provider's `sub`).
+    let admin = sign("root\nFORGED-BY-SUB", 300, &["admin"]);
+    let signed = sign("bob", 300, &[]);
+
+    let ws = format!("ws://127.0.0.1:{port}");
+    // Upgrades: the token after `;`, and a ticket after `;`; neither is taken as a credential.
+    for target in [format!("/ws?x=1;token={signed}"), format!("/ws?x=1;ticket={ticket}")] {
+        if let Ok((client, _)) = connect(&format!("{ws}{target}"), &[]).await {
+            client.close().await;
+        }
+    }
+    let forged = "%0a2001-01-01T00:00:00.000000Z%20%20INFO%20FORGED-LINE";
+    let paths = [
+        format!("/nonexistent/{jwt}"),
+        format!("/nonexistent/{ticket}"),
+        format!("/static/{refresh}.js"),
+        format!("/api/me;token={jwt}"),
+        format!("/healthz?{jwt}"),
+        format!("/healthz?a=1;b={ticket};c={refresh}"),
+        format!("/x{forged}"),
+        format!("/x?q=1{forged}%0d%00%1b[2J%e2%80%a8%c2%85"),
+    ];
+    for path in &paths {
+        http.get(format!("{base}{path}")).bearer_auth(&signed).send().await.unwrap();
+    }
+    for (method, path) in [
+        (reqwest::Method::POST, format!("/admin/users/x{forged}%00%1b[31m/revoke")),
+        (reqwest::Method::DELETE, "/admin/users/x%0d%0aFORGED-CR/connections".to_owned()),
+        (reqwest::Method::DELETE, format!("/admin/users/{jwt}/connections")),
+        (reqwest::Method::POST, format!("/admin/users/{ticket}/revoke")),
+    ] {
+        let res = http.request(method, format!("{base}{path}")).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    vec![jwt, ticket, refresh, admin, signed]
+}
+
+#[actix_web::test]
+async fn no_credential_or_forged_line_reaches_the_log_from_any_part_of_a_request() {
+    for format in ["text", "json"] {
+        let log = std::env::temp_dir().join(format!("authchat-hostile-{}-{format}.log", std::process::id()));
+        let port = free_port();
+        let mut child = start_server_logging_to(&log, &port, format).await;
+        let secrets = hostile_requests(&port).await;
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        let bytes = std::fs::read(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        let text = String::from_utf8(bytes).expect("the log is UTF-8");
+        assert!(text.contains("operator revoked a user"), "{format}: the attempts were logged:\n{text}");
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{format}: a credential reached the log: {}…\n{text}",
+                &secret[..12]
+            );
+            // Nor any long piece of it (a JWT's header or payload alone is a tell).
+            for piece in secret.split('.').filter(|p| p.len() >= 16) {
+                assert!(!text.contains(piece), "{format}: part of a credential reached the log: {piece}\n{text}");
+            }
+        }
+        assert!(!text.contains("eyJ"), "{format}: something JWT-shaped reached the log:\n{text}");
+        for c in ['\r', '\0', '\u{1b}', '\u{85}', '\u{2028}'] {
+            assert!(!text.contains(c), "{format}: a raw {c:?} reached the log:\n{text}");
+        }
+        for line in text.lines() {
+            match format {
+                "json" => assert!(serde_json::from_str::<Value>(line).is_ok(), "not one JSON event: {line:?}"),
+                _ => {
+                    let stamp = line.get(..20).unwrap_or_default().as_bytes();
+                    let starts_with_timestamp = stamp.len() == 20
+                        && stamp[4] == b'-'
+                        && stamp[10] == b'T'
+                        && stamp[19] == b'.'
+                        && stamp[..4].iter().all(u8::is_ascii_digit);
+                    assert!(starts_with_timestamp, "a line that is not an event: {line:?}");
+                }
+            }
+            assert!(!line.starts_with("2001-") && !line.starts_with("FORGED"), "{format}: a forged line: {line:?}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod admin;
 mod binary;
 mod chat;
 mod echo;
+mod edges;
 mod expiry;
 mod frames;
 #[path = "../support/mod.rs"]
@@ -16,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod node;
 mod ops;
+mod ordering;
 mod proxy;
 mod sessions;
 mod shared;

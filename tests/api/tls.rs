@@ -132,8 +132,43 @@ async fn the_redirect_port_sends_plain_http_to_https() {
     let redirect = app.redirect_port.expect("a redirect listener");
     let res = plain.get(format!("http://localhost:{redirect}/api/config?x=1")).send().await.unwrap();
     assert_eq!(res.status(), 308);
-    assert_eq!(res.headers()["location"], format!("https://localhost:{}/api/config?x=1", app.port));
+    // Without tls.redirect_origin: the listener's own address (server.host), not the Host header.
+    assert_eq!(res.headers()["location"], format!("https://127.0.0.1:{}/api/config?x=1", app.port));
     assert!(res.headers().get("strict-transport-security").is_none(), "HSTS only over TLS");
+}
+
+#[actix_web::test]
+async fn the_redirect_goes_to_the_configured_origin_whatever_the_host_header_says() {
+    let cert = TestCert::new("redirect-origin");
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (extra, expected) in [
+        ("", None),
+        ("redirect_origin = \"https://chat.example.com\"", Some("https://chat.example.com")),
+        ("redirect_origin = \"https://chat.example.com:8443/\"", Some("https://chat.example.com:8443")),
+    ] {
+        let app = spawn_app_with(&cert.config(&format!("redirect_port = {}\n{extra}", free_port()))).await;
+        let redirect = app.redirect_port.expect("a redirect listener");
+        let expected = expected.map_or_else(|| format!("https://127.0.0.1:{}", app.port), str::to_owned);
+        for host in ["evil.example", "evil.example:443", "[::1]:1"] {
+            let res =
+                plain.get(format!("http://127.0.0.1:{redirect}/admin?a=1")).header("Host", host).send().await.unwrap();
+            assert_eq!(res.status(), 308);
+            assert_eq!(res.headers()["location"], format!("{expected}/admin?a=1"), "Host: {host}");
+        }
+    }
+    // Listening on every address, there is no address of its own to send clients to.
+    let load = |extra: &str| {
+        authchat::config::Settings::load(&authchat::config::LoadOptions {
+            env_vars: Some(Default::default()),
+            overrides: vec![format!("[server]\nhost = \"0.0.0.0\"\n{}", cert.config(extra))],
+            ..Default::default()
+        })
+    };
+    let err = load("redirect_port = 8081").unwrap_err();
+    assert!(err.to_string().contains("tls.redirect_origin"), "{err}");
+    assert!(load("redirect_port = 8081\nredirect_origin = \"https://chat.example.com\"").is_ok());
+    let err = load("redirect_origin = \"http://chat.example.com\"").unwrap_err();
+    assert!(err.to_string().contains("tls.redirect_origin"), "{err}");
 }
 
 #[actix_web::test]

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub reload: authchat::startup::ReloadHandle,
     /// `tls.redirect_port`'s bound port, when set.
     pub redirect_port: Option<u16>,
+    /// `metrics.listen`'s bound port, when set.
+    pub metrics_port: Option<u16>,
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -61,6 +63,7 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
     let port = app.port();
     let reload = app.reload_handle();
     let redirect_port = app.redirect_port();
+    let metrics_port = app.metrics_port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let stopped = actix_web::rt::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -69,6 +72,7 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
         port,
         reload,
         redirect_port,
+        metrics_port,
         http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
         shutdown: Some(tx),
         stopped: Some(stopped),
