@@ -27,9 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionManager, PubSubSink};
 use redis::{Client, Script};
-use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -172,18 +171,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<(Self, mpsc::Receiver<EngineEvent>), Unavailable> {
         let redis = &settings.redis;
-        let client = Client::open(redis.url.expose_secret())
-            .map_err(|e| Unavailable(format!("redis.url is not a usable Redis URL: {:?}", e.kind())))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(redis.connect_timeout))
-            .set_response_timeout(Some(redis.response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let mut conn =
-            tokio::time::timeout(redis.connect_timeout * 2, client.get_connection_manager_with_config(config))
-                .await
-                .map_err(|_| Unavailable("timed out connecting".into()))?
-                .map_err(unavailable)?;
+        let (client, mut conn) = crate::store::redis::connect_manager(redis).await.map_err(Unavailable)?;
         let prefix = redis.key_prefix.clone();
         let seq: u64 =
             redis::cmd("INCR").arg(format!("{prefix}{{c}}:seq")).query_async(&mut conn).await.map_err(unavailable)?;

@@ -119,18 +119,7 @@ impl RedisStore {
     /// Connects (failing with an error that names `redis.url`, never printing it), turns on
     /// keyspace notifications where allowed, and starts the notification listener.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let client = Client::open(settings.url.expose_secret())
-            .map_err(|e| StoreError(format!("redis.url is not a usable Redis URL: {:?}", e.kind())))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let mut conn =
-            tokio::time::timeout(settings.connect_timeout * 2, client.get_connection_manager_with_config(config))
-                .await
-                .map_err(|_| StoreError("cannot reach Redis at redis.url: timed out".into()))?
-                .map_err(|e| StoreError(format!("cannot reach Redis at redis.url: {e}")))?;
+        let (client, mut conn) = connect_manager(settings).await.map_err(StoreError)?;
         if let Err(e) = enable_keyspace_events(&mut conn).await {
             tracing::warn!(
                 error = %e,
@@ -187,6 +176,24 @@ impl RedisStore {
         sessions.sort_by_key(|s| s.created_ms);
         Ok(sessions)
     }
+}
+
+/// A client for `redis.url` and a command connection that reconnects by itself, each command
+/// bounded by `redis.response_timeout`. The error names `redis.url`, never its text (it may hold
+/// a password).
+pub async fn connect_manager(settings: &RedisSettings) -> Result<(Client, ConnectionManager), String> {
+    let client = Client::open(settings.url.expose_secret())
+        .map_err(|e| format!("redis.url is not a usable Redis URL: {:?}", e.kind()))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.response_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    let conn = tokio::time::timeout(settings.connect_timeout * 2, client.get_connection_manager_with_config(config))
+        .await
+        .map_err(|_| "cannot reach Redis at redis.url: timed out".to_owned())?
+        .map_err(|e| format!("cannot reach Redis at redis.url: {e}"))?;
+    Ok((client, conn))
 }
 
 async fn enable_keyspace_events(conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
