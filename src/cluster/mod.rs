@@ -65,22 +65,11 @@ fn unavailable(e: redis::RedisError) -> Unavailable {
     Unavailable(e.to_string())
 }
 
-/// What a post did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Posted {
-    /// The message's id in its room.
-    pub id: u64,
-    /// The same sender posted with the same `ref` before: nothing new was delivered.
-    pub duplicate: bool,
-}
-
 /// A room as Redis holds it.
 #[derive(Debug)]
 pub struct RoomState {
     /// Changes when Redis lost the room (ids restarted); empty when the room has no messages.
     pub epoch: String,
-    /// Id of its last message (0: none).
-    pub top: u64,
     /// Its newest messages, oldest first.
     pub messages: Vec<Arc<ChatMessage>>,
     /// Users in it, on any node.
@@ -256,10 +245,6 @@ impl Engine {
         }
     }
 
-    pub fn node(&self) -> &str {
-        &self.inner.node
-    }
-
     pub fn node_number(&self) -> u64 {
         self.inner.node_number
     }
@@ -292,15 +277,15 @@ impl Engine {
         format!("{}{{n:{node}}}:{kind}", self.inner.prefix)
     }
 
-    /// Posts `text` to `room` as `from`; a `client_ref` seen from the same sender within the
-    /// ref window answers the id it got then, and delivers nothing.
+    /// Posts `text` to `room` as `from` and answers its id; a `client_ref` seen from the same
+    /// sender within the ref window answers the id it got then, and delivers nothing.
     pub async fn publish(
         &self,
         room: &RoomId,
         from: &UserId,
         text: &str,
         client_ref: Option<&str>,
-    ) -> Result<Posted, Unavailable> {
+    ) -> Result<u64, Unavailable> {
         let meta = self.room_key(room, "m");
         let idem = match client_ref {
             Some(r) => {
@@ -310,7 +295,7 @@ impl Engine {
             }
             None => meta.clone(),
         };
-        let (id, duplicate, _epoch): (u64, u8, String) = self
+        let (id, _duplicate, _epoch): (u64, u8, String) = self
             .inner
             .publish
             .key(&meta)
@@ -327,7 +312,7 @@ impl Engine {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(Posted { id, duplicate: duplicate == 1 })
+        Ok(id)
     }
 
     /// Starts following `room`: subscribes (and waits for Redis to confirm) before anything
@@ -407,7 +392,7 @@ impl Engine {
     /// The room's epoch, last id, newest `chat.history_size` messages and users.
     pub async fn room_state(&self, room: &RoomId) -> Result<RoomState, Unavailable> {
         type Entry = (String, Vec<(String, String)>);
-        let (epoch, top, entries, users): (String, u64, Vec<Entry>, Vec<String>) = self
+        let (epoch, _top, entries, users): (String, u64, Vec<Entry>, Vec<String>) = self
             .inner
             .room_state
             .key(self.room_key(room, "m"))
@@ -422,7 +407,7 @@ impl Engine {
         let mut messages: Vec<Arc<ChatMessage>> =
             entries.into_iter().filter_map(|(id, fields)| stream_entry(room, &id, fields)).collect();
         messages.reverse();
-        Ok(RoomState { epoch, top, messages, users: users.into_iter().map(UserId::new).collect() })
+        Ok(RoomState { epoch, messages, users: users.into_iter().map(UserId::new).collect() })
     }
 
     async fn write_presence(&self, room: &RoomId, user: &UserId, event: PresenceEvent) -> Result<(), Unavailable> {

@@ -133,10 +133,9 @@ impl Registry {
         ctx.spawn(post.into_actor(self).map(move |result, registry, ctx| {
             let Some(msg) = registry.posting.get_mut(&conn_id).and_then(VecDeque::pop_front) else { return };
             match result {
-                Ok(posted) => {
-                    let ack =
-                        ServerMessage::Ack { client_ref: msg.echo.client_ref, room: msg.room.clone(), id: posted.id };
-                    registry.ack_when_delivered(conn_id, &msg.room, posted.id, ack.to_json());
+                Ok(id) => {
+                    let ack = ServerMessage::Ack { client_ref: msg.echo.client_ref, room: msg.room.clone(), id };
+                    registry.ack_when_delivered(conn_id, &msg.room, id, ack.to_json());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "a message could not be posted");
