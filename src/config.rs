@@ -696,7 +696,8 @@ impl Settings {
                 "heartbeat_interval, probe_interval and request_timeout must be above 0",
             ));
         }
-        if cluster.node_timeout < cluster.heartbeat_interval * 3 {
+        // Checked: a heartbeat_interval near Duration::MAX must be refused, not overflow.
+        if cluster.heartbeat_interval.checked_mul(3).is_none_or(|least| cluster.node_timeout < least) {
             return Err(ConfigError::invalid(
                 "cluster.node_timeout",
                 "must be at least three heartbeat_intervals, or a slow heartbeat makes a live node look dead",
@@ -859,6 +860,14 @@ mod tests {
         assert!(settings.dev_mode);
         assert_eq!(settings.server.port, 8080);
         assert!(!settings.users.is_empty());
+    }
+
+    #[test]
+    fn a_huge_cluster_heartbeat_is_refused_not_overflowed() {
+        // Three such heartbeats overflowed a Duration and panicked (fuzz/fuzz_targets/config.rs).
+        let toml = "[cluster]\nheartbeat_interval = \"200000000000y\"\nnode_timeout = \"500000000000y\"";
+        let err = load_with(&[toml], &[]).unwrap_err().to_string();
+        assert!(err.contains("cluster.node_timeout"), "{err}");
     }
 
     #[test]
