@@ -31,6 +31,23 @@ impl ConfigError {
     }
 }
 
+/// Longest duration any key accepts: far beyond any sensible setting, and far enough from
+/// the limits of clock arithmetic (`Instant + Duration` panics on overflow) that no timer built
+/// from a setting can overflow.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A humantime duration ("5s", "15m", "7d") of at most [`MAX_DURATION`].
+fn bounded_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let duration: Duration = humantime_serde::deserialize(deserializer)?;
+    if duration > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "{} is longer than the 100 years any duration may be",
+            humantime::format_duration(duration)
+        )));
+    }
+    Ok(duration)
+}
+
 /// Everything the server reads at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,11 +86,11 @@ pub struct ServerSettings {
     /// Exact `Origin` values allowed to open a WebSocket and to call the REST API cross-site.
     pub allowed_origins: Vec<String>,
     /// How long a graceful stop waits for connections to finish.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub shutdown_timeout: Duration,
     /// On SIGTERM, how long `/readyz` reports draining (and new upgrades are refused) before
     /// sockets are told to close, so a load balancer stops routing here first.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub drain_delay: Duration,
     /// Folder served at `/` (the web UI).
     pub static_dir: PathBuf,
@@ -83,7 +100,7 @@ pub struct ServerSettings {
     /// An HTTP request (body included) must arrive and be answered within this, or it gets 408
     /// and its connection is closed: a client trickling its body must not hold a connection
     /// forever. `/ws` is exempt once upgraded.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub request_timeout: Duration,
     /// Proxies in front whose `Forwarded` / `X-Forwarded-For` names the client: behind one,
     /// every client shares the proxy's address, and the per-address limits would throttle them
@@ -196,29 +213,29 @@ pub struct AuthSettings {
     /// Expected (and required) `aud`; empty disables the check.
     pub audience: String,
     /// Clock skew tolerated on `nbf` and `iat` (`exp` is enforced exactly).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub leeway: Duration,
     /// Lifetime of access tokens minted by `/api/login` and `authchat token`.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub access_ttl: Duration,
     /// Accept `?token=` on the upgrade (always redacted from logs).
     pub query_token: bool,
     /// Open sockets with no credential and wait for `{"type":"auth"}`.
     pub first_message: bool,
     /// How long such a socket may stay unauthenticated.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub auth_timeout: Duration,
     /// Longest token accepted, in bytes; longer ones are refused before any parsing.
     pub max_token_bytes: usize,
     /// Longest lifetime a token may claim (`exp` minus `iat`, or minus now without `iat`);
     /// longer-lived tokens are refused, and none is minted.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub max_token_lifetime: Duration,
     /// Lifetime of a refresh token; each refresh issues a new one for this long.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub refresh_ttl: Duration,
     /// Lifetime of a one-time WebSocket ticket (never beyond its access token's `exp`).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub ticket_ttl: Duration,
     /// Mark cookies `Secure` even without TLS here (TLS terminated by a proxy in front).
     pub secure_cookies: bool,
@@ -227,7 +244,7 @@ pub struct AuthSettings {
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
     /// How often the JWKS file is checked for changes; 0s turns polling off (SIGHUP still re-reads).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub jwks_poll_interval: Duration,
     /// Argon2 checks run at once; 0 means one per core. Each holds ~19 MiB while it runs, so
     /// this is what bounds the memory a burst of logins can take.
@@ -244,12 +261,12 @@ pub struct LoginThrottleSettings {
     /// Failures allowed at once from one address (any user names); 0 turns the limit off.
     pub per_ip: u32,
     /// Time for a full `per_ip` allowance to come back.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub ip_window: Duration,
     /// Failures allowed at once for one user name (from any address); 0 turns the limit off.
     pub per_user: u32,
     /// Time for a full `per_user` allowance to come back.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub user_window: Duration,
 }
 
@@ -319,13 +336,13 @@ pub struct KeyEntry {
 pub struct WsSettings {
     /// Largest message after reassembly of fragments, in bytes; over it the socket closes 1009.
     pub max_message_size: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub heartbeat_interval: Duration,
     /// A peer silent this long is closed.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub client_timeout: Duration,
     /// How long before `exp` the client is sent `expiring`.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub warn_before: Duration,
     /// Sockets waiting for first-message auth, per client IP.
     pub max_unauthenticated_per_ip: usize,
@@ -336,7 +353,7 @@ pub struct WsSettings {
     pub max_outbound_bytes: usize,
     /// After a close frame, how long the peer has to answer before the TCP connection is
     /// dropped; also the kernel's `TCP_USER_TIMEOUT` for data a peer leaves unacknowledged.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub close_timeout: Duration,
     pub rate_limit: RateLimitSettings,
     pub handshake_limit: HandshakeLimitSettings,
@@ -385,7 +402,7 @@ pub struct ChatSettings {
     /// New rooms one user may create per minute.
     pub room_creations_per_minute: u32,
     /// A room with nobody in it and no activity for this long is dropped with its history.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub idle_room_ttl: Duration,
 }
 
@@ -408,7 +425,7 @@ pub struct TlsSettings {
     /// only works when `server.host` is one address; listening on all of them, set it.
     pub redirect_origin: String,
     /// `Strict-Transport-Security` max-age on TLS responses (0s: no header).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub hsts_max_age: Duration,
     /// A proxy in front terminates TLS: this listener serves plain HTTP, and `cert` and `key`
     /// are not read (so the production layer's paths need no unsetting behind a proxy).
@@ -465,10 +482,10 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Prepended to every key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub connect_timeout: Duration,
     /// A command slower than this fails (and the request gets 503) instead of hanging.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub response_timeout: Duration,
 }
 
@@ -477,16 +494,16 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct SessionSettings {
     /// Inactivity after which a session ends (sliding).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub idle_timeout: Duration,
     /// Hard end of a session, whatever the activity.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub absolute_lifetime: Duration,
     /// Activity is written to the store at most this often per session.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub touch_interval: Duration,
     /// How often the sessions with live sockets are re-checked, in case a notification was missed.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub reconcile_interval: Duration,
 }
 
@@ -496,16 +513,16 @@ pub struct SessionSettings {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     /// A node writes its heartbeat this often.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub heartbeat_interval: Duration,
     /// A node without a heartbeat for this long is dead: its users leave presence.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub node_timeout: Duration,
     /// How long an operator request waits for the other nodes before naming them missing.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub request_timeout: Duration,
     /// The subscription is probed this often; three probes unanswered and it is reconnected.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "bounded_duration")]
     pub probe_interval: Duration,
 }
 
@@ -729,7 +746,8 @@ impl Settings {
                 "heartbeat_interval, probe_interval and request_timeout must be above 0",
             ));
         }
-        if cluster.node_timeout < cluster.heartbeat_interval * 3 {
+        // Checked: a heartbeat_interval near Duration::MAX must be refused, not overflow.
+        if cluster.heartbeat_interval.checked_mul(3).is_none_or(|least| cluster.node_timeout < least) {
             return Err(ConfigError::invalid(
                 "cluster.node_timeout",
                 "must be at least three heartbeat_intervals, or a slow heartbeat makes a live node look dead",
@@ -915,6 +933,27 @@ mod tests {
         assert_eq!(settings.server.port, 8080);
         assert!(!settings.users.is_empty());
         assert!(!settings.ws.echo, "the echo route is off unless asked for");
+    }
+
+    #[test]
+    fn a_huge_cluster_heartbeat_is_refused_not_overflowed() {
+        // Three such heartbeats overflowed a Duration and panicked (fuzz/fuzz_targets/config.rs).
+        let toml = "[cluster]\nheartbeat_interval = \"200000000000y\"\nnode_timeout = \"500000000000y\"";
+        let err = load_with(&[toml], &[]).unwrap_err().to_string();
+        assert!(err.contains("heartbeat_interval") && err.contains("100 years"), "{err}");
+    }
+
+    #[test]
+    fn no_duration_may_be_long_enough_to_overflow_a_timer() {
+        // A heartbeat of 2e11 years loaded, and tokio's first `Instant + period` would panic.
+        for (section, key) in [("ws", "heartbeat_interval"), ("session", "idle_timeout"), ("auth", "access_ttl")] {
+            let toml = format!("[{section}]\n{key} = \"200000000000y\"");
+            let err = load_with(&[&toml], &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("100 years"), "{section}.{key}: {err}");
+        }
+        let toml = "[ws]\nheartbeat_interval = \"98years\"\nclient_timeout = \"99years\"";
+        let loaded = load_with(&[toml], &[]);
+        assert!(loaded.is_ok(), "long but bounded durations load: {:?}", loaded.err());
     }
 
     #[test]

@@ -21,8 +21,12 @@ pub struct JwksKey {
 /// algorithm) are skipped and named in `skipped`; an unreadable or malformed file is an error.
 pub fn load(path: &Path) -> Result<(Vec<JwksKey>, Vec<String>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let set: JwkSet =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not a JWKS document: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{} is not a JWKS document: {e}", path.display()))
+}
+
+/// [`load`] without the file: the usable keys of a JWKS document and why others were skipped.
+pub fn parse(text: &str) -> Result<(Vec<JwksKey>, Vec<String>), serde_json::Error> {
+    let set: JwkSet = serde_json::from_str(text)?;
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
     for (i, jwk) in set.keys.iter().enumerate() {

@@ -24,7 +24,7 @@ use crate::config::AuthMode;
 use crate::http::error::ApiError;
 use crate::registry::{Refusal, Register};
 use crate::state::AppState;
-use session::{identity_of, Registration, SocketDeps, SocketMode, WsSession};
+use session::{identity_of, Registration, SocketConfig, SocketDeps, SocketMode, WsSession};
 use transport::{Inbound, OutboundBody, Outbox};
 
 /// The application subprotocol; the server answers with it when the client offers it.
@@ -85,7 +85,7 @@ async fn accept(
     check_origin(req, state)?;
     check_version(req)?;
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
-    let principal = match presented(req, &sockets)? {
+    let principal = match presented(req, sockets.auth.mode(), &sockets.config)? {
         Some((value, method)) => Some((sockets.auth.authenticate(credential(&value, method)).await?, method)),
         // An echo socket echoes its first message too: it cannot authenticate with it.
         None if mode == SocketMode::Echo => return Err(AuthError::MissingCredentials.into()),
@@ -189,9 +189,14 @@ fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
 
 /// The credential the upgrade request presents, and how; `None` for a socket that will
 /// authenticate with its first message. In session mode only the session cookie counts (the
-/// Origin check is what keeps other sites' pages out); in JWT mode, first match wins.
-fn presented(req: &HttpRequest, sockets: &SocketDeps) -> Result<Option<(String, AuthMethod)>, ApiError> {
-    if sockets.auth.mode() == AuthMode::Session {
+/// Origin check is what keeps other sites' pages out); in JWT mode, first match wins. Public
+/// for the fuzz target (fuzz/).
+pub fn presented(
+    req: &HttpRequest,
+    mode: AuthMode,
+    config: &SocketConfig,
+) -> Result<Option<(String, AuthMethod)>, ApiError> {
+    if mode == AuthMode::Session {
         return crate::http::session::session_secret(req)
             .map(|secret| Some((secret, AuthMethod::Session)))
             .ok_or(ApiError::Auth(AuthError::MissingCredentials));
@@ -215,7 +220,7 @@ fn presented(req: &HttpRequest, sockets: &SocketDeps) -> Result<Option<(String, 
         return Ok(Some((token.to_owned(), AuthMethod::Header)));
     }
     if let Some(token) = query_param(req.query_string(), "token") {
-        if !sockets.config.query_token {
+        if !config.query_token {
             return Err(ApiError::bad_request(
                 "query_token_disabled",
                 "?token= is disabled on this server (auth.query_token); use the subprotocol or the Authorization header",
@@ -223,7 +228,7 @@ fn presented(req: &HttpRequest, sockets: &SocketDeps) -> Result<Option<(String, 
         }
         return Ok(Some((token, AuthMethod::Query)));
     }
-    if sockets.config.first_message {
+    if config.first_message {
         return Ok(None);
     }
     Err(AuthError::MissingCredentials.into())
