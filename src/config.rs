@@ -940,7 +940,8 @@ mod tests {
         // Three such heartbeats overflowed a Duration and panicked (fuzz/fuzz_targets/config.rs).
         let toml = "[cluster]\nheartbeat_interval = \"200000000000y\"\nnode_timeout = \"500000000000y\"";
         let err = load_with(&[toml], &[]).unwrap_err().to_string();
-        assert!(err.contains("heartbeat_interval") && err.contains("100 years"), "{err}");
+        // Either key may be the one named first; each is refused on its own.
+        assert!(err.contains("cluster.") && err.contains("100 years"), "{err}");
     }
 
     #[test]
