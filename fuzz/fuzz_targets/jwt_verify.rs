@@ -24,7 +24,7 @@ fn service() -> &'static TokenService {
         let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/keys");
         // A long lifetime cap, so that committed seeds (exp in 2100) keep reaching the claims.
         let toml = format!(
-            "[auth]\nsecret = \"{SECRET}\"\nmax_token_lifetime = \"200years\"\n\
+            "[auth]\nsecret = \"{SECRET}\"\nmax_token_lifetime = \"99years\"\n\
              [[auth.keys]]\nkid = \"rsa\"\nalgorithm = \"RS256\"\npublic_key = \"{keys}/rsa.pub.pem\"\n\
              [[auth.keys]]\nkid = \"ec\"\nalgorithm = \"ES256\"\npublic_key = \"{keys}/ec.pub.pem\"\n\
              [[auth.keys]]\nkid = \"ed\"\nalgorithm = \"EdDSA\"\npublic_key = \"{keys}/ed.pub.pem\"\n"
