@@ -124,7 +124,6 @@ struct Inner {
     room_state: Script,
     presence_join: Script,
     presence_leave: Script,
-    reap_room: Script,
     heartbeat: Script,
     sync_presence: Script,
     /// Rooms this node follows: subscribed now, and again after any reconnection.
@@ -195,7 +194,6 @@ impl Engine {
             room_state: Script::new(scripts::ROOM_STATE),
             presence_join: Script::new(scripts::PRESENCE_JOIN),
             presence_leave: Script::new(scripts::PRESENCE_LEAVE),
-            reap_room: Script::new(scripts::REAP_ROOM),
             heartbeat: Script::new(scripts::HEARTBEAT),
             sync_presence: Script::new(scripts::SYNC_PRESENCE),
             rooms: Mutex::default(),
@@ -462,15 +460,7 @@ impl Engine {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            let mut call = self.inner.sync_presence.key(self.room_key(room, "pn"));
-            call.key(self.room_key(room, "pu"))
-                .arg(&self.inner.node)
-                .arg(self.room_channel(room))
-                .arg(self.inner.room_ttl_ms);
-            for user in users {
-                call.arg(user.as_str());
-            }
-            let _: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+            self.set_presence(&self.inner.node, room, users).await?;
         }
         Ok(())
     }
@@ -533,18 +523,19 @@ impl Engine {
         Ok(rooms.len())
     }
 
-    /// Takes `node`'s users out of one room's presence.
+    /// Takes `node`'s users out of one room's presence: its presence there made empty.
     async fn reap_room(&self, node: &str, room: &RoomId) -> Result<(), Unavailable> {
-        let _: i64 = self
-            .inner
-            .reap_room
-            .key(self.room_key(room, "pn"))
-            .key(self.room_key(room, "pu"))
-            .arg(node)
-            .arg(self.room_channel(room))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        self.set_presence(node, room, &[]).await
+    }
+
+    /// Makes `node`'s presence in `room` exactly `users` ([`scripts::SYNC_PRESENCE`]).
+    async fn set_presence(&self, node: &str, room: &RoomId, users: &[UserId]) -> Result<(), Unavailable> {
+        let mut call = self.inner.sync_presence.key(self.room_key(room, "pn"));
+        call.key(self.room_key(room, "pu")).arg(node).arg(self.room_channel(room)).arg(self.inner.room_ttl_ms);
+        for user in users {
+            call.arg(user.as_str());
+        }
+        let _: i64 = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -80,25 +80,6 @@ end
 return 1
 "#;
 
-/// A dead node's users leave one room. `KEYS`: per-node hash, users hash. `ARGV`: the dead
-/// node, room channel. Safe to run twice (two reapers): a field is removed once.
-pub const REAP_ROOM: &str = r#"
-local prefix = ARGV[1] .. '|'
-local gone = 0
-for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(field, 1, #prefix) == prefix then
-    local user = string.sub(field, #prefix + 1)
-    redis.call('HDEL', KEYS[1], field)
-    gone = gone + 1
-    if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
-      redis.call('HDEL', KEYS[2], user)
-      redis.call('PUBLISH', ARGV[2], 'p leave ' .. user)
-    end
-  end
-end
-return gone
-"#;
-
 /// The heartbeat: stamps this node with Redis's clock (one clock for every node) and answers
 /// it in ms, the nodes whose last heartbeat is older than the timeout, the live ones, and
 /// whether this node was missing (reaped as dead, or Redis lost it: its presence must be
@@ -125,8 +106,10 @@ return {now, dead, live, missing and 1 or 0}
 
 /// Makes this node's presence in one room exactly its local users: adds those missing
 /// (announcing users new to the room) and removes the others (announcing users now on no node),
-/// e.g. departures that could not be written while Redis was down. `KEYS`: per-node hash,
-/// users hash. `ARGV`: node, room channel, room TTL ms, then the local users.
+/// e.g. departures that could not be written while Redis was down. With no users, it takes a
+/// node (a dead one, or this one leaving a room) out of the room; safe to run twice (two
+/// reapers): a field is removed once. `KEYS`: per-node hash, users hash. `ARGV`: node, room
+/// channel, room TTL ms, then the local users.
 pub const SYNC_PRESENCE: &str = r#"
 local prefix = ARGV[1] .. '|'
 local here = {}

@@ -145,12 +145,12 @@ impl Registry {
         for message in state.messages.into_iter().filter(|m| m.id > last) {
             self.rooms.mirror(message.clone(), now);
             if !reset {
-                self.deliver_to(&had, &ServerMessage::Message(message));
+                self.deliver_to(&room, &had, &ServerMessage::Message(message));
             }
         }
         for (user, event) in changes {
             let others: HashSet<ConnId> = had.iter().copied().filter(|id| !self.is_users(*id, &user)).collect();
-            self.deliver_to(&others, &ServerMessage::Presence { room: room.clone(), user, event });
+            self.deliver_to(&room, &others, &ServerMessage::Presence { room: room.clone(), user, event });
         }
         if reset {
             for conn_id in &had {
@@ -196,11 +196,11 @@ impl Registry {
         self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()).is_some_and(|i| i.user == *user)
     }
 
-    /// Sends one frame to these connections.
-    fn deliver_to(&self, conns: &HashSet<ConnId>, message: &ServerMessage) {
+    /// Sends one frame to these connections of `room` (not to those whose `joined` waits).
+    fn deliver_to(&self, room: &RoomId, conns: &HashSet<ConnId>, message: &ServerMessage) {
         let frame = message.to_json();
-        let unanswered = |id: &ConnId| self.feeds.values().any(|f| f.unanswered.contains_key(id));
-        for conn_id in conns.iter().filter(|id| !unanswered(id)) {
+        let unanswered = self.feeds.get(room).map(|f| &f.unanswered);
+        for conn_id in conns.iter().filter(|id| !unanswered.is_some_and(|u| u.contains_key(id))) {
             if let Some(conn) = self.conns.get(conn_id) {
                 conn.outbox.do_send(Outbound::Frame(frame.clone()));
             }
@@ -316,6 +316,6 @@ impl Registry {
         }
         // The user's own sockets know already.
         let others: HashSet<ConnId> = self.rooms.members(&room).filter(|id| !self.is_users(*id, &user)).collect();
-        self.deliver_to(&others, &ServerMessage::Presence { room, user, event });
+        self.deliver_to(&room, &others, &ServerMessage::Presence { room: room.clone(), user, event });
     }
 }
