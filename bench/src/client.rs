@@ -275,6 +275,27 @@ pub struct ServerFrame<'a> {
     pub request: Option<Cow<'a, str>>,
 }
 
+/// A close code with authchat's name for it (`protocol::close`), for reports.
+pub fn close_label(code: u16) -> String {
+    use authchat::protocol::close::*;
+    let name = match code {
+        NORMAL => "normal",
+        GOING_AWAY => "going away",
+        PROTOCOL_ERROR => "protocol error",
+        MESSAGE_TOO_BIG => "message too big",
+        AUTH_REQUIRED => "auth required",
+        TOKEN_EXPIRED => "token expired",
+        SESSION_ENDED => "session ended",
+        REVOKED => "revoked",
+        DISCONNECTED => "disconnected by an operator",
+        RATE_LIMITED => "rate limited",
+        TOO_SLOW => "too slow",
+        1005 => "no code",
+        _ => return code.to_string(),
+    };
+    format!("{code} ({name})")
+}
+
 /// The code of a close frame (1005 when it has none).
 pub fn close_code(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> u16 {
     frame.map_or(1005, |f| f.code.into())
@@ -302,6 +323,13 @@ mod tests {
         assert_eq!((frame.kind.as_ref(), frame.conn_id, frame.node.as_deref()), ("welcome", Some(7), Some("n1")));
         let message = r#"{"type":"message","room":"r","id":1,"from":"u","text":"hi","ts":5}"#;
         assert_eq!(serde_json::from_str::<ServerFrame>(message).unwrap().text.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn close_codes_are_named_as_authchat_names_them() {
+        assert_eq!(close_label(4009), "4009 (too slow)");
+        assert_eq!(close_label(4001), "4001 (token expired)");
+        assert_eq!(close_label(3999), "3999");
     }
 
     #[test]

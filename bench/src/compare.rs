@@ -253,8 +253,14 @@ fn once(which: Which, kind: Kind, client: &ClientArgs, o: &Options) -> anyhow::R
                 r.closed, r.n, r.lag.p50, r.lag.p99, r.lag.max, r.released.p50
             );
             let problem = (!r.ok()).then(|| r.verdict());
-            let figures =
-                vec![(Metric::ExpiryP99, r.lag.p99), (Metric::ExpiryMax, r.lag.max), (Metric::Release, r.released.p50)];
+            // A run in which not every socket was closed with 4001 has no lag figure: the
+            // sockets missing from it are the slowest or the lost.
+            let valid = |v: f64| if r.ok() { v } else { f64::NAN };
+            let figures = vec![
+                (Metric::ExpiryP99, valid(r.lag.p99)),
+                (Metric::ExpiryMax, valid(r.lag.max)),
+                (Metric::Release, valid(r.released.p50)),
+            ];
             Ok(Outcome { figures, summary, problem })
         }
     })();

@@ -114,6 +114,10 @@ pub struct ServerArgs {
     /// must allow the load: see `AUTHCHAT_TUNING` in docs/benchmarks.md). Needs --secret.
     #[arg(long, conflicts_with = "in_process")]
     pub url: Option<String>,
+    /// With --url: the server's process id, so the scenarios that read /proc (hold's memory,
+    /// the CPU per thread of expiry, churn's memory) see it; e.g. a server run under heaptrack.
+    #[arg(long, requires = "url")]
+    pub pid: Option<u32>,
     /// HS256 secret to sign tokens with: the --url server's `auth.secret`. Servers started
     /// here get a random one.
     #[arg(long, env = "AUTHCHAT__AUTH__SECRET", hide_env_values = true)]
@@ -141,6 +145,11 @@ pub struct ProgramArgs {
     /// The redis-server program, for fan-outs over several nodes.
     #[arg(long, default_value = "redis-server")]
     pub redis_server: PathBuf,
+    /// Run each server started here under this command, split on spaces, e.g.
+    /// "heaptrack -o /tmp/hold" or "valgrind --tool=callgrind"; the figures read from /proc are
+    /// then the wrapped server's own, and a stop waits up to 60 s for the wrapper to finish.
+    #[arg(long)]
+    pub wrap: Option<String>,
 }
 
 impl ProgramArgs {
@@ -207,8 +216,16 @@ pub struct Server {
 }
 
 enum How {
-    Child { child: Child, log: PathBuf },
-    InProcess { stop: tokio::sync::oneshot::Sender<()>, thread: JoinHandle<std::io::Result<()>> },
+    /// `child` is the server itself, or the wrapper (--wrap) whose descendant `pid` is.
+    Child {
+        child: Child,
+        log: PathBuf,
+        wrapped: bool,
+    },
+    InProcess {
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: JoinHandle<std::io::Result<()>>,
+    },
     External,
 }
 
@@ -247,7 +264,18 @@ impl Server {
     /// child, the stop signal for one in this process (waiting at most 15 s).
     pub fn stop(self) {
         match self.how {
-            How::Child { child, .. } => terminate(&self.name, child),
+            How::Child { child, wrapped: false, .. } => terminate(&self.name, child, Duration::from_secs(5)),
+            How::Child { mut child, wrapped: true, .. } => {
+                // Stop the server and let the wrapper, which waits for it, write what it recorded.
+                if let Some(pid) = self.pid.filter(|p| *p != child.id()) {
+                    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                    let give_up = Instant::now() + Duration::from_secs(60);
+                    while Instant::now() < give_up && matches!(child.try_wait(), Ok(None)) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                terminate(&self.name, child, Duration::from_secs(5));
+            }
             How::InProcess { stop, thread } => {
                 let _ = stop.send(());
                 let give_up = Instant::now() + Duration::from_secs(15);
@@ -265,15 +293,17 @@ impl Server {
     }
 }
 
-/// SIGTERM, then SIGKILL after 5 s.
-fn terminate(name: &str, mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let give_up = Instant::now() + Duration::from_secs(5);
+/// SIGTERM unless it has exited, then SIGKILL after `patience`.
+fn terminate(name: &str, mut child: Child, patience: Duration) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    let give_up = Instant::now() + patience;
     while Instant::now() < give_up && matches!(child.try_wait(), Ok(None)) {
         std::thread::sleep(Duration::from_millis(20));
     }
     if matches!(child.try_wait(), Ok(None)) {
-        eprintln!("authchat-bench: {name} did not stop within 5 s; killing it");
+        eprintln!("authchat-bench: {name} did not stop within {patience:?}; killing it");
         let _ = child.kill();
     }
     let _ = child.wait();
@@ -366,6 +396,11 @@ pub fn start_child(kind: Kind, programs: &ProgramArgs, launch: &Launch, dir: &Pa
     if kind != Kind::Authchat {
         command.env("PEER_HOST", "127.0.0.1").env("PEER_PORT", port.to_string()).env("PEER_SECRET", &launch.secret);
     }
+    let program = Path::new(command.get_program()).file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut command = match &programs.wrap {
+        Some(wrap) => wrapped(wrap, &command)?,
+        None => command,
+    };
     let log = dir.join(format!("{}-{}.log", launch.name, kind.name()));
     let out = File::options().create(true).append(true).open(&log)?;
     let child = command
@@ -375,8 +410,9 @@ pub fn start_child(kind: Kind, programs: &ProgramArgs, launch: &Launch, dir: &Pa
         .spawn()
         .with_context(|| format!("cannot start the {} server", kind.name()))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut server =
-        Server { kind, addr, pid: Some(child.id()), name: launch.name.clone(), how: How::Child { child, log } };
+    let wrapped = programs.wrap.is_some();
+    let pid = Some(child.id());
+    let mut server = Server { kind, addr, pid, name: launch.name.clone(), how: How::Child { child, log, wrapped } };
     // authchat's /readyz also waits for its Redis engine; the peers answer /healthz.
     let path = if kind == Kind::Authchat { "/readyz" } else { "/healthz" };
     let ready =
@@ -386,7 +422,42 @@ pub fn start_child(kind: Kind, programs: &ProgramArgs, launch: &Launch, dir: &Pa
         server.stop();
         bail!("the {} server did not become ready on {addr}; its log:\n{tail}", kind.name());
     }
+    if wrapped {
+        server.pid = program.and_then(|name| descendant(server.pid.unwrap_or_default(), &name));
+        if server.pid.is_none() {
+            eprintln!("authchat-bench: cannot find the wrapped server's process; /proc figures are missing");
+        }
+    }
     Ok(server)
+}
+
+/// `inner` run by the command `wrap` (split on spaces), with `inner`'s environment.
+fn wrapped(wrap: &str, inner: &Command) -> anyhow::Result<Command> {
+    let mut parts = wrap.split_whitespace();
+    let mut outer = Command::new(parts.next().ok_or_else(|| anyhow!("--wrap is empty"))?);
+    outer.args(parts).arg(inner.get_program()).args(inner.get_args());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => outer.env(key, value),
+            None => outer.env_remove(key),
+        };
+    }
+    Ok(outer)
+}
+
+/// The first process below `pid` (itself included) whose name is `name` (as /proc's `comm`
+/// has it: at most 15 bytes).
+fn descendant(pid: u32, name: &str) -> Option<u32> {
+    let comm: String = name.chars().take(15).collect();
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(p) = queue.pop_front() {
+        if std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm) {
+            return Some(p);
+        }
+        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        queue.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    None
 }
 
 /// Starts authchat in this process, on its own thread and actix System, so the registry actor
@@ -435,10 +506,10 @@ pub fn start_in_process(launch: &Launch) -> anyhow::Result<Server> {
     })
 }
 
-/// A server already running at a `ws://` or `http://` loopback URL.
-pub fn external(kind: Kind, url: &str) -> anyhow::Result<Server> {
+/// A server already running at a `ws://` or `http://` loopback URL, as process `pid` if known.
+pub fn external(kind: Kind, url: &str, pid: Option<u32>) -> anyhow::Result<Server> {
     let addr = loopback_address(url)?;
-    Ok(Server { kind, addr, pid: None, name: addr.to_string(), how: How::External })
+    Ok(Server { kind, addr, pid, name: addr.to_string(), how: How::External })
 }
 
 /// `host:port` of a `ws://` or `http://` URL, which must be an IPv4 loopback address (sockets
@@ -466,7 +537,7 @@ pub fn from_args(args: &ServerArgs, what: &str) -> anyhow::Result<(Server, Strin
     let dir = RunDir::new(what)?;
     if let Some(url) = &args.url {
         let secret = args.secret.clone().ok_or_else(|| anyhow!("--url needs --secret (or AUTHCHAT__AUTH__SECRET)"))?;
-        return Ok((external(args.target, url)?, secret, dir));
+        return Ok((external(args.target, url, args.pid)?, secret, dir));
     }
     let secret = args.secret.clone().unwrap_or_else(random_secret);
     if secret.len() < 32 {
@@ -556,7 +627,7 @@ impl Fleet {
             node.stop();
         }
         if let Some(redis) = self.redis.take() {
-            terminate("redis-server", redis);
+            terminate("redis-server", redis, Duration::from_secs(5));
         }
     }
 }

@@ -87,7 +87,7 @@ pub fn run(
 
 /// Waits until the server has let go of the last carrier's sockets (authchat's
 /// `authchat_connections_open` is 0; the peers get 2 s).
-fn settle(server: &Server) {
+pub(crate) fn settle(server: &Server) {
     if server.kind == Kind::Authchat {
         wait_for(Duration::from_secs(10), || {
             crate::http::metrics(server.addr).is_ok_and(|m| m.get("authchat_connections_open") == Some(&0.0))
@@ -108,7 +108,11 @@ struct Plan {
     last_welcome_us: AtomicU64,
 }
 
-/// One carrier: N sockets.
+/// Sockets opened and closed, untimed, before each carrier's timed batch, so the first
+/// handshakes' one-time costs (a worker's first accept, lazily built tables) are not timed.
+const WARM_UP: usize = 100;
+
+/// One carrier: a warm-up batch, then N sockets timed.
 pub fn once(
     server: &Server,
     secret: &str,
@@ -117,12 +121,26 @@ pub fn once(
     options: &Options,
     carrier: Carrier,
 ) -> anyhow::Result<Report> {
+    let tokens = Tokens::new(secret, kid)?;
+    let warm = Options { connections: WARM_UP.min(options.connections), ..options.clone() };
+    batch(server, &tokens, client, &warm, carrier, "warm")?;
+    settle(server);
+    batch(server, &tokens, client, options, carrier, "connect")
+}
+
+pub(crate) fn batch(
+    server: &Server,
+    tokens: &Tokens,
+    client: &ClientArgs,
+    options: &Options,
+    carrier: Carrier,
+    what: &str,
+) -> anyhow::Result<Report> {
     let n = options.connections;
     let threads = client.client_threads.max(1);
-    let tokens = Tokens::new(secret, kid)?;
     let exp = now_s() + 900;
     // Signed before the clock starts: the client's signing is not the server's handshake.
-    let signed = (0..n).map(|i| tokens.token(&tokens.user("connect", i), exp, &[])).collect();
+    let signed = (0..n).map(|i| tokens.token(&tokens.user(what, i), exp, &[])).collect();
     let per_thread = options.concurrency.div_ceil(threads).max(1);
     let plan = Arc::new(Plan {
         dialer: Dialer::new(server.addr, client),

@@ -27,8 +27,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{reasons, Crowd};
-use crate::client::{close_code, now_us, Carrier, ClientArgs, Dialer, Tokens};
+use super::{connect, reasons, Crowd};
+use crate::client::{close_code, close_label, now_us, Carrier, ClientArgs, Dialer, Tokens};
 use crate::stats::Dist;
 use crate::sys::{cpu_snapshot, cpu_used, CpuSnapshot, CpuUse, ThreadCpu};
 use crate::target::{Kind, Server};
@@ -52,8 +52,9 @@ pub struct Options {
     /// Seconds over which the `exp`s are spread evenly, in whole seconds; 0 = all in one second.
     #[arg(long, default_value_t = 0)]
     pub spread: u64,
-    /// Seconds from the start to the first `exp` [default: 3 + N/1500, so opening ends a few
-    /// seconds before it even on the slowest peer].
+    /// Seconds from the start to the first `exp` [default: 2 s plus twice the time N
+    /// handshakes take at the rate a probe of a few hundred measures first, so opening ends well
+    /// before `exp` on a slow server or a busy machine].
     #[arg(long)]
     pub exp_in: Option<u64>,
     /// Seconds after its `exp` a socket may take to be closed before it counts as not closed.
@@ -187,7 +188,7 @@ impl fmt::Display for Report {
         writeln!(f, "closed with 4001         {}", self.closed)?;
         writeln!(f, "closed before exp        {}", self.early)?;
         for (code, count) in &self.other_codes {
-            writeln!(f, "closed with {code}         {count}")?;
+            writeln!(f, "closed with {:<12} {count}", close_label(*code))?;
         }
         for (why, count) in &self.dropped {
             writeln!(f, "ended without close      {count} ({why})")?;
@@ -226,11 +227,23 @@ pub fn run(server: &Server, secret: &str, kid: &str, client: &ClientArgs, option
     let is_authchat = server.kind == Kind::Authchat;
     let metrics_before = if is_authchat { crate::http::metrics(server.addr).ok() } else { None };
 
+    let tokens = Tokens::new(secret, kid)?;
+    let exp_in = match options.exp_in {
+        Some(exp_in) => exp_in,
+        None => {
+            let probe = connect::Options {
+                connections: (n / 10).clamp(20, 500),
+                concurrency: options.concurrency,
+                carriers: vec![],
+            };
+            let rate = connect::batch(server, &tokens, client, &probe, Carrier::Query, "probe")?.per_second;
+            connect::settle(server);
+            2 + (2.0 * n as f64 / rate.max(1.0)).ceil() as u64
+        }
+    };
     let start_us = now_us();
-    let exp_in = options.exp_in.unwrap_or(3 + n as u64 / 1500);
     let first_exp = (start_us / 1000 + exp_in * 1000).div_ceil(1000);
     let exps: Vec<u64> = (0..n).map(|i| first_exp + (i as u64 * (options.spread + 1)) / n as u64).collect();
-    let tokens = Tokens::new(secret, kid)?;
     let signed = exps
         .iter()
         .enumerate()

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use clap::Args;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{watch, Semaphore};
@@ -156,7 +156,9 @@ pub fn main(server: &ServerArgs, nodes: &NodeArgs, client: &ClientArgs, options:
         let secret = nodes.given_secret(server)?;
         let addrs =
             nodes.nodes.iter().map(|u| crate::target::loopback_address(u)).collect::<anyhow::Result<Vec<_>>>()?;
-        summaries.push(run(&addrs, &secret, &server.kid, client, options, "given nodes")?);
+        let summary = run(&addrs, &secret, &server.kid, client, options, "given nodes")?;
+        println!("{summary}");
+        summaries.push(summary);
     } else if !nodes.spawn.is_empty() {
         for backend in &nodes.backend {
             for &n in &nodes.spawn {
@@ -166,15 +168,19 @@ pub fn main(server: &ServerArgs, nodes: &NodeArgs, client: &ClientArgs, options:
                 let summary = on_fleet(n, *backend, &secret, server.workers, &server.programs, |addrs| {
                     run(addrs, &secret, &server.kid, client, options, &label)
                 })?;
+                println!("{summary}");
                 summaries.push(summary);
                 println!();
             }
         }
     } else {
         let (target, secret, _dir) = crate::target::from_args(server, "fanout")?;
+        println!("fanout: {} server at ws://{}", target.kind.name(), target.addr);
         let outcome = run(&[target.addr], &secret, &server.kid, client, options, target.kind.name());
         target.stop();
-        summaries.push(outcome?);
+        let summary = outcome?;
+        println!("{summary}");
+        summaries.push(summary);
     }
     if summaries.len() > 1 {
         println!(
@@ -669,9 +675,4 @@ fn report(options: &Options, plan: &Plan, results: &[MemberResult], label: &str,
     }
     summary.text = text;
     summary
-}
-
-/// The first node's address, for the scenarios that need one.
-pub fn first(nodes: &[SocketAddr]) -> anyhow::Result<SocketAddr> {
-    nodes.first().copied().ok_or_else(|| anyhow!("no nodes"))
 }

@@ -19,7 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{reasons, Crowd};
-use crate::client::{close_code, now_s, now_us, Carrier, ClientArgs, Dialer, ServerFrame, Tokens};
+use crate::client::{close_code, close_label, now_s, now_us, Carrier, ClientArgs, Dialer, ServerFrame, Tokens};
 use crate::stats::Dist;
 use crate::target::Server;
 
@@ -355,7 +355,7 @@ pub fn run(server: &Server, secret: &str, kid: &str, client: &ClientArgs, option
     for s in &seen {
         if s.slow {
             let end = match (s.closed, &s.error) {
-                (Some(code), _) => format!("closed with {code}"),
+                (Some(code), _) => format!("closed with {}", close_label(code)),
                 (None, Some(why)) => why.clone(),
                 (None, None) => "still open".to_owned(),
             };
