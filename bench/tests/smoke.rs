@@ -82,6 +82,7 @@ fn hold_churn_and_slow_run_to_the_end() {
         slow: 2,
         senders: 1,
         messages: 20,
+        rate: 0.0,
         size: 100,
         receive_buffer: 4096,
         drain: 1,

@@ -1,6 +1,8 @@
 //! Slow consumers: a fan-out in which some members never read. `--members` sockets join one
 //! room; the last `--slow` of them have a small kernel receive buffer and read nothing while
-//! the first `--senders` send `--messages` texts of `--size` characters back to back. It
+//! the first `--senders` send `--messages` texts of `--size` characters, `--rate` a second
+//! each (slow enough for the reading members to keep up; a faster burst than this one client
+//! thread reads makes every member slow, and authchat closes them all with 4009). It
 //! reports what the reading members got (deliveries, latency) and what became of the slow
 //! ones once they start reading again: authchat closes a socket with more than
 //! `ws.max_outbound_bytes` waiting with 4009 and drops what was queued, so its memory stays
@@ -35,8 +37,12 @@ pub struct Options {
     #[arg(long, default_value_t = 1)]
     pub senders: usize,
     /// Messages sent in all.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub messages: usize,
+    /// Messages per second per sender, so that the reading members keep up (a burst faster
+    /// than this client reads would make every member slow); 0 = back to back.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
     /// Characters per message (authchat's chat.max_text_chars is 4,000).
     #[arg(long, default_value_t = 3900)]
     pub size: usize,
@@ -70,6 +76,8 @@ struct Plan {
     slow_from: usize,
     senders: usize,
     messages: usize,
+    /// Pause between one sender's messages.
+    pace: Option<Duration>,
     padding: String,
     handshakes: Semaphore,
     joined: AtomicUsize,
@@ -123,7 +131,10 @@ async fn member(plan: Arc<Plan>, i: usize, phase: watch::Receiver<Phase>) -> See
             let go = phase.wait_for(|p| *p >= Phase::Sending).await.map(|p| *p == Phase::Sending);
             let mut first = None;
             if matches!(go, Ok(true)) {
-                for g in mine {
+                for (n, g) in mine.into_iter().enumerate() {
+                    if let (Some(pace), true) = (plan.pace, n > 0) {
+                        tokio::time::sleep(pace).await;
+                    }
                     let sent_us = now_us();
                     first.get_or_insert(sent_us);
                     let text = format!("slow {} {g} {sent_us} {}", plan.run, plan.padding);
@@ -211,6 +222,8 @@ async fn member(plan: Arc<Plan>, i: usize, phase: watch::Receiver<Phase>) -> See
 #[derive(Debug, Clone)]
 pub struct Report {
     pub readers: usize,
+    /// Messages per second per sender (0: back to back).
+    pub rate: f64,
     pub slow: usize,
     pub messages: usize,
     pub frame_bytes: usize,
@@ -234,12 +247,17 @@ impl fmt::Display for Report {
         let failed: usize = self.failed.values().sum();
         writeln!(
             f,
-            "{} reading and {} slow members; {} messages of about {} bytes each{}",
+            "{} reading and {} slow members; {} messages of about {} bytes each{}{}",
             self.readers,
             self.slow,
             self.messages,
             self.frame_bytes,
-            if failed > 0 { format!("; {failed} members failed{}", reasons(&self.failed)) } else { String::new() }
+            if self.rate > 0.0 { format!(", {} a second", self.rate) } else { String::new() },
+            if failed > 0 {
+                format!("; {failed} reading members failed or were closed{}", reasons(&self.failed))
+            } else {
+                String::new()
+            }
         )?;
         writeln!(
             f,
@@ -282,6 +300,7 @@ pub fn run(server: &Server, secret: &str, kid: &str, client: &ClientArgs, option
         slow_from: options.members - options.slow,
         senders: options.senders,
         messages: options.messages,
+        pace: (options.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate)),
         padding: "x".repeat(options.size.saturating_sub(40)),
         handshakes: Semaphore::new(100),
         joined: AtomicUsize::new(0),
@@ -362,8 +381,12 @@ pub fn run(server: &Server, secret: &str, kid: &str, client: &ClientArgs, option
             *slow_ends.entry(end).or_default() += 1;
             slow_received.push(s.received as f64);
         } else {
-            if let Some(why) = &s.error {
-                *failed.entry(why.clone()).or_default() += 1;
+            let why = match (s.closed, &s.error) {
+                (Some(code), _) => Some(format!("closed by the server with {}", close_label(code))),
+                (None, why) => why.clone(),
+            };
+            if let Some(why) = why {
+                *failed.entry(why).or_default() += 1;
             }
             delivered += s.received;
             latencies.extend(&s.latencies);
@@ -374,6 +397,7 @@ pub fn run(server: &Server, secret: &str, kid: &str, client: &ClientArgs, option
     let span = first_send.map_or(0.0, |f| last_receipt.saturating_sub(f) as f64 / 1e6);
     Ok(Report {
         readers,
+        rate: options.rate,
         slow: options.slow,
         messages: options.messages,
         frame_bytes: options.size + 100,
