@@ -487,6 +487,23 @@ pub struct RedisSettings {
     /// A command slower than this fails (and the request gets 503) instead of hanging.
     #[serde(deserialize_with = "bounded_duration")]
     pub response_timeout: Duration,
+    /// Seed URLs of a Redis Cluster (`redis://host:port`, any few of its nodes); non-empty
+    /// means cluster mode, and `url` is then unused. May hold passwords: never logged.
+    #[serde(default)]
+    pub cluster_nodes: Vec<SecretString>,
+    /// A chat message is acknowledged only once this many replicas hold it (`WAIT`), so a
+    /// primary's failover cannot lose an acknowledged message; 0 acknowledges on the primary's
+    /// write. When fewer replicas confirm within half of `response_timeout` the sender gets
+    /// `unavailable` (the message may still appear; resending with the same `ref` is safe).
+    #[serde(default)]
+    pub ack_replicas: u32,
+}
+
+impl RedisSettings {
+    /// Whether `cluster_nodes` names a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
 }
 
 /// Server-side sessions (`auth.mode = "session"`).
@@ -634,6 +651,7 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("server.allowed_origins")
             .with_list_parse_key("server.trusted_proxies")
+            .with_list_parse_key("redis.cluster_nodes")
             .try_parsing(true)
             .source(options.env_vars.clone());
         let settings: Settings = builder
@@ -751,6 +769,14 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "cluster.node_timeout",
                 "must be at least three heartbeat_intervals, or a slow heartbeat makes a live node look dead",
+            ));
+        }
+        // Hash tags ({...}) keep a room's keys on one cluster shard; braces in the prefix would
+        // become the tag of every key and put the whole chat on one shard.
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must not hold { or }: they are Redis Cluster hash tags",
             ));
         }
         if self.session.reconcile_interval.is_zero() {

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub cluster_resubscriptions: IntCounter,
     /// Dead nodes whose users this node took out of presence.
     pub cluster_nodes_reaped: IntCounter,
+    /// Messages refused as `unavailable` because fewer than `redis.ack_replicas` held them in time.
+    pub cluster_unreplicated: IntCounter,
     /// Room refills from Redis history (after joining, a gap, or a resubscription).
     pub cluster_refills: IntCounter,
 }
@@ -54,6 +56,11 @@ impl Metrics {
             IntCounter::new("cluster_resubscriptions_total", "Times the Redis subscription was established").unwrap();
         let cluster_nodes_reaped =
             IntCounter::new("cluster_nodes_reaped_total", "Dead nodes taken out of presence by this node").unwrap();
+        let cluster_unreplicated = IntCounter::new(
+            "cluster_unreplicated_total",
+            "Messages answered unavailable: fewer than redis.ack_replicas replicas held them in time",
+        )
+        .unwrap();
         let cluster_refills = IntCounter::new("cluster_refills_total", "Rooms refilled from Redis history").unwrap();
         for collector in [
             Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
@@ -66,6 +73,7 @@ impl Metrics {
             Box::new(jwks_reloads.clone()),
             Box::new(cluster_resubscriptions.clone()),
             Box::new(cluster_nodes_reaped.clone()),
+            Box::new(cluster_unreplicated.clone()),
             Box::new(cluster_refills.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
@@ -82,6 +90,7 @@ impl Metrics {
             jwks_reloads,
             cluster_resubscriptions,
             cluster_nodes_reaped,
+            cluster_unreplicated,
             cluster_refills,
         }
     }
