@@ -70,7 +70,7 @@ async fn rooms_on_every_shard_chat_across_nodes_over_sharded_channels() {
 }
 
 #[tokio::test]
-async fn logins_refreshes_and_revocations_work_across_shards_and_nodes() {
+async fn logins_refreshes_tickets_and_revocations_work_across_shards_and_nodes() {
     let cluster = Cluster::start_sharded(&[]).await;
     let (token, cookie) = cluster.node(1).login("alice").await;
     let mut on_n1 = cluster.node(1).connect_with("alice", &token).await;
@@ -93,6 +93,15 @@ async fn logins_refreshes_and_revocations_work_across_shards_and_nodes() {
         let (code, _) = ws.expect_close(CLOSES).await;
         assert_eq!(code, 4002, "{}: the login ended", ws.who);
     }
+
+    // A one-time ticket taken on n1 opens one socket on n3, once.
+    let carol = sign("carol", 300, &[]);
+    let (status, body) = cluster.node(1).request(Method::POST, "/api/ticket", Some(&carol)).await;
+    assert_eq!(status, 200, "{body}");
+    let url = format!("ws://127.0.0.1:{}/ws?ticket={}", cluster.node(3).port, body["ticket"].as_str().unwrap());
+    let (mut ws, _) = connect(&url, &[]).await.expect("n3 honours n1's ticket");
+    assert_eq!(ws.next_of("welcome").await["user"], "carol");
+    expect_refused(&url, &[], 401, "invalid_ticket").await;
 
     let mut bob_n1 = cluster.node(1).member("bob").await;
     let mut bob_n3 = cluster.node(3).member("bob").await;
