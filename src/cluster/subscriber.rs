@@ -177,8 +177,8 @@ async fn within<T>(
 }
 
 impl Incoming {
-    /// The next (channel, payload) delivered, or a room channel confirmed (`None` payload);
-    /// `None` once the connection is gone.
+    /// The next message or sharded (un)subscription confirmation; `None` once the connection
+    /// is gone.
     async fn next(&mut self) -> Option<Delivery> {
         match self {
             Self::Stream(stream) => {
@@ -209,7 +209,9 @@ impl Incoming {
     }
 }
 
+/// What the subscription delivered.
 enum Delivery {
+    /// (channel, payload).
     Message(String, Vec<u8>),
     /// A sharded channel's subscription was confirmed (first, or again after a failover).
     Subscribed(String),
