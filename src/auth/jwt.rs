@@ -44,11 +44,21 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+}
+
+/// `aud`: one audience (as minted here) or several (RFC 7519 §4.1.3), as identity providers
+/// often send (Keycloak's `["authchat", "account"]`). Whether `auth.audience` is among them is
+/// jsonwebtoken's check; this only lets both shapes through to it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A key a token may be verified with, and the validation rules pinned to it.
@@ -395,7 +405,7 @@ impl TokenService {
             nbf: Some(now),
             jti: Some(crate::ids::random_id(16)),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
             sid: sid.map(str::to_owned),
             roles: roles.to_vec(),
         };
@@ -558,6 +568,14 @@ mod tests {
         let wrong_aud = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":"other"});
         assert_eq!(
             svc.verify(&sign(wrong_aud, Algorithm::HS256, None, secret)),
+            Err(AuthError::InvalidToken("wrong audience"))
+        );
+        // Identity providers send several audiences; one of them must be ours.
+        let several = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":["account","authchat"]});
+        assert!(svc.verify(&sign(several, Algorithm::HS256, None, secret)).is_ok());
+        let none_ours = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":["account","other"]});
+        assert_eq!(
+            svc.verify(&sign(none_ours, Algorithm::HS256, None, secret)),
             Err(AuthError::InvalidToken("wrong audience"))
         );
         let future = serde_json::json!({"sub":"a","exp":exp,"nbf":exp,"iss":"authchat","aud":"authchat"});

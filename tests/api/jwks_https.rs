@@ -73,6 +73,16 @@ async fn discovery_finds_the_key_set_and_every_key_type_verifies() {
         let mut ws = app.connect(&idp.token(kid, alg, "idp-user")).await;
         assert_eq!(ws.next_of("welcome").await["user"], "idp-user", "{kid}");
     }
+    // A token shaped as Keycloak issues them: several audiences, claims authchat does not read.
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let claims = serde_json::json!({
+        "sub": "f3b1c0de-0000-4000-8000-000000000001", "exp": now_s() + 300, "iat": now_s(), "iss": idp.issuer,
+        "aud": ["authchat", "account"], "typ": "Bearer", "azp": "chat-web", "scope": "openid profile",
+        "realm_access": {"roles": ["offline_access"]}, "preferred_username": "alice", "roles": ["admin"],
+    });
+    let keycloak = jsonwebtoken::encode(&header, &claims, &crate::jwks::private_key(Algorithm::RS256)).unwrap();
+    assert_eq!(me(&app, &keycloak).await.as_deref(), Ok("f3b1c0de-0000-4000-8000-000000000001"));
     // The provider's encryption key (use: enc) is in the document but verifies nothing; within
     // jwks_min_refresh (1h here) a kid the server does not know makes it fetch nothing either.
     let enc = idp.token("enc-1", Algorithm::RS256, "u");
