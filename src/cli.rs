@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::auth::jwks::Provider;
 use crate::auth::jwt::TokenService;
 use crate::auth::password::hash_password;
 use crate::config::{AuthMode, LoadOptions, Settings, MIN_HS_SECRET_BYTES};
@@ -43,7 +44,8 @@ enum Command {
     },
     /// Read a password from standard input and print its Argon2 hash for `users[].password_hash`.
     HashPassword,
-    /// Load and validate the configuration (keys included), then exit.
+    /// Load and validate the configuration (keys included: an identity provider's are fetched
+    /// as start-up would), then exit.
     CheckConfig,
     /// Ask the server this configuration describes for /healthz (https when tls.cert and
     /// tls.key are set); exit 0 when it answers 200, else 1 with the reason.
@@ -112,6 +114,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let settings = load()?;
             let secret = settings.hs_secret().cloned().unwrap_or_else(|| crate::ids::random_id(48).into());
             let tokens = TokenService::from_settings(&settings, &secret, &Metrics::new())?;
+            if let Some(Provider::Remote(remote)) = tokens.provider() {
+                // The first fetch start-up makes: a provider that cannot be reached or trusted,
+                // or a discovery document naming another issuer, shows here.
+                actix_web::rt::System::new().block_on(remote.load_first(&tokens))?;
+            }
             if let Some((cert, key)) = settings.tls.files() {
                 crate::tls::CertStore::load(cert, key)?;
             }
