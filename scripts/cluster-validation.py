@@ -70,7 +70,8 @@ def info(port, section):
 
 
 IDLE_SECONDS = 5
-FIRST_JOIN, LATER_JOIN, SEND_LOW, SEND_HIGH = 15, 7, 8, 10
+SETTLE_SECONDS = 3
+FIRST_JOIN, LATER_JOIN, LEAVE, SEND_LOW, SEND_HIGH = 15, 7, 5, 8, 10
 
 
 def commands(port):
@@ -194,10 +195,13 @@ def main():
                 env=env, stdout=out, stderr=subprocess.STDOUT)))
         for _, _, proc in benches:
             proc.wait()
+        run = time.time() - started
+        # The members' departures (presence leaves) are written after the benches close them.
+        time.sleep(SETTLE_SECONDS)
         elapsed = time.time() - started
 
         print(f"{args.nodes} nodes, {len(shards)} shards, {len(rooms)} rooms x {args.members} members, "
-              f"{args.messages} messages per room, {elapsed:.1f} s\n")
+              f"{args.messages} messages per room, {run:.1f} s (+{SETTLE_SECONDS} s for departures)\n")
         for room, path, _ in benches:
             for line in open(path):
                 if line.startswith(("sends:", "deliveries:")):
@@ -212,11 +216,13 @@ def main():
             calls = commands(port)
             measured = sum(calls.values()) - idle[port] * elapsed
             # docs/scaling.md section 3: 8-10 commands per send (the script's own calls
-            # included), 15 for a room's first join on a node, 7 for every later join.
+            # included), 15 for a room's first join on a node, 7 for every later join; and a
+            # departure's PRESENCE_LEAVE (EVALSHA, HDEL, HINCRBY, HDEL, SPUBLISH).
             joins = here * (args.nodes * FIRST_JOIN + (args.members - args.nodes) * LATER_JOIN)
-            low, high = joins + sends * SEND_LOW, joins + sends * SEND_HIGH
-            # One sharded publish per send and per member arriving (presence), on the room's shard.
-            spublish_model = sends + here * args.members
+            leaves = here * args.members * LEAVE
+            low, high = joins + leaves + sends * SEND_LOW, joins + leaves + sends * SEND_HIGH
+            # One sharded publish per send, per arrival and per departure, on the room's shard.
+            spublish_model = sends + 2 * here * args.members
             out_kib = int(info(port, "stats")["total_net_output_bytes"]) / 1024
             per_out = f"{out_kib / sends:.2f}" if sends else "-"
             print(f"| {port} | {', '.join(rooms_on[port]) or '-'} | {sends} | {measured:.0f} | {low}-{high} | "
