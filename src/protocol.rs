@@ -146,6 +146,41 @@ pub enum PresenceEvent {
     Leave,
 }
 
+/// What kind of room: anyone's, its owner's and invitees', or two people's.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    #[default]
+    Public,
+    Private,
+    /// A direct conversation between exactly two users.
+    Dm,
+}
+
+/// Who may be in a room, as clients see it (`joined.access`, `access`, `invited`, `rooms`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AccessView {
+    pub kind: RoomKind,
+    /// A private room's owner, who invites and kicks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserId>,
+    /// Who may join a private room (the owner included) or the two users of a direct
+    /// conversation, sorted; empty for a public room.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<UserId>,
+}
+
+/// Why the server took a socket out of a room.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The room's owner or an operator removed the user, who cannot rejoin unless let back in.
+    Kicked,
+    /// The user's credential or the rules no longer allow them in (renewal, a role withdrawn,
+    /// rules reloaded).
+    Forbidden,
+}
+
 /// Machine-readable error codes sent in `{"type":"error"}`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -159,6 +194,8 @@ pub enum ErrorCode {
     TextTooLong,
     EmptyText,
     TooManyRooms,
+    /// The room's rules or its own list do not let this user in (or do what was asked).
+    Forbidden,
     RateLimited,
     BinaryNotSupported,
     AlreadyAuthenticated,
@@ -203,8 +240,11 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
     },
+    /// Out of a room: asked for, or (with `reason`) put out by the server.
     Left {
         room: RoomId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<LeaveReason>,
     },
     Message(Arc<ChatMessage>),
     Ack {

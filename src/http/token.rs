@@ -116,6 +116,7 @@ pub async fn refresh(api: web::Data<TokenApi>, req: HttpRequest) -> Result<HttpR
         expires_at: record.expires_at,
         issued_at_ms: record.issued_at_ms,
         session_id: Some(record.family.clone()),
+        claims: Default::default(),
     };
     check_not_revoked(api.stores.revocations.as_ref(), &principal).await.map_err(|e| match ApiError::from(e) {
         ApiError::Auth(_) => invalid_refresh(),

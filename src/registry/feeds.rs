@@ -20,6 +20,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::{Join, Outbound, Registry};
+use crate::chat::access::RoomAccess;
 use crate::cluster::{Engine, EngineEvent, RoomState, Unavailable};
 use crate::ids::{ConnId, RoomId, UserId};
 use crate::protocol::{ChatMessage, ErrorCode, PresenceEvent, ServerMessage};
@@ -41,6 +42,8 @@ pub(super) struct Feed {
     waiting: Vec<Join>,
     /// Users in the room on any node.
     pub(super) users: BTreeSet<UserId>,
+    /// The room's own list as Redis holds it (the newest version heard of); `None`: it has none.
+    pub(super) access: Option<RoomAccess>,
     /// Acks to send once the message with that id has gone out here.
     held_acks: BTreeMap<u64, Vec<(ConnId, ByteString)>>,
     /// Members whose `joined` waits for their user's presence to be written, so that whoever

@@ -7,6 +7,7 @@ use bytestring::ByteString;
 use serde::Serialize;
 
 use crate::auth::AuthMethod;
+use crate::chat::access::{Grants, Rules};
 use crate::ids::{ConnId, RoomId, SessionId, UserId};
 use crate::protocol::Echo;
 
@@ -47,6 +48,8 @@ pub struct Identity {
     /// The login the token belongs to (`sid`), or the server-side session: ending it closes
     /// the socket.
     pub session_id: Option<SessionId>,
+    /// What the credential grants towards the room rules.
+    pub grants: Grants,
 }
 
 impl Identity {
@@ -86,6 +89,8 @@ pub struct Renew {
     pub token_id: Option<String>,
     pub expires_at: u64,
     pub session_id: Option<SessionId>,
+    /// The new token's: the connection leaves the rooms they no longer let it be in.
+    pub grants: Grants,
 }
 
 /// A connection began closing by itself (its peer closed, or it broke a rule): deliver
@@ -148,6 +153,14 @@ pub struct FetchHistory {
     pub limit: usize,
     /// Echoed on a refusal.
     pub echo: Echo,
+}
+
+/// The room rules changed (SIGHUP): every connection leaves the rooms they no longer let it be
+/// in; answers how many room memberships ended.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SetRules {
+    pub rules: Rules,
 }
 
 /// Admin: the live connections, optionally of one user.

@@ -19,6 +19,7 @@ use super::transport::{Full, Incoming, Outbox, WireError};
 use crate::auth::authenticator::{AuthFailure, Authenticator, Credential};
 use crate::auth::AuthMethod;
 use crate::auth::{AuthError, Principal};
+use crate::chat::access::Grants;
 use crate::config::{RateLimitSettings, Settings};
 use crate::ids::{ConnId, RoomId};
 use crate::metrics::Metrics;
@@ -402,6 +403,7 @@ impl WsSession {
                 token_id: principal.token_id.clone(),
                 expires_at: principal.expires_at,
                 session_id: principal.session_id.clone(),
+                grants: Grants::of(&principal),
             };
             match deps.registry.send(renew).await {
                 Ok(Ok(())) => Ok(principal),
@@ -503,6 +505,7 @@ pub fn identity_of(principal: &Principal, method: AuthMethod) -> Identity {
         expires_at: principal.expires_at,
         method,
         session_id: principal.session_id.clone(),
+        grants: Grants::of(principal),
     }
 }
 

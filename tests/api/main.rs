@@ -19,6 +19,7 @@ mod node;
 mod ops;
 mod ordering;
 mod proxy;
+mod rooms;
 mod sessions;
 mod shared;
 mod strict;
