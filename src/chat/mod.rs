@@ -151,6 +151,14 @@ impl Rooms {
         self.rooms.get(room)?.access.as_ref()
     }
 
+    /// Creates `room` for `user` with its own list, within the creation limits; nobody is in
+    /// it yet. The caller made sure it does not exist.
+    pub fn open(&mut self, room: &RoomId, user: &UserId, access: RoomAccess, now_ms: u64) -> Result<(), TooManyRooms> {
+        self.create(room, user, now_ms)?;
+        self.set_access(room, access);
+        Ok(())
+    }
+
     /// Gives an existing room its list (answers false if there is no such room).
     pub fn set_access(&mut self, room: &RoomId, access: RoomAccess) -> bool {
         let Some(r) = self.rooms.get_mut(room) else { return false };

@@ -5,10 +5,13 @@
 
 use actix::prelude::*;
 
-use super::{Identity, Registry, SetRules};
-use crate::chat::access::{is_dm_name, Denial, RoomAccess};
-use crate::ids::{ConnId, RoomId};
-use crate::protocol::{LeaveReason, ServerMessage};
+use super::{
+    AccessError, ChangeAccess, CreateRoom, Identity, Join, ListOwnRooms, OpenDm, Outbound, Registry, Requester,
+    RoomChanged, SetRules,
+};
+use crate::chat::access::{dm_room, is_dm_name, Actor, ChangeRefusal, Denial, RoomAccess, MAX_ALLOWED};
+use crate::ids::{ConnId, RoomId, UserId};
+use crate::protocol::{Echo, ErrorCode, LeaveReason, RoomEntry, RoomKind, ServerMessage};
 
 impl Registry {
     /// The room's own list: this node's (one node), or this node's mirror of Redis's.
@@ -54,6 +57,259 @@ impl Registry {
             .filter_map(|room| self.may_enter(identity, room).err().map(|denial| (room.clone(), denial.reason())))
             .collect();
         out.into_iter().filter(|(room, reason)| self.take_out(conn_id, room, Some(*reason))).count()
+    }
+
+    /// Puts out of `room` every connection here that may no longer be in it; answers how many.
+    pub(super) fn recheck_room(&mut self, room: &RoomId) -> usize {
+        let out: Vec<(ConnId, LeaveReason)> = self
+            .rooms
+            .members(room)
+            .filter_map(|conn_id| {
+                let identity = self.conns.get(&conn_id)?.identity.as_ref()?;
+                self.may_enter(identity, room).err().map(|denial| (conn_id, denial.reason()))
+            })
+            .collect();
+        out.into_iter().filter(|(conn_id, reason)| self.take_out(*conn_id, room, Some(*reason))).count()
+    }
+
+    /// A room's list changed (here, or on another node): the mirror takes it if it is newer,
+    /// whoever it no longer lets in leaves, the members still here see the new list, and the
+    /// users it let in (`invited`, by `by`) are told on their sockets here. Answers how many
+    /// sockets left, and whether the list as members see it changed.
+    pub(super) fn access_changed(
+        &mut self,
+        room: &RoomId,
+        access: &RoomAccess,
+        invited: &[UserId],
+        by: Option<&UserId>,
+    ) -> (usize, bool) {
+        let before = self.access_of(room).map(RoomAccess::view);
+        match self.engine() {
+            None => {
+                self.rooms.set_access(room, access.clone());
+            }
+            Some(_) => {
+                if let Some(feed) = self.feeds.get_mut(room) {
+                    if feed.access.as_ref().is_none_or(|held| held.version < access.version) {
+                        feed.access = Some(access.clone());
+                    }
+                }
+            }
+        }
+        let left = self.recheck_room(room);
+        let view = self.access_of(room).map(RoomAccess::view).unwrap_or_default();
+        let changed = before.as_ref() != Some(&view);
+        if changed {
+            self.broadcast(room, &ServerMessage::Access { room: room.clone(), access: view.clone() });
+        }
+        if let Some(by) = by {
+            let frame = ServerMessage::Invited { room: room.clone(), by: by.clone(), access: access.view() }.to_json();
+            for conn_id in invited.iter().filter_map(|user| self.by_user.get(user)).flatten() {
+                if let Some(conn) = self.conns.get(conn_id) {
+                    conn.outbox.do_send(Outbound::Frame(frame.clone()));
+                }
+            }
+        }
+        (left, changed)
+    }
+
+    /// One node: makes a change to a room's list as `actor` asks.
+    fn change_here(
+        &mut self,
+        room: &RoomId,
+        change: &crate::chat::access::Change,
+        actor: &Actor,
+    ) -> Result<(RoomChanged, bool), AccessError> {
+        if !self.rooms.exists(room) {
+            return Err(ChangeRefusal::NoRoom(room.clone()).into());
+        }
+        let mut access = self.rooms.access(room).cloned().unwrap_or_else(RoomAccess::public);
+        let applied = access.apply(change, actor)?;
+        access.version += 1;
+        let by = match actor {
+            Actor::User(user) => Some(user.clone()),
+            Actor::Operator => None,
+        };
+        let (left, changed) = self.access_changed(room, &access, &applied.invited, by.as_ref());
+        let node = self.config.node.clone();
+        let answer =
+            RoomChanged { room: room.clone(), access: access.view(), left: [(node, left)].into(), missing: Vec::new() };
+        Ok((answer, changed))
+    }
+
+    /// Tells a socket that asked for a change how it went: the new list (which, if it is in
+    /// the room and the list changed, it has had already), or why not.
+    fn answer_change(&self, requester: &Requester, result: &Result<(RoomChanged, bool), AccessError>) {
+        let Requester::Conn { conn_id, echo } = requester else { return };
+        match result {
+            Ok((changed, told)) if *told && self.rooms.is_member(&changed.room, *conn_id) => {}
+            Ok((changed, _)) => self
+                .send(*conn_id, &ServerMessage::Access { room: changed.room.clone(), access: changed.access.clone() }),
+            Err(AccessError::Refused(refusal)) => {
+                self.send_error(*conn_id, ErrorCode::Forbidden, echo.clone(), refusal.to_string())
+            }
+            Err(AccessError::Unavailable(_)) => self.send_error(
+                *conn_id,
+                ErrorCode::Unavailable,
+                echo.clone(),
+                "the chat store is unreachable; try again shortly",
+            ),
+        }
+    }
+
+    /// Refuses a request because the chat store cannot hold private rooms here (several nodes).
+    fn refuse_shared(&self, conn_id: ConnId, echo: Echo) {
+        self.send_error(
+            conn_id,
+            ErrorCode::Unavailable,
+            echo,
+            "private rooms and direct conversations are not available with several nodes yet",
+        );
+    }
+
+    /// Whether the connection may enter one more room; tells it otherwise.
+    fn has_room_for_one_more(&self, conn_id: ConnId, echo: &Echo) -> bool {
+        let rooms = self.conns.get(&conn_id).map_or(0, |c| c.rooms.len());
+        let limit = self.config.max_rooms_per_connection;
+        if rooms < limit {
+            return true;
+        }
+        let message = format!("a connection may be in at most {limit} rooms");
+        self.send_error(conn_id, ErrorCode::TooManyRooms, echo.clone(), message);
+        false
+    }
+
+    /// Joins a room just opened with its list, after telling the users it lets in.
+    fn enter_opened(&mut self, join: Join, access: &RoomAccess, by: &UserId, ctx: &mut Context<Self>) {
+        let invited: Vec<UserId> = access.allowed.iter().filter(|u| *u != by).cloned().collect();
+        self.access_changed(&join.room, access, &invited, Some(by));
+        if let Some((join, arrival)) = self.admit(join) {
+            self.answer_admitted(join, arrival, ctx);
+        }
+    }
+}
+
+impl Handler<CreateRoom> for Registry {
+    type Result = ();
+
+    /// Creates the private room (a name no room has) and joins it; the invitees are told.
+    fn handle(&mut self, msg: CreateRoom, ctx: &mut Context<Self>) {
+        let Some(identity) = self.conns.get(&msg.conn_id).and_then(|c| c.identity.as_ref()) else { return };
+        let owner = identity.user.clone();
+        if is_dm_name(&msg.room) {
+            let message = "names starting with dm. are kept for direct conversations (open one with dm)";
+            return self.send_error(msg.conn_id, ErrorCode::InvalidRoom, msg.echo, message);
+        }
+        if let Err(denial) = self.rules.check(&msg.room, &identity.grants) {
+            let message = format!("you may not create {}: {denial}", msg.room);
+            return self.send_error(msg.conn_id, ErrorCode::Forbidden, msg.echo, message);
+        }
+        let mut access = RoomAccess::private(owner.clone(), msg.invite);
+        if access.allowed.len() > MAX_ALLOWED {
+            let message = format!("a private room lets in at most {MAX_ALLOWED} users");
+            return self.send_error(msg.conn_id, ErrorCode::InvalidField, msg.echo, message);
+        }
+        if !self.has_room_for_one_more(msg.conn_id, &msg.echo) {
+            return;
+        }
+        if self.engine().is_some() {
+            return self.refuse_shared(msg.conn_id, msg.echo);
+        }
+        if self.rooms.exists(&msg.room) {
+            let message = format!("a room named {} exists already: join it, or pick another name", msg.room);
+            return self.send_error(msg.conn_id, ErrorCode::RoomExists, msg.echo, message);
+        }
+        access.version = 1;
+        if let Err(e) = self.rooms.open(&msg.room, &owner, access.clone(), self.clock.now_ms()) {
+            return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, e.to_string());
+        }
+        let join = Join { conn_id: msg.conn_id, room: msg.room, since: None, epoch: None, echo: msg.echo };
+        self.enter_opened(join, &access, &owner, ctx);
+    }
+}
+
+impl Handler<OpenDm> for Registry {
+    type Result = ();
+
+    /// Opens the conversation the first time (telling the other user) and joins it.
+    fn handle(&mut self, msg: OpenDm, ctx: &mut Context<Self>) {
+        let Some(identity) = self.conns.get(&msg.conn_id).and_then(|c| c.identity.as_ref()) else { return };
+        let user = identity.user.clone();
+        if msg.with == user {
+            let message = "a direct conversation is with someone else";
+            return self.send_error(msg.conn_id, ErrorCode::InvalidField, msg.echo, message);
+        }
+        let room = dm_room(&user, &msg.with);
+        let echo = Echo { room: Some(room.to_string()), ..msg.echo };
+        let join = Join { conn_id: msg.conn_id, room: room.clone(), since: None, epoch: None, echo: echo.clone() };
+        if self.engine().is_some() {
+            return self.refuse_shared(msg.conn_id, echo);
+        }
+        if self.rooms.access(&room).is_some() {
+            if let Some((join, arrival)) = self.admit(join) {
+                self.answer_admitted(join, arrival, ctx);
+            }
+            return;
+        }
+        if let Err(denial) = self.rules.check(&room, &identity.grants) {
+            let message = format!("you may not open a direct conversation: {denial}");
+            return self.send_error(msg.conn_id, ErrorCode::Forbidden, echo, message);
+        }
+        if !self.has_room_for_one_more(msg.conn_id, &echo) {
+            return;
+        }
+        let mut access = RoomAccess::direct(user.clone(), msg.with);
+        access.version = 1;
+        if let Err(e) = self.rooms.open(&room, &user, access.clone(), self.clock.now_ms()) {
+            return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, echo, e.to_string());
+        }
+        self.enter_opened(join, &access, &user, ctx);
+    }
+}
+
+impl Handler<ListOwnRooms> for Registry {
+    type Result = ();
+
+    /// Answers `rooms`: the private rooms and conversations the user may join, by name.
+    fn handle(&mut self, msg: ListOwnRooms, _: &mut Context<Self>) {
+        let Some(identity) = self.conns.get(&msg.conn_id).and_then(|c| c.identity.as_ref()) else { return };
+        if self.engine().is_some() {
+            return self.refuse_shared(msg.conn_id, msg.echo);
+        }
+        let mut rooms: Vec<RoomEntry> = self
+            .rooms
+            .accesses()
+            .filter(|(room, access)| access.kind != RoomKind::Public && self.may_enter(identity, room).is_ok())
+            .map(|(room, access)| RoomEntry { room: room.clone(), access: access.view() })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        self.send(msg.conn_id, &ServerMessage::Rooms { rooms });
+    }
+}
+
+impl Handler<ChangeAccess> for Registry {
+    type Result = ResponseActFuture<Self, Result<RoomChanged, AccessError>>;
+
+    /// Invites or kicks, for a private room's owner or an operator.
+    fn handle(&mut self, msg: ChangeAccess, _: &mut Context<Self>) -> Self::Result {
+        let actor = match &msg.requester {
+            Requester::Operator => Actor::Operator,
+            Requester::Conn { conn_id, .. } => match self.user_of(*conn_id) {
+                Some(user) => Actor::User(user),
+                None => {
+                    return Box::pin(actix::fut::ready(Err(AccessError::Unavailable("the connection is gone".into()))))
+                }
+            },
+        };
+        if self.engine().is_some() {
+            if let Requester::Conn { conn_id, echo } = &msg.requester {
+                self.refuse_shared(*conn_id, echo.clone());
+            }
+            return Box::pin(actix::fut::ready(Err(AccessError::Unavailable("not with several nodes yet".into()))));
+        }
+        let result = self.change_here(&msg.room, &msg.change, &actor);
+        self.answer_change(&msg.requester, &result);
+        Box::pin(actix::fut::ready(result.map(|(changed, _)| changed)))
     }
 }
 

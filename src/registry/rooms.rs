@@ -128,7 +128,9 @@ impl Registry {
             members.dedup();
         }
         let offset = self.rooms.last_id(room);
-        let joined = ServerMessage::Joined { room: room.clone(), members, history, epoch: current, offset, recovered };
+        let access = self.access_of(room).map(crate::chat::access::RoomAccess::view).unwrap_or_default();
+        let joined =
+            ServerMessage::Joined { room: room.clone(), members, history, epoch: current, offset, recovered, access };
         self.send(conn_id, &joined);
     }
 

@@ -184,3 +184,156 @@ async fn rules_reloaded_put_sockets_out_of_rooms_they_no_longer_allow_and_a_bad_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Sends `request` and answers the first reply of type `kind` or an `error`.
+async fn ask(ws: &mut WsClient, request: Value, kind: &str) -> Value {
+    ws.send(request).await;
+    loop {
+        let v = ws.next_json().await;
+        if v["type"] == kind || v["type"] == "error" {
+            return v;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_private_room_admits_its_owner_and_invitees_only_and_shows_its_history_only_to_them() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.connect_as("alice").await;
+    let (mut bob, _) = app.connect_as("bob").await;
+    let (mut eve, _) = app.connect_as("eve").await;
+
+    let created =
+        ask(&mut alice, json!({"type":"create","room":"secret","private":true,"invite":["bob"]}), "joined").await;
+    assert_eq!(created["access"], json!({"kind":"private","owner":"alice","allowed":["alice","bob"]}), "{created}");
+    assert_eq!(created["members"], json!(["alice"]));
+    let invited = bob.next_of("invited").await;
+    assert_eq!(invited, json!({"type":"invited","room":"secret","by":"alice","access":created["access"]}));
+    alice.send(json!({"type":"send","room":"secret","text":"for bob's eyes"})).await;
+    alice.next_of("ack").await;
+
+    assert_forbidden(&join(&mut eve, "secret").await, "secret", "private room");
+    eve.send(json!({"type":"history","room":"secret"})).await;
+    assert_eq!(eve.next_of("error").await["code"], "not_member");
+    let taken = ask(&mut eve, json!({"type":"create","room":"secret","private":true,"ref":1}), "joined").await;
+    assert_eq!(
+        (taken["code"].as_str(), taken["request"].as_str(), taken["ref"].as_u64()),
+        (Some("room_exists"), Some("create"), Some(1))
+    );
+    eve.assert_alive().await;
+
+    let joined = join(&mut bob, "secret").await;
+    assert_eq!(joined["history"][0]["text"], "for bob's eyes", "an invitee reads the history");
+    assert_eq!(alice.next_of("presence").await["user"], "bob");
+
+    // only the owner invites; an invitation reaches the invitee and every member's list
+    let refused = ask(&mut bob, json!({"type":"invite","room":"secret","users":["eve"]}), "access").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["request"].as_str()),
+        (Some("forbidden"), Some("invite")),
+        "{refused}"
+    );
+    assert!(refused["message"].as_str().unwrap().contains("only the owner"), "{refused}");
+    let (mut carol, _) = app.connect_as("carol").await;
+    let answer = ask(&mut alice, json!({"type":"invite","room":"secret","users":["carol"]}), "access").await;
+    assert_eq!(answer["access"]["allowed"], json!(["alice", "bob", "carol"]), "{answer}");
+    assert_eq!(bob.next_of("access").await["access"], answer["access"]);
+    assert_eq!(carol.next_of("invited").await["by"], "alice");
+    assert_eq!(join(&mut carol, "secret").await["type"], "joined");
+
+    // what create refuses, with the connection kept
+    let public = ask(&mut eve, json!({"type":"create","room":"mine","private":false}), "joined").await;
+    assert_eq!(public["code"], "invalid_field", "{public}");
+    let reserved = ask(&mut eve, json!({"type":"create","room":"dm.mine","private":true}), "joined").await;
+    assert_eq!(reserved["code"], "invalid_room", "{reserved}");
+    let existing = ask(&mut eve, json!({"type":"create","room":"alive-check","private":true}), "joined").await;
+    assert_eq!(existing["code"], "room_exists", "a public room is not taken over: {existing}");
+    let nameless = ask(&mut eve, json!({"type":"create","room":"x1","private":true,"invite":[""]}), "joined").await;
+    assert_eq!(nameless["code"], "invalid_field", "{nameless}");
+    eve.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn a_kicked_member_leaves_at_once_on_every_socket_and_cannot_rejoin_until_invited_again() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.connect_as("alice").await;
+    let (mut bob1, _) = app.connect_as("bob").await;
+    let (mut bob2, _) = app.connect_as("bob").await;
+    let (mut bob3, _) = app.connect_as("bob").await;
+    ask(&mut alice, json!({"type":"create","room":"club","private":true,"invite":["bob"]}), "joined").await;
+    for bob in [&mut bob1, &mut bob2] {
+        assert_eq!(join(bob, "club").await["type"], "joined");
+    }
+    while alice.recv_within(QUIET).await.is_some() {}
+    while bob3.recv_within(QUIET).await.is_some() {}
+
+    alice.send(json!({"type":"kick","room":"club","user":"bob","ref":"k"})).await;
+    // bob's departure, then the new list
+    let presence = alice.next_json().await;
+    assert_eq!(
+        (presence["type"].as_str(), presence["user"].as_str(), presence["event"].as_str()),
+        (Some("presence"), Some("bob"), Some("leave")),
+        "{presence}"
+    );
+    let answer = alice.next_json().await;
+    assert_eq!(
+        answer,
+        json!({"type":"access","room":"club","access":{"kind":"private","owner":"alice","allowed":["alice"]}})
+    );
+    for bob in [&mut bob1, &mut bob2] {
+        assert_eq!(left(bob).await, json!({"type":"left","room":"club","reason":"kicked"}));
+    }
+    assert_quiet(&mut bob3).await;
+    assert_forbidden(&join(&mut bob1, "club").await, "club", "removed");
+    bob1.send(json!({"type":"send","room":"club","text":"let me back"})).await;
+    assert_eq!(bob1.next_of("error").await["code"], "not_member");
+
+    let owner = ask(&mut alice, json!({"type":"kick","room":"club","user":"alice"}), "access").await;
+    assert!(owner["message"].as_str().unwrap().contains("owner"), "{owner}");
+    let stranger = ask(&mut alice, json!({"type":"kick","room":"club","user":"nobody"}), "access").await;
+    assert_eq!(stranger["code"], "forbidden", "{stranger}");
+
+    ask(&mut alice, json!({"type":"invite","room":"club","users":["bob"]}), "access").await;
+    assert_eq!(bob3.next_of("invited").await["room"], "club", "let back in, and told");
+    assert_eq!(join(&mut bob3, "club").await["type"], "joined");
+}
+
+#[actix_web::test]
+async fn a_direct_conversation_is_between_its_two_users_and_the_other_is_told_and_can_list_it() {
+    let app = spawn_app().await;
+    let (mut alice, _) = app.connect_as("alice").await;
+    let (mut bob, _) = app.connect_as("bob").await;
+    let (mut eve, _) = app.connect_as("eve").await;
+
+    let joined = ask(&mut alice, json!({"type":"dm","user":"bob"}), "joined").await;
+    let room = joined["room"].as_str().unwrap().to_owned();
+    assert!(room.starts_with("dm.") && room.len() == 35, "{room}");
+    assert_eq!(joined["access"], json!({"kind":"dm","allowed":["alice","bob"]}));
+    assert_eq!(
+        bob.next_of("invited").await,
+        json!({"type":"invited","room":room,"by":"alice","access":joined["access"]})
+    );
+    alice.send(json!({"type":"send","room":room,"text":"hi bob"})).await;
+    alice.next_of("ack").await;
+
+    assert_forbidden(&join(&mut eve, &room).await, &room, "two other people");
+    let unopened = "dm.0123456789abcdef0123456789abcdef";
+    assert_forbidden(&join(&mut eve, unopened).await, unopened, "opened with");
+    let listed = ask(&mut eve, json!({"type":"rooms"}), "rooms").await;
+    assert_eq!(listed["rooms"], json!([]));
+
+    let listed = ask(&mut bob, json!({"type":"rooms","ref":2}), "rooms").await;
+    assert_eq!(listed["rooms"], json!([{"room":room,"access":{"kind":"dm","allowed":["alice","bob"]}}]));
+    let again = ask(&mut bob, json!({"type":"dm","user":"alice"}), "joined").await;
+    assert_eq!(again["room"], room.as_str(), "the same conversation either way round");
+    assert_eq!(again["history"][0]["text"], "hi bob");
+    let arrived = alice.next_json().await;
+    assert_eq!((arrived["type"].as_str(), arrived["user"].as_str()), (Some("presence"), Some("bob")), "{arrived}");
+    assert_quiet(&mut alice).await;
+
+    let alone = ask(&mut alice, json!({"type":"dm","user":"alice"}), "joined").await;
+    assert_eq!((alone["code"].as_str(), alone["request"].as_str()), (Some("invalid_field"), Some("dm")));
+    let long = ask(&mut alice, json!({"type":"dm","user":"x".repeat(257)}), "joined").await;
+    assert_eq!(long["code"], "invalid_field");
+    alice.assert_alive().await;
+}
