@@ -70,10 +70,24 @@ impl fmt::Display for UserId {
     }
 }
 
-/// A chat room name: 1 to 64 characters of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+/// A chat room name: 1 to 64 characters of `[A-Za-z0-9._-]` (read back only if it is one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct RoomId(String);
+
+impl From<RoomId> for String {
+    fn from(room: RoomId) -> Self {
+        room.0
+    }
+}
+
+impl TryFrom<String> for RoomId {
+    type Error = InvalidRoomName;
+
+    fn try_from(name: String) -> Result<Self, InvalidRoomName> {
+        Self::parse(&name)
+    }
+}
 
 /// Why a string is not a valid [`RoomId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

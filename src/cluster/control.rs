@@ -26,6 +26,8 @@ pub enum ControlOp {
     CloseUser { user: UserId, code: u16, reason: String },
     /// Close every connection of one login or server-side session.
     CloseSession { session_id: SessionId, code: u16, reason: String },
+    /// List the rooms it follows (or, alone, keeps): users, last message id, list.
+    ListRooms,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,7 +47,7 @@ pub struct ControlReply {
     /// Connections it closed.
     #[serde(default)]
     pub closed: usize,
-    /// Its connections, for a `List`.
+    /// Its connections, for a `List`; its rooms, for a `ListRooms`.
     #[serde(default)]
     pub rows: Vec<serde_json::Value>,
 }

@@ -328,6 +328,28 @@ pub struct ConnectionInfo {
     pub ip: IpAddr,
 }
 
+/// One row of `GET /admin/rooms`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RoomRow {
+    pub room: RoomId,
+    pub kind: crate::protocol::RoomKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserId>,
+    /// Who may join (private room, direct conversation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<UserId>,
+    /// Who was kicked and may not rejoin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kicked: Vec<UserId>,
+    /// The list's version: with several nodes, the newest one wins when rows are merged.
+    #[serde(default)]
+    pub version: u64,
+    /// Users in the room now.
+    pub members: Vec<UserId>,
+    /// The id of the room's last message (in its current numbering).
+    pub messages: u64,
+}
+
 /// `GET /admin/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -336,4 +337,72 @@ async fn a_direct_conversation_is_between_its_two_users_and_the_other_is_told_an
     let long = ask(&mut alice, json!({"type":"dm","user":"x".repeat(257)}), "joined").await;
     assert_eq!(long["code"], "invalid_field");
     alice.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn operators_list_rooms_and_kick_a_user_who_leaves_at_once_and_stays_out_until_let_back_in() {
+    let app = spawn_app().await;
+    let admin = sign("root", 300, &["admin"]);
+    let (mut alice, _) = app.connect_as("alice").await;
+    let (mut bob, _) = app.connect_as("bob").await;
+    let (mut eve, _) = app.connect_as("eve").await;
+    let (mut troll, _) = app.connect_as("troll").await;
+    ask(&mut alice, json!({"type":"create","room":"club","private":true,"invite":["bob"]}), "joined").await;
+    join(&mut bob, "club").await;
+    join(&mut eve, "lobby").await;
+    join(&mut troll, "lobby").await;
+    troll.send(json!({"type":"send","room":"lobby","text":"spam"})).await;
+    troll.next_of("ack").await;
+    while eve.recv_within(QUIET).await.is_some() {}
+
+    let (status, _) = app.get_json("/admin/rooms", Some(&sign("eve", 300, &[]))).await;
+    assert_eq!(status, 403, "operators only");
+    let (status, list) = app.get_json("/admin/rooms", Some(&admin)).await;
+    assert_eq!(status, 200, "{list}");
+    let row = |list: &Value, room: &str| list["rooms"].as_array().unwrap().iter().find(|r| r["room"] == room).cloned();
+    let club = row(&list, "club").expect("club is listed");
+    assert_eq!(
+        (&club["kind"], &club["owner"], &club["allowed"], &club["members"], &club["messages"]),
+        (&json!("private"), &json!("alice"), &json!(["alice", "bob"]), &json!(["alice", "bob"]), &json!(0))
+    );
+    let lobby = row(&list, "lobby").expect("lobby is listed");
+    assert_eq!(
+        (&lobby["kind"], &lobby["members"], &lobby["messages"]),
+        (&json!("public"), &json!(["eve", "troll"]), &json!(1))
+    );
+    assert_eq!(list["missing"], json!([]));
+
+    let (status, kicked) = app.send_json(Method::DELETE, "/admin/rooms/lobby/members/troll", Some(&admin)).await;
+    assert_eq!(status, 200, "{kicked}");
+    assert_eq!((&kicked["left"], &kicked["nodes"]), (&json!(1), &json!({"test-node": 1})));
+    assert_eq!(left(&mut troll).await, json!({"type":"left","room":"lobby","reason":"kicked"}));
+    let presence = eve.next_of("presence").await;
+    assert_eq!((presence["user"].as_str(), presence["event"].as_str()), (Some("troll"), Some("leave")));
+    assert_forbidden(&join(&mut troll, "lobby").await, "lobby", "removed");
+    let list = app.get_json("/admin/rooms", Some(&admin)).await.1;
+    assert_eq!(row(&list, "lobby").unwrap()["kicked"], json!(["troll"]));
+
+    for (path, status, code) in [
+        ("/admin/rooms/club/members/alice", 409, "refused"),
+        ("/admin/rooms/nowhere/members/bob", 404, "not_found"),
+        ("/admin/rooms/bad%20room/members/bob", 400, "invalid_room"),
+    ] {
+        let (got, body) = app.send_json(Method::DELETE, path, Some(&admin)).await;
+        assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{path}: {body}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "a refusal says what was wrong");
+    }
+    assert_eq!(
+        app.send_json(Method::DELETE, "/admin/rooms/lobby/members/eve", Some(&sign("eve", 300, &[]))).await.0,
+        403
+    );
+
+    let (status, back) = app.send_json(Method::POST, "/admin/rooms/lobby/members/troll", Some(&admin)).await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(join(&mut troll, "lobby").await["type"], "joined", "let back in");
+
+    // in a private room the kick also takes the user off the list, which the owner sees
+    let (status, _) = app.send_json(Method::DELETE, "/admin/rooms/club/members/bob", Some(&admin)).await;
+    assert_eq!(status, 200);
+    assert_eq!(left(&mut bob).await["reason"], "kicked");
+    assert_eq!(alice.next_of("access").await["access"]["allowed"], json!(["alice"]));
 }
