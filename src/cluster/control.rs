@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::Engine;
-use crate::ids::{ConnId, SessionId, UserId};
+use crate::chat::access::RoomAccess;
+use crate::ids::{ConnId, RoomId, SessionId, UserId};
 
 /// What a node is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +29,9 @@ pub enum ControlOp {
     CloseSession { session_id: SessionId, code: u16, reason: String },
     /// List the rooms it follows (or, alone, keeps): users, last message id, list.
     ListRooms,
+    /// A room's list changed (written to Redis): keep it if newer, put out whoever it no
+    /// longer lets in, and tell `invited` (let in by `by`) on their sockets.
+    RoomAccess { room: RoomId, access: RoomAccess, invited: Vec<UserId>, by: Option<UserId> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,7 +48,7 @@ pub struct ControlReply {
     #[serde(default)]
     pub re: String,
     pub node: String,
-    /// Connections it closed.
+    /// Connections it closed (or, for a `RoomAccess`, sockets it put out of the room).
     #[serde(default)]
     pub closed: usize,
     /// Its connections, for a `List`; its rooms, for a `ListRooms`.

@@ -5,11 +5,14 @@
 
 use actix::prelude::*;
 
+use std::convert::Infallible;
+
 use super::{
     AccessError, ChangeAccess, CreateRoom, Identity, Join, ListOwnRooms, OpenDm, Outbound, Registry, Requester,
     RoomChanged, SetRules,
 };
 use crate::chat::access::{dm_room, is_dm_name, Actor, ChangeRefusal, Denial, RoomAccess, MAX_ALLOWED};
+use crate::cluster::{AccessWriteError, ControlOp, Gathered};
 use crate::ids::{ConnId, RoomId, UserId};
 use crate::protocol::{Echo, ErrorCode, LeaveReason, RoomEntry, RoomKind, ServerMessage};
 
@@ -157,14 +160,25 @@ impl Registry {
         }
     }
 
-    /// Refuses a request because the chat store cannot hold private rooms here (several nodes).
-    fn refuse_shared(&self, conn_id: ConnId, echo: Echo) {
-        self.send_error(
-            conn_id,
-            ErrorCode::Unavailable,
-            echo,
-            "private rooms and direct conversations are not available with several nodes yet",
-        );
+    /// Tells a socket the chat store (Redis) could not be reached for its request.
+    fn refuse_unreachable(&self, conn_id: ConnId, echo: Echo, error: &dyn std::fmt::Display) {
+        tracing::warn!(error = %error, "a room's list could not be read or written");
+        let message = "the chat store is unreachable; try again shortly";
+        self.send_error(conn_id, ErrorCode::Unavailable, echo, message);
+    }
+
+    /// Several nodes: tells every other node of a list just written to Redis (their sockets it
+    /// puts out leave, their users it lets in are told); answers what they did.
+    fn tell_others(
+        &self,
+        room: &RoomId,
+        access: &RoomAccess,
+        invited: Vec<UserId>,
+        by: Option<UserId>,
+    ) -> impl std::future::Future<Output = Gathered> + 'static {
+        let engine = self.engine().cloned().expect("only with several nodes");
+        let op = ControlOp::RoomAccess { room: room.clone(), access: access.clone(), invited, by };
+        async move { engine.request(op).await }
     }
 
     /// Whether the connection may enter one more room; tells it otherwise.
@@ -179,10 +193,18 @@ impl Registry {
         false
     }
 
-    /// Joins a room just opened with its list, after telling the users it lets in.
+    /// A room was just opened with its list (`by` its creator): the users it lets in are told,
+    /// here and (several nodes) everywhere, and the connection joins it.
     fn enter_opened(&mut self, join: Join, access: &RoomAccess, by: &UserId, ctx: &mut Context<Self>) {
         let invited: Vec<UserId> = access.allowed.iter().filter(|u| *u != by).cloned().collect();
         self.access_changed(&join.room, access, &invited, Some(by));
+        if self.engine().is_some() {
+            let told = self.tell_others(&join.room, access, invited, Some(by.clone()));
+            actix::spawn(async move {
+                told.await;
+            });
+            return self.join_through_feed(join, ctx);
+        }
         if let Some((join, arrival)) = self.admit(join) {
             self.answer_admitted(join, arrival, ctx);
         }
@@ -204,7 +226,7 @@ impl Handler<CreateRoom> for Registry {
             let message = format!("you may not create {}: {denial}", msg.room);
             return self.send_error(msg.conn_id, ErrorCode::Forbidden, msg.echo, message);
         }
-        let mut access = RoomAccess::private(owner.clone(), msg.invite);
+        let access = RoomAccess::private(owner.clone(), msg.invite);
         if access.allowed.len() > MAX_ALLOWED {
             let message = format!("a private room lets in at most {MAX_ALLOWED} users");
             return self.send_error(msg.conn_id, ErrorCode::InvalidField, msg.echo, message);
@@ -212,19 +234,34 @@ impl Handler<CreateRoom> for Registry {
         if !self.has_room_for_one_more(msg.conn_id, &msg.echo) {
             return;
         }
-        if self.engine().is_some() {
-            return self.refuse_shared(msg.conn_id, msg.echo);
-        }
-        if self.rooms.exists(&msg.room) {
-            let message = format!("a room named {} exists already: join it, or pick another name", msg.room);
-            return self.send_error(msg.conn_id, ErrorCode::RoomExists, msg.echo, message);
-        }
-        access.version = 1;
-        if let Err(e) = self.rooms.open(&msg.room, &owner, access.clone(), self.clock.now_ms()) {
-            return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, e.to_string());
-        }
         let join = Join { conn_id: msg.conn_id, room: msg.room, since: None, epoch: None, echo: msg.echo };
-        self.enter_opened(join, &access, &owner, ctx);
+        let exists = |room: &RoomId| format!("a room named {room} exists already: join it, or pick another name");
+        let Some(engine) = self.engine().cloned() else {
+            if self.rooms.exists(&join.room) {
+                return self.send_error(join.conn_id, ErrorCode::RoomExists, join.echo, exists(&join.room));
+            }
+            let access = RoomAccess { version: 1, ..access };
+            if let Err(e) = self.rooms.open(&join.room, &owner, access.clone(), self.clock.now_ms()) {
+                return self.send_error(join.conn_id, ErrorCode::TooManyRooms, join.echo, e.to_string());
+            }
+            return self.enter_opened(join, &access, &owner, ctx);
+        };
+        let room = join.room.clone();
+        let write = async move {
+            let written = engine.update_access(&room, true, |_| Ok::<_, Infallible>((access.clone(), ()))).await;
+            if let Ok((access, ())) = &written {
+                engine.index_rooms(&room, &access.allowed.iter().cloned().collect::<Vec<_>>(), &[]).await;
+            }
+            written
+        };
+        ctx.spawn(write.into_actor(self).map(move |written, registry, ctx| match written {
+            Ok((access, ())) => registry.enter_opened(join, &access, &owner, ctx),
+            Err(AccessWriteError::Exists) => {
+                registry.send_error(join.conn_id, ErrorCode::RoomExists, join.echo, exists(&join.room))
+            }
+            Err(AccessWriteError::Unavailable(e)) => registry.refuse_unreachable(join.conn_id, join.echo, &e),
+            Err(AccessWriteError::Refused(never)) => match never {},
+        }));
     }
 }
 
@@ -241,16 +278,6 @@ impl Handler<OpenDm> for Registry {
         }
         let room = dm_room(&user, &msg.with);
         let echo = Echo { room: Some(room.to_string()), ..msg.echo };
-        let join = Join { conn_id: msg.conn_id, room: room.clone(), since: None, epoch: None, echo: echo.clone() };
-        if self.engine().is_some() {
-            return self.refuse_shared(msg.conn_id, echo);
-        }
-        if self.rooms.access(&room).is_some() {
-            if let Some((join, arrival)) = self.admit(join) {
-                self.answer_admitted(join, arrival, ctx);
-            }
-            return;
-        }
         if let Err(denial) = self.rules.check(&room, &identity.grants) {
             let message = format!("you may not open a direct conversation: {denial}");
             return self.send_error(msg.conn_id, ErrorCode::Forbidden, echo, message);
@@ -258,12 +285,42 @@ impl Handler<OpenDm> for Registry {
         if !self.has_room_for_one_more(msg.conn_id, &echo) {
             return;
         }
-        let mut access = RoomAccess::direct(user.clone(), msg.with);
-        access.version = 1;
-        if let Err(e) = self.rooms.open(&room, &user, access.clone(), self.clock.now_ms()) {
-            return self.send_error(msg.conn_id, ErrorCode::TooManyRooms, echo, e.to_string());
-        }
-        self.enter_opened(join, &access, &user, ctx);
+        let join = Join { conn_id: msg.conn_id, room: room.clone(), since: None, epoch: None, echo };
+        let fresh = RoomAccess::direct(user.clone(), msg.with);
+        let Some(engine) = self.engine().cloned() else {
+            if self.rooms.access(&room).is_some() {
+                if let Some((join, arrival)) = self.admit(join) {
+                    self.answer_admitted(join, arrival, ctx);
+                }
+                return;
+            }
+            let access = RoomAccess { version: 1, ..fresh };
+            if let Err(e) = self.rooms.open(&room, &user, access.clone(), self.clock.now_ms()) {
+                return self.send_error(join.conn_id, ErrorCode::TooManyRooms, join.echo, e.to_string());
+            }
+            return self.enter_opened(join, &access, &user, ctx);
+        };
+        // Written even when it exists: that gives the room an epoch, so a conversation quiet
+        // past its TTL is taken up again rather than dropped as a room starting over.
+        let write = async move {
+            let written = engine
+                .update_access(&room, false, |read| match read.access {
+                    Some(held) if held.kind == RoomKind::Dm => Ok::<_, Infallible>((held, false)),
+                    _ => Ok((fresh.clone(), true)),
+                })
+                .await;
+            if let Ok((access, true)) = &written {
+                engine.index_rooms(&room, &access.allowed.iter().cloned().collect::<Vec<_>>(), &[]).await;
+            }
+            written
+        };
+        ctx.spawn(write.into_actor(self).map(move |written, registry, ctx| match written {
+            Ok((access, true)) => registry.enter_opened(join, &access, &user, ctx),
+            Ok((_, false)) => registry.join_through_feed(join, ctx),
+            Err(AccessWriteError::Unavailable(e)) => registry.refuse_unreachable(join.conn_id, join.echo, &e),
+            Err(AccessWriteError::Exists) => unreachable!("a conversation need not be new"),
+            Err(AccessWriteError::Refused(never)) => match never {},
+        }));
     }
 }
 
@@ -271,26 +328,39 @@ impl Handler<ListOwnRooms> for Registry {
     type Result = ();
 
     /// Answers `rooms`: the private rooms and conversations the user may join, by name.
-    fn handle(&mut self, msg: ListOwnRooms, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: ListOwnRooms, ctx: &mut Context<Self>) {
         let Some(identity) = self.conns.get(&msg.conn_id).and_then(|c| c.identity.as_ref()) else { return };
-        if self.engine().is_some() {
-            return self.refuse_shared(msg.conn_id, msg.echo);
-        }
-        let mut rooms: Vec<RoomEntry> = self
-            .rooms
-            .accesses()
-            .filter(|(room, access)| access.kind != RoomKind::Public && self.may_enter(identity, room).is_ok())
-            .map(|(room, access)| RoomEntry { room: room.clone(), access: access.view() })
-            .collect();
-        rooms.sort_by(|a, b| a.room.cmp(&b.room));
-        self.send(msg.conn_id, &ServerMessage::Rooms { rooms });
+        let Some(engine) = self.engine().cloned() else {
+            let mut rooms: Vec<RoomEntry> = self
+                .rooms
+                .accesses()
+                .filter(|(room, access)| access.kind != RoomKind::Public && self.may_enter(identity, room).is_ok())
+                .map(|(room, access)| RoomEntry { room: room.clone(), access: access.view() })
+                .collect();
+            rooms.sort_by(|a, b| a.room.cmp(&b.room));
+            return self.send(msg.conn_id, &ServerMessage::Rooms { rooms });
+        };
+        let (user, grants) = (identity.user.clone(), identity.grants.clone());
+        let read = async move { engine.rooms_of(&user).await };
+        ctx.spawn(read.into_actor(self).map(move |listed, registry, _| match listed {
+            Ok(listed) => {
+                let rooms = listed
+                    .into_iter()
+                    .filter(|(room, _)| registry.rules.check(room, &grants).is_ok())
+                    .map(|(room, access)| RoomEntry { room, access: access.view() })
+                    .collect();
+                registry.send(msg.conn_id, &ServerMessage::Rooms { rooms });
+            }
+            Err(e) => registry.refuse_unreachable(msg.conn_id, msg.echo, &e),
+        }));
     }
 }
 
 impl Handler<ChangeAccess> for Registry {
     type Result = ResponseActFuture<Self, Result<RoomChanged, AccessError>>;
 
-    /// Invites or kicks, for a private room's owner or an operator.
+    /// Invites or kicks, for a private room's owner or an operator; with several nodes, written
+    /// to Redis and then made known to every node, whose tallies the answer carries.
     fn handle(&mut self, msg: ChangeAccess, _: &mut Context<Self>) -> Self::Result {
         let actor = match &msg.requester {
             Requester::Operator => Actor::Operator,
@@ -301,15 +371,64 @@ impl Handler<ChangeAccess> for Registry {
                 }
             },
         };
-        if self.engine().is_some() {
-            if let Requester::Conn { conn_id, echo } = &msg.requester {
-                self.refuse_shared(*conn_id, echo.clone());
+        let by = match &actor {
+            Actor::User(user) => Some(user.clone()),
+            Actor::Operator => None,
+        };
+        let Some(engine) = self.engine().cloned() else {
+            let result = self.change_here(&msg.room, &msg.change, &actor);
+            self.answer_change(&msg.requester, &result);
+            return Box::pin(actix::fut::ready(result.map(|(changed, _)| changed)));
+        };
+        let ChangeAccess { room, change, requester } = msg;
+        let target = room.clone();
+        let write = async move {
+            let written = engine
+                .update_access(&target, false, |read| {
+                    if read.access.is_none() && !read.exists {
+                        return Err(AccessError::Refused(ChangeRefusal::NoRoom(target.clone())));
+                    }
+                    let mut access = read.access.unwrap_or_else(RoomAccess::public);
+                    let applied = access.apply(&change, &actor)?;
+                    Ok((access, applied))
+                })
+                .await;
+            if let Ok((access, applied)) = &written {
+                let listed = if access.kind == RoomKind::Public { &[][..] } else { &applied.invited[..] };
+                engine.index_rooms(&target, listed, &applied.kicked).await;
             }
-            return Box::pin(actix::fut::ready(Err(AccessError::Unavailable("not with several nodes yet".into()))));
-        }
-        let result = self.change_here(&msg.room, &msg.change, &actor);
-        self.answer_change(&msg.requester, &result);
-        Box::pin(actix::fut::ready(result.map(|(changed, _)| changed)))
+            written.map_err(|e| match e {
+                AccessWriteError::Refused(e) => e,
+                AccessWriteError::Unavailable(e) => AccessError::Unavailable(e.to_string()),
+                AccessWriteError::Exists => unreachable!("a change need not make a new room"),
+            })
+        };
+        let applied = write.into_actor(self).map(move |written, registry, _| {
+            let result = written.map(|(access, applied)| {
+                let (left, changed) = registry.access_changed(&room, &access, &applied.invited, by.as_ref());
+                let node = registry.config.node.clone();
+                let answer = RoomChanged {
+                    room: room.clone(),
+                    access: access.view(),
+                    left: [(node, left)].into(),
+                    missing: Vec::new(),
+                };
+                let others = registry.tell_others(&room, &access, applied.invited, by);
+                ((answer, changed), others)
+            });
+            let told = result.as_ref().map(|(answer, _)| answer.clone()).map_err(Clone::clone);
+            registry.answer_change(&requester, &told);
+            result
+        });
+        Box::pin(applied.then(|result, _, _| {
+            actix::fut::wrap_future(async move {
+                let ((mut answer, _), others) = result?;
+                let gathered = others.await;
+                answer.left.extend(gathered.replies.into_iter().map(|reply| (reply.node, reply.closed)));
+                answer.missing = gathered.missing;
+                Ok(answer)
+            })
+        }))
     }
 }
 

@@ -402,6 +402,16 @@ impl Actor for Registry {
             let now = registry.clock.now_ms();
             registry.rooms.drop_idle(now);
         });
+        if let Some(engine) = self.engine.clone() {
+            // The lists of rooms someone is in must not expire under them (twice the TTL, so
+            // four refreshes fit in one lifetime).
+            let every = Duration::from_millis((self.config.rooms.idle_ttl_ms / 2).max(1000));
+            ctx.run_interval(every, move |registry, _| {
+                let rooms: Vec<RoomId> = registry.feeds.keys().cloned().collect();
+                let engine = engine.clone();
+                actix::spawn(async move { engine.keep_access(&rooms).await });
+            });
+        }
     }
 }
 

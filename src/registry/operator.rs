@@ -27,6 +27,10 @@ impl Registry {
                 let rows = self.room_rows().into_iter().map(|row| serde_json::to_value(row).expect("rows serialise"));
                 return ControlReply { node, rows: rows.collect(), ..ControlReply::default() };
             }
+            ControlOp::RoomAccess { room, access, invited, by } => {
+                let (left, _) = self.access_changed(room, access, invited, by.as_ref());
+                return ControlReply { node, closed: left, ..ControlReply::default() };
+            }
         };
         let (ControlOp::CloseConnection { code, reason, .. }
         | ControlOp::CloseUser { code, reason, .. }

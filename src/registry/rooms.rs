@@ -138,7 +138,19 @@ impl Registry {
     /// goes once this one is answered, so one sender's messages keep their order.
     fn post_next(&mut self, conn_id: ConnId, ctx: &mut Context<Self>) {
         let Some(engine) = self.engine().cloned() else { return };
-        let Some(msg) = self.posting.get(&conn_id).and_then(|queue| queue.front()) else { return };
+        // A message waiting for a room its sender has been put out of meanwhile is not posted.
+        while let Some(room) = self.posting.get(&conn_id).and_then(|queue| queue.front()).map(|m| m.room.clone()) {
+            if self.rooms.is_member(&room, conn_id) {
+                break;
+            }
+            let msg = self.posting.get_mut(&conn_id).and_then(VecDeque::pop_front).expect("seen just above");
+            let message = format!("not sent: you are no longer in {room}");
+            self.send_error(conn_id, ErrorCode::NotMember, msg.echo, message);
+        }
+        let Some(msg) = self.posting.get(&conn_id).and_then(|queue| queue.front()) else {
+            self.posting.remove(&conn_id);
+            return;
+        };
         let Some(user) = self.user_of(conn_id) else { return };
         let (room, text) = (msg.room.clone(), msg.text.clone());
         let client_ref = msg.echo.client_ref.as_ref().and_then(|r| r.as_str()).filter(|r| r.len() <= MAX_REF_LEN);

@@ -10,6 +10,7 @@
 //! - `presence`: members across nodes, and a killed node's users leaving.
 //! - `admin`: operator actions and logins ended on one node, sockets closed on another.
 //! - `faults`: Redis restarted, pub/sub connections killed.
+//! - `rooms`: private rooms, direct conversations and kicks, enforced by every node.
 
 mod admin;
 mod delivery;
@@ -19,3 +20,4 @@ mod harness;
 mod helpers;
 mod presence;
 mod recovery;
+mod rooms;
