@@ -23,9 +23,10 @@ pub struct Fleet {
     engine: Option<Engine>,
 }
 
-/// What a close did, over every node.
+/// What a close (or another operator action) did, over every node.
 #[derive(Debug, Default, Serialize)]
 pub struct Tally {
+    /// Connections closed; for a withdrawn role, the times a socket left a room.
     pub closed: usize,
     /// Closes per node that answered (this one included).
     pub nodes: BTreeMap<String, usize>,
@@ -52,7 +53,7 @@ impl Fleet {
         Self { node, registry, engine }
     }
 
-    /// Closes what `op` names on every node.
+    /// Closes what `op` names on every node (or carries out another op that counts what it did).
     pub async fn close(&self, op: ControlOp) -> Result<Tally, MailboxError> {
         let (local, others) = tokio::join!(self.registry.send(Execute(op.clone())), self.ask_others(op));
         let local = local?;

@@ -32,6 +32,9 @@ pub enum ControlOp {
     /// A room's list changed (written to Redis): keep it if newer, put out whoever it no
     /// longer lets in, and tell `invited` (let in by `by`) on their sockets.
     RoomAccess { room: RoomId, access: RoomAccess, invited: Vec<UserId>, by: Option<UserId> },
+    /// An operator withdrew `role` from `user`: their sockets no longer hold it, and leave the
+    /// rooms only it let them into.
+    WithdrawRole { user: UserId, role: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +51,8 @@ pub struct ControlReply {
     #[serde(default)]
     pub re: String,
     pub node: String,
-    /// Connections it closed (or, for a `RoomAccess`, sockets it put out of the room).
+    /// Connections it closed (or, for `RoomAccess` and `WithdrawRole`, the times it put a socket
+    /// out of a room).
     #[serde(default)]
     pub closed: usize,
     /// Its connections, for a `List`; its rooms, for a `ListRooms`.

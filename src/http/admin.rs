@@ -1,5 +1,5 @@
-//! The operator API: list connections, cut them off, revoke a user; list rooms, kick from one
-//! and let back in. Every route needs a token with the `admin` role.
+//! The operator API: list connections, cut them off, revoke a user or one of their roles; list
+//! rooms, kick from one and let back in. Every route needs a token with the `admin` role.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -22,6 +22,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/connections/{conn_id}", web::delete().to(disconnect))
         .route("/users/{user}/connections", web::delete().to(disconnect_user))
         .route("/users/{user}/revoke", web::post().to(revoke_user))
+        .route("/users/{user}/roles/{role}/revoke", web::post().to(withdraw_role))
+        .route("/users/{user}/roles/{role}/revoke", web::delete().to(restore_role))
         .route("/sessions", web::get().to(list_sessions))
         .route("/sessions/{id}", web::delete().to(end_session))
         .route("/stats", web::get().to(stats))
@@ -129,6 +131,51 @@ async fn revoke_user(
         "missing": tally.missing,
         "sessions_ended": sessions.len(),
     })))
+}
+
+/// `POST /admin/users/{user}/roles/{role}/revoke`: from now on `role` counts for nothing in the
+/// user's credentials, whatever they say (tokens already issued, an identity provider's new
+/// ones, sessions), until restored; on every node the user's sockets stop holding it at once
+/// and leave the rooms only it let them into (`left`, reason `forbidden`).
+async fn withdraw_role(
+    Admin(admin): Admin,
+    fleet: web::Data<Fleet>,
+    stores: web::Data<Stores>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, role) = user_role(path.into_inner())?;
+    stores.revocations.withdraw_role(&user, &role).await.map_err(ApiError::StoreUnavailable)?;
+    let op = ControlOp::WithdrawRole { user: user.clone(), role: role.clone() };
+    let tally = fleet.close(op).await.map_err(registry_down)?;
+    tracing::info!(admin = %admin.user, %user, %role, left = tally.closed, missing = ?tally.missing, "operator withdrew a role");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "user": user, "role": role, "left": tally.closed, "nodes": tally.nodes, "missing": tally.missing,
+    })))
+}
+
+/// `DELETE /admin/users/{user}/roles/{role}/revoke`: the role counts again in credentials that
+/// carry it; sockets hold it again from their next renewal or connection.
+async fn restore_role(
+    Admin(admin): Admin,
+    stores: web::Data<Stores>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, role) = user_role(path.into_inner())?;
+    if !stores.revocations.restore_role(&user, &role).await.map_err(ApiError::StoreUnavailable)? {
+        return Err(ApiError::NotFound(format!("the role {role:?} was not withdrawn from {user}")));
+    }
+    tracing::info!(admin = %admin.user, %user, %role, "operator restored a role");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "user": user, "role": role, "restored": true })))
+}
+
+/// The user and role a `/admin/users/{user}/roles/{role}/…` path names.
+fn user_role(path: (String, String)) -> Result<(UserId, String), ApiError> {
+    let (user, role) = path;
+    let user = UserId::parse(&user).map_err(|e| ApiError::bad_request("invalid_user", e.to_string()))?;
+    if role.is_empty() || role.len() > 256 {
+        return Err(ApiError::bad_request("invalid_role", "role names are 1 to 256 bytes"));
+    }
+    Ok((user, role))
 }
 
 /// `GET /admin/sessions[?user=]`: live server-side sessions (session mode).

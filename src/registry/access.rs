@@ -75,6 +75,18 @@ impl Registry {
         out.into_iter().filter(|(conn_id, reason)| self.take_out(*conn_id, room, Some(*reason))).count()
     }
 
+    /// An operator withdrew `role` from `user`: their connections here no longer hold it and
+    /// leave the rooms it alone let them into; answers how many times one left a room.
+    pub(super) fn withdraw_role(&mut self, user: &UserId, role: &str) -> usize {
+        let ids: Vec<ConnId> = self.by_user.get(user).into_iter().flatten().copied().collect();
+        for conn_id in &ids {
+            if let Some(identity) = self.conns.get_mut(conn_id).and_then(|c| c.identity.as_mut()) {
+                identity.grants.roles.retain(|held| held != role);
+            }
+        }
+        ids.into_iter().map(|conn_id| self.recheck_conn(conn_id)).sum()
+    }
+
     /// A room's list changed (here, or on another node): the mirror takes it if it is newer,
     /// whoever it no longer lets in leaves, the members still here see the new list, and the
     /// users it let in (`invited`, by `by`) are told on their sockets here. Answers how many

@@ -31,6 +31,10 @@ impl Registry {
                 let (left, _) = self.access_changed(room, access, invited, by.as_ref());
                 return ControlReply { node, closed: left, ..ControlReply::default() };
             }
+            ControlOp::WithdrawRole { user, role } => {
+                let left = self.withdraw_role(user, role);
+                return ControlReply { node, closed: left, ..ControlReply::default() };
+            }
         };
         let (ControlOp::CloseConnection { code, reason, .. }
         | ControlOp::CloseUser { code, reason, .. }

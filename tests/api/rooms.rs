@@ -406,3 +406,52 @@ async fn operators_list_rooms_and_kick_a_user_who_leaves_at_once_and_stays_out_u
     assert_eq!(left(&mut bob).await["reason"], "kicked");
     assert_eq!(alice.next_of("access").await["access"]["allowed"], json!(["alice"]));
 }
+
+#[actix_web::test]
+async fn a_withdrawn_role_puts_the_users_sockets_out_of_the_rooms_it_granted_and_counts_in_no_later_credential() {
+    let app = spawn_app_with(RULES).await;
+    let boss = sign("boss", 300, &["admin"]);
+    let mut olga1 = connect_with(&app, &token("olga", &["ops"], None)).await;
+    let mut olga2 = connect_with(&app, &token("olga", &["ops", "guest"], None)).await;
+    let mut oscar = connect_with(&app, &token("oscar", &["ops"], None)).await;
+    assert_eq!(join(&mut oscar, "ops.deploy").await["type"], "joined");
+    for olga in [&mut olga1, &mut olga2] {
+        for room in ["ops.deploy", "ops.lobby", "general"] {
+            assert_eq!(join(olga, room).await["type"], "joined");
+        }
+    }
+    while oscar.recv_within(QUIET).await.is_some() {}
+
+    let (status, body) = app.send_json(Method::POST, "/admin/users/olga/roles/ops/revoke", Some(&boss)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["left"], &body["nodes"]), (&json!(3), &json!({"test-node": 3})), "{body}");
+    assert_eq!(left(&mut olga1).await, json!({"type":"left","room":"ops.deploy","reason":"forbidden"}));
+    assert_eq!(left(&mut olga1).await["room"], "ops.lobby");
+    assert_eq!(left(&mut olga2).await["room"], "ops.deploy", "the guest role still opens ops.lobby");
+    let presence = oscar.next_of("presence").await;
+    assert_eq!((presence["user"].as_str(), presence["event"].as_str()), (Some("olga"), Some("leave")));
+    assert_quiet(&mut oscar).await;
+    assert_quiet(&mut olga2).await;
+
+    // a fresh token, or a renewal, that still says ops does not bring it back; admin still counts
+    let mut olga3 = connect_with(&app, &token("olga", &["ops"], None)).await;
+    assert_forbidden(&join(&mut olga3, "ops.deploy").await, "ops.deploy", "roles ops, admin");
+    olga1.send(json!({"type":"reauth","token": token("olga", &["ops"], None)})).await;
+    olga1.next_of("reauthed").await;
+    assert_forbidden(&join(&mut olga1, "ops.deploy").await, "ops.deploy", "roles");
+    let mut olga_admin = connect_with(&app, &token("olga", &["admin"], None)).await;
+    assert_eq!(join(&mut olga_admin, "ops.deploy").await["type"], "joined");
+
+    let (status, _) = app.send_json(Method::DELETE, "/admin/users/olga/roles/ops/revoke", Some(&boss)).await;
+    assert_eq!(status, 200);
+    let (status, body) = app.send_json(Method::DELETE, "/admin/users/olga/roles/ops/revoke", Some(&boss)).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+    let mut olga4 = connect_with(&app, &token("olga", &["ops"], None)).await;
+    assert_eq!(join(&mut olga4, "ops.deploy").await["type"], "joined", "restored for credentials that carry it");
+
+    // withdrawing admin takes the admin API away from a token that says admin
+    let root = sign("root", 300, &["admin"]);
+    assert_eq!(app.get_json("/admin/rooms", Some(&root)).await.0, 200);
+    app.send_json(Method::POST, "/admin/users/root/roles/admin/revoke", Some(&boss)).await;
+    assert_eq!(app.get_json("/admin/rooms", Some(&root)).await.0, 403);
+}

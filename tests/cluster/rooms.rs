@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::harness::*;
+use crate::helpers::*;
 
 /// A socket on another node hears of a change within this (a Redis round trip and a control
 /// message; generous on purpose).
@@ -147,4 +148,18 @@ async fn an_operator_on_one_node_lists_rooms_and_kicks_a_user_out_of_a_room_on_e
     assert_eq!(try_join(&mut troll_new, "lobby").await["type"], "joined", "let back in, on every node");
     let (status, body) = cluster.node(1).admin(Method::DELETE, "/admin/rooms/nowhere/members/troll").await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+}
+
+#[tokio::test]
+async fn a_role_withdrawn_through_one_node_counts_for_nothing_on_another_until_restored() {
+    let cluster = Cluster::start().await;
+    let root = sign("root", 300, &["admin"]);
+    assert_eq!(cluster.node(2).request(Method::GET, "/admin/rooms", Some(&root)).await.0, 200);
+    let (status, body) = cluster.node(1).admin(Method::POST, "/admin/users/root/roles/admin/revoke").await;
+    assert_eq!((status, &body["missing"]), (200, &json!([])), "{body}");
+    let (status, body) = cluster.node(2).request(Method::GET, "/admin/rooms", Some(&root)).await;
+    assert_eq!(status, 403, "the withdrawal is in Redis, for every node: {body}");
+    let (status, _) = cluster.node(3).admin(Method::DELETE, "/admin/users/root/roles/admin/revoke").await;
+    assert_eq!(status, 200);
+    assert_eq!(cluster.node(2).request(Method::GET, "/admin/rooms", Some(&root)).await.0, 200);
 }
