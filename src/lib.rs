@@ -6,8 +6,9 @@
 //! - [`auth`]: the one [`auth::authenticator::Authenticator`] per mode, built at start-up;
 //!   token verification and minting ([`auth::jwt`]), the user directory
 //!   ([`auth::password`]), throttled password login ([`auth::login`]) behind a cap on concurrent
-//!   hashing ([`auth::hashing`]), the revocation check ([`auth::revocation`]), JWKS files
-//!   ([`auth::jwks`]). No HTTP in here.
+//!   hashing ([`auth::hashing`]), the revocation check ([`auth::revocation`]), an identity
+//!   provider's keys from a file or fetched over HTTPS ([`auth::jwks`]). No HTTP serving in
+//!   here; the one HTTP client fetches those keys.
 //! - [`registry`]: the actor that knows every connection, its expiry and its rooms; it warns,
 //!   force-closes at `exp`, fans messages out and serves the admin API.
 //! - [`store`]: refresh tokens, tickets, revocation marks, sessions and failed-login counters

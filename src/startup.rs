@@ -14,6 +14,8 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 
 use crate::auth::authenticator::{Authenticator, JwtMode, SessionMode};
+use crate::auth::jwks::remote::Remote;
+use crate::auth::jwks::Provider;
 use crate::auth::jwt::TokenService;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
@@ -165,7 +167,7 @@ impl Application {
             Some(secret) => secret.clone(),
             None => {
                 // Only JWT mode signing with the secret cares; the others never use it.
-                if settings.auth.mode == AuthMode::Jwt && settings.auth.jwks_file.is_none() {
+                if settings.auth.mode == AuthMode::Jwt && !settings.auth.is_verify_only() {
                     tracing::warn!(
                         "dev mode: auth.secret is shorter than {MIN_HS_SECRET_BYTES} bytes, so a random one was \
                          generated; tokens stop verifying when the process restarts (set AUTHCHAT__AUTH__SECRET to keep them)"
@@ -174,7 +176,22 @@ impl Application {
                 secrecy::SecretString::from(crate::ids::random_id(48))
             }
         };
-        let tokens = Arc::new(TokenService::from_settings(&settings.auth, &hs_secret)?);
+        let metrics = Arc::new(Metrics::new());
+        let tokens = Arc::new(TokenService::from_settings(&settings, &hs_secret, &metrics)?);
+        match tokens.provider() {
+            Some(Provider::File(path)) => {
+                let interval = settings.auth.jwks_poll_interval;
+                if !interval.is_zero() {
+                    let watch = crate::auth::jwks::watch(tokens.clone(), metrics.clone(), path.clone(), interval);
+                    actix_web::rt::spawn(watch);
+                }
+            }
+            Some(Provider::Remote(remote)) => {
+                remote.load_first(&tokens).await?;
+                actix_web::rt::spawn(Remote::keep_fresh(tokens.clone()));
+            }
+            None => {}
+        }
         let users = Arc::new(UserDirectory::new(&settings.users));
         // One id for this start of the server: `welcome.boot`, and the default node name's suffix.
         let boot_id = crate::ids::random_id(6);
@@ -198,13 +215,6 @@ impl Application {
             }
         }
 
-        let metrics = Arc::new(Metrics::new());
-        if let (Some(path), interval) = (tokens.jwks_file(), settings.auth.jwks_poll_interval) {
-            if !interval.is_zero() {
-                let watch = crate::auth::jwks::watch(tokens.clone(), metrics.clone(), path.to_path_buf(), interval);
-                actix_web::rt::spawn(watch);
-            }
-        }
         let stores = match settings.store.backend {
             StoreBackend::Redis => {
                 Stores::redis(&settings.redis).await.map_err(|e| anyhow::anyhow!("store.backend = \"redis\": {e}"))?
@@ -339,8 +349,9 @@ impl Application {
         self.metrics.as_ref().map(|(port, _)| *port)
     }
 
-    /// Something that re-reads what can change under a running server (the JWKS file, the TLS
-    /// certificate and key, and with [`ReloadHandle::with_config`] the room rules), for SIGHUP.
+    /// Something that re-reads what can change under a running server (the identity
+    /// provider's keys, the TLS certificate and key, and with [`ReloadHandle::with_config`] the
+    /// room rules), for SIGHUP.
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
             tokens: self.shared.tokens.clone().into_inner(),

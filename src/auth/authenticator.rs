@@ -102,7 +102,7 @@ impl Authenticator {
     /// out).
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, AuthFailure> {
         let (principal, revocations) = match (self, credential) {
-            (Self::Jwt(mode), Credential::Token(token)) => (mode.tokens.verify(token)?, &mode.revocations),
+            (Self::Jwt(mode), Credential::Token(token)) => (mode.tokens.verify_fresh(token).await?, &mode.revocations),
             (Self::Jwt(mode), Credential::Ticket(ticket)) => (mode.redeem(ticket).await?, &mode.revocations),
             (Self::Session(mode), Credential::SessionCookie(secret)) => {
                 (mode.sessions.authenticate(secret).await?, &mode.revocations)

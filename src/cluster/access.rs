@@ -27,7 +27,8 @@ use crate::ids::{RoomId, UserId};
 use crate::protocol::RoomKind;
 
 static ACCESS_READ: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ACCESS_READ));
-static ACCESS_WRITE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ACCESS_WRITE));
+/// Run by hash in a pipeline (see [`Engine::write_access`]), so only its hash is kept.
+static ACCESS_WRITE_HASH: LazyLock<String> = LazyLock::new(|| Script::new(scripts::ACCESS_WRITE).get_hash().to_owned());
 
 /// Writes that found the list changed meanwhile are tried again this often, then given up.
 const WRITE_ATTEMPTS: usize = 8;
@@ -95,19 +96,7 @@ impl Engine {
             let read = self.read_access(room).await?;
             let expected = read.access.as_ref().map_or(0, |a| a.version);
             let (mut access, extra) = decide(read).map_err(AccessWriteError::Refused)?;
-            let mut call = ACCESS_WRITE.key(self.access_key(room));
-            call.key(self.room_key(room, "m"))
-                .key(self.room_key(room, "s"))
-                .key(self.room_key(room, "pu"))
-                .arg(expected)
-                .arg(u8::from(must_be_new))
-                .arg(crate::ids::random_id(8))
-                .arg(self.inner.room_ttl_ms)
-                .arg(self.access_ttl_ms());
-            for (field, value) in access_fields(&access) {
-                call.arg(field).arg(value);
-            }
-            let (outcome, version): (i64, String) = call.invoke_async(&mut self.conn()).await.map_err(unavailable)?;
+            let (outcome, version) = self.write_access(room, expected, must_be_new, &access).await?;
             match outcome {
                 1 => {
                     access.version =
@@ -119,6 +108,61 @@ impl Engine {
             }
         }
         Err(AccessWriteError::Unavailable(Unavailable("the room's list kept changing; try again".into())))
+    }
+
+    /// One [`scripts::ACCESS_WRITE`]: answers its outcome and version. With
+    /// `redis.ack_replicas`, a list written is answered only once that many replicas hold it
+    /// (else [`Unavailable`]: a failover could lose it, and with it a kick), as messages are.
+    async fn write_access(
+        &self,
+        room: &RoomId,
+        expected: u64,
+        must_be_new: bool,
+        access: &RoomAccess,
+    ) -> Result<(i64, String), Unavailable> {
+        let keys =
+            [self.access_key(room), self.room_key(room, "m"), self.room_key(room, "s"), self.room_key(room, "pu")];
+        let epoch = crate::ids::random_id(8);
+        let fields = access_fields(access);
+        let call = |pipe: &mut redis::Pipeline, command: &str, script: &str| {
+            pipe.cmd(command).arg(script).arg(keys.len()).arg(&keys[..]);
+            pipe.arg(expected).arg(u8::from(must_be_new)).arg(&epoch).arg(self.inner.room_ttl_ms);
+            pipe.arg(self.access_ttl_ms());
+            for (field, value) in &fields {
+                pipe.arg(field).arg(value);
+            }
+            // In the same pipeline, WAIT goes down the script's connection to the room's shard.
+            if self.inner.ack_replicas > 0 {
+                let wait_ms = (self.inner.response_timeout.as_millis() as u64 / 2).max(1);
+                pipe.cmd("WAIT").arg(self.inner.ack_replicas).arg(wait_ms);
+            }
+        };
+        let mut pipe = redis::pipe();
+        call(&mut pipe, "EVALSHA", &ACCESS_WRITE_HASH);
+        let answers: Vec<redis::Value> = match pipe.query_async(&mut self.conn()).await {
+            // That server has not seen the script (it restarted, or a replica took over).
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut pipe = redis::pipe();
+                call(&mut pipe, "EVAL", scripts::ACCESS_WRITE);
+                pipe.query_async(&mut self.conn()).await
+            }
+            answer => answer,
+        }
+        .map_err(unavailable)?;
+        let answer = |i: usize| answers.get(i).cloned().unwrap_or(redis::Value::Nil);
+        let malformed = |e: redis::ParsingError| Unavailable(format!("an unexpected answer from Redis: {e}"));
+        let (outcome, version): (i64, String) = redis::from_redis_value(answer(0)).map_err(malformed)?;
+        if outcome == 1 && self.inner.ack_replicas > 0 {
+            let replicas: u32 = redis::from_redis_value(answer(1)).map_err(malformed)?;
+            if replicas < self.inner.ack_replicas {
+                self.inner.metrics.cluster_unreplicated.inc();
+                return Err(Unavailable(format!(
+                    "the room's list reached {replicas} of redis.ack_replicas = {} replicas in time",
+                    self.inner.ack_replicas
+                )));
+            }
+        }
+        Ok((outcome, version))
     }
 
     /// Keeps the lists of the rooms this node follows (someone is in them) from expiring.

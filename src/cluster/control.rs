@@ -142,8 +142,12 @@ impl Engine {
     /// Answers another node's request.
     pub async fn reply(&self, to: &str, reply: ControlReply) {
         let body = serde_json::to_string(&reply).expect("control replies serialise");
-        let sent: Result<i64, _> =
-            redis::cmd("PUBLISH").arg(self.node_channel(to, "ctl")).arg(body).query_async(&mut self.conn()).await;
+        // A node's channels are sharded on a cluster: only the shard of `{n:<node>}` carries them.
+        let sent: Result<i64, _> = redis::cmd(self.inner.publish_command)
+            .arg(self.node_channel(to, "ctl"))
+            .arg(body)
+            .query_async(&mut self.conn())
+            .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, to, "could not answer another node's operator request");
         }

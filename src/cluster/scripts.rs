@@ -1,11 +1,15 @@
 //! The Lua scripts of the Redis engine. Each runs atomically, so what it reads and writes
 //! (an offset, a stream entry, the PUBLISH of the same message) is one step that every node
 //! sees in the same order. Every key a script touches is passed in `KEYS` and shares the
-//! room's hash tag, so a room's scripts run on one shard under Redis Cluster.
+//! room's hash tag, so a room's scripts run on one shard under Redis Cluster. A script
+//! announces on the room's channel with the command it is given: `PUBLISH` on one Redis,
+//! `SPUBLISH` on a cluster (sharded pub/sub: only the room's shard carries it, and the
+//! channel shares the room's tag).
 
 /// Posts one message. `KEYS`: meta hash, stream, idempotency key (or the meta hash again when
 /// the message has no `ref`). `ARGV`: user, text, has ref (1/0), history size, room TTL ms,
-/// a fresh epoch (used only if the room has none), the room channel, ref window ms.
+/// a fresh epoch (used only if the room has none), the room channel, ref window ms, the
+/// publish command.
 /// Answers `{offset, duplicate (1/0), epoch}`.
 ///
 /// Channel order is offset order because the PUBLISH happens inside the script. If the meta
@@ -32,7 +36,7 @@ local ts = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
 redis.call('XADD', stream, 'MAXLEN', ARGV[4], offset .. '-0', 'f', user, 't', text, 'ts', ts)
 redis.call('PEXPIRE', meta, ARGV[5])
 redis.call('PEXPIRE', stream, ARGV[5])
-redis.call('PUBLISH', ARGV[7], 'm ' .. epoch .. ' ' .. offset .. ' ' .. ts .. ' ' .. #user .. '\n' .. user .. text)
+redis.call(ARGV[9], ARGV[7], 'm ' .. epoch .. ' ' .. offset .. ' ' .. ts .. ' ' .. #user .. '\n' .. user .. text)
 if has_ref then
   redis.call('SET', idem, offset, 'PX', ARGV[8])
 end
@@ -104,12 +108,12 @@ return {1, string.format('%.0f', version)}
 "#;
 
 /// A user's first socket on this node entered the room. `KEYS`: per-node hash, users hash.
-/// `ARGV`: node, user, room channel, room TTL ms. The users hash counts the nodes a user is on
+/// `ARGV`: node, user, room channel, room TTL ms, publish command. The users hash counts the nodes a user is on
 /// there; going from 0 to 1 announces them to every node.
 pub const PRESENCE_JOIN: &str = r#"
 if redis.call('HSETNX', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 1) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then
-    redis.call('PUBLISH', ARGV[3], 'p join ' .. ARGV[2])
+    redis.call(ARGV[5], ARGV[3], 'p join ' .. ARGV[2])
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -123,7 +127,7 @@ pub const PRESENCE_LEAVE: &str = r#"
 if redis.call('HDEL', KEYS[1], ARGV[1] .. '|' .. ARGV[2]) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
-    redis.call('PUBLISH', ARGV[3], 'p leave ' .. ARGV[2])
+    redis.call(ARGV[5], ARGV[3], 'p leave ' .. ARGV[2])
   end
 end
 return 1
@@ -158,11 +162,11 @@ return {now, dead, live, missing and 1 or 0}
 /// e.g. departures that could not be written while Redis was down. With no users, it takes a
 /// node (a dead one, or this one leaving a room) out of the room; safe to run twice (two
 /// reapers): a field is removed once. `KEYS`: per-node hash, users hash. `ARGV`: node, room
-/// channel, room TTL ms, then the local users.
+/// channel, room TTL ms, publish command, then the local users.
 pub const SYNC_PRESENCE: &str = r#"
 local prefix = ARGV[1] .. '|'
 local here = {}
-for i = 4, #ARGV do here[ARGV[i]] = true end
+for i = 5, #ARGV do here[ARGV[i]] = true end
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(field, 1, #prefix) == prefix then
     local user = string.sub(field, #prefix + 1)
@@ -172,7 +176,7 @@ for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
       redis.call('HDEL', KEYS[1], field)
       if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
         redis.call('HDEL', KEYS[2], user)
-        redis.call('PUBLISH', ARGV[2], 'p leave ' .. user)
+        redis.call(ARGV[4], ARGV[2], 'p leave ' .. user)
       end
     end
   end
@@ -180,7 +184,7 @@ end
 for user in pairs(here) do
   redis.call('HSET', KEYS[1], prefix .. user, 1)
   if redis.call('HINCRBY', KEYS[2], user, 1) == 1 then
-    redis.call('PUBLISH', ARGV[2], 'p join ' .. user)
+    redis.call(ARGV[4], ARGV[2], 'p join ' .. user)
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])

@@ -237,7 +237,7 @@ fn refuse_in_verify_only_mode(api: &TokenApi) -> Result<(), ApiError> {
     if api.tokens.is_verify_only() {
         return Err(ApiError::NotFoundWithCode {
             code: "login_disabled",
-            message: "this server only verifies tokens from an identity provider (auth.jwks_file); sign in there",
+            message: "this server only verifies tokens from an identity provider (verify-only mode); sign in there",
         });
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! that several nodes see the same state and it survives a restart. Secrets are never stored:
 //! refresh tokens and tickets are kept under the SHA-256 of their value ([`SecretHash`]).
 
+pub mod link;
 pub mod memory;
 pub mod redis;
 

@@ -279,6 +279,33 @@ fn check_config_names_the_key_to_fix() {
     );
 }
 
+#[actix_web::test]
+async fn check_config_fetches_the_jwks_as_start_up_does() {
+    let idp = crate::idp::Idp::start("check-config", &[("k1", jsonwebtoken::Algorithm::ES256)]).await;
+    let check = |ca_file: Option<String>| {
+        let mut cmd = authchat();
+        cmd.arg("check-config")
+            .env("AUTHCHAT__AUTH__ISSUER", &idp.issuer)
+            .env("AUTHCHAT__AUTH__OIDC_DISCOVERY", "true");
+        if let Some(ca_file) = ca_file {
+            cmd.env("AUTHCHAT__AUTH__JWKS_CA_FILE", ca_file);
+        }
+        // The provider answers from its own threads; the blocking wait stays off this one.
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let out = check(Some(idp.ca_file.display().to_string())).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let discovery = format!("{}/.well-known/openid-configuration", idp.issuer);
+    assert!(said.contains(&format!("jwt, verify-only (keys from OpenID discovery at {discovery})")), "{said}");
+    assert_eq!((idp.discovery_hits(), idp.jwks_hits()), (1, 1));
+
+    let out = check(None).await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("UnknownIssuer") && stderr.contains("auth.jwks_ca_file"), "{stderr}");
+}
+
 #[test]
 fn the_token_command_mints_a_token_the_server_accepts() {
     let out = authchat()

@@ -11,7 +11,9 @@ mod frames;
 #[path = "../support/mod.rs"]
 mod helpers;
 mod hostile;
+mod idp;
 mod jwks;
+mod jwks_https;
 mod keys;
 mod lifecycle;
 mod limits;

@@ -163,3 +163,48 @@ async fn a_role_withdrawn_through_one_node_counts_for_nothing_on_another_until_r
     assert_eq!(status, 200);
     assert_eq!(cluster.node(2).request(Method::GET, "/admin/rooms", Some(&root)).await.0, 200);
 }
+
+#[tokio::test]
+async fn private_rooms_kicks_and_conversations_hold_on_every_shard_of_a_redis_cluster() {
+    // Lists are written only once a replica holds them, as messages are.
+    let mut cluster = Cluster::start_sharded(&[("AUTHCHAT__REDIS__ACK_REPLICAS", "1")]).await;
+    let shards = cluster.shards();
+    let mut by_primary = std::collections::BTreeMap::new();
+    for i in 0..64 {
+        let room = format!("club-{i}");
+        by_primary.entry(shards.primary_of(&room)).or_insert(room);
+    }
+    assert_eq!(by_primary.len(), 3, "64 names land on all three primaries: {by_primary:?}");
+    let rooms: Vec<String> = by_primary.into_values().collect();
+    let mut alice = cluster.node(1).member("alice").await;
+    let mut bob = cluster.node(2).member("bob").await;
+    let mut eve = cluster.node(3).member("eve").await;
+
+    for room in &rooms {
+        let created =
+            ask(&mut alice, json!({"type":"create","room":room,"private":true,"invite":["bob"]}), "joined").await;
+        assert_eq!(created["access"]["kind"], "private", "{created}");
+        alice.send_acked(room, &format!("in {room}")).await;
+        bob.wait_for(AT_ONCE, "invited", |f| (f["type"] == "invited" && f["room"] == *room).then_some(())).await;
+        let joined = try_join(&mut bob, room).await;
+        assert_eq!(texts_of(&joined["history"]), [format!("in {room}")], "{joined}");
+        assert_eq!(try_join(&mut eve, room).await["code"], "forbidden");
+    }
+    let listed = ask(&mut bob, json!({"type":"rooms"}), "rooms").await;
+    let names: Vec<&str> = listed["rooms"].as_array().unwrap().iter().map(|r| r["room"].as_str().unwrap()).collect();
+    let mut expected: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(names, expected, "the user's index works on a cluster too");
+
+    for room in &rooms {
+        alice.ws.send(json!({"type":"kick","room":room,"user":"bob"})).await;
+        assert_eq!(left_from(&mut bob, room).await["reason"], "kicked");
+        assert_eq!(try_join(&mut bob, room).await["code"], "forbidden", "kept out of {room}");
+    }
+
+    let opened = ask(&mut alice, json!({"type":"dm","user":"bob"}), "joined").await;
+    let dm = opened["room"].as_str().unwrap().to_owned();
+    bob.wait_for(AT_ONCE, "the conversation", |f| (f["type"] == "invited" && f["room"] == dm).then_some(())).await;
+    assert_eq!(try_join(&mut bob, &dm).await["type"], "joined");
+    assert_eq!(try_join(&mut eve, &dm).await["code"], "forbidden");
+}
