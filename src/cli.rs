@@ -73,9 +73,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
+            let layers = LoadOptions::from_process(cli.config.clone());
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings).await?;
-                let reload = app.reload_handle();
+                let reload = app.reload_handle().with_config(layers);
                 actix_web::rt::spawn(async move {
                     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
                         return tracing::warn!("cannot listen for SIGHUP; reloads need a restart");

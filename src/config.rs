@@ -59,6 +59,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub ws: WsSettings,
     pub chat: ChatSettings,
+    pub rooms: RoomsSettings,
     pub tls: TlsSettings,
     pub store: StoreSettings,
     pub redis: RedisSettings,
@@ -559,6 +560,81 @@ pub struct ChatSettings {
     pub idle_room_ttl: Duration,
 }
 
+/// Who may join which rooms (beyond private rooms and direct conversations, which carry their
+/// own lists). Re-read on SIGHUP; sockets no longer allowed in a room leave it at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsSettings {
+    /// A room is decided by the rule with the longest `prefix` it starts with; a room no rule
+    /// matches is public.
+    #[serde(default)]
+    pub rules: Vec<RoomRule>,
+}
+
+/// One `[[rooms.rules]]` entry: who may join the rooms whose names start with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomRule {
+    /// Room names starting with this ("" is every room).
+    pub prefix: String,
+    /// A token with any of these roles may join.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The name of a token claim listing rooms: a token whose claim lists the room by name, or
+    /// a prefix of it written `prefix*`, may join.
+    #[serde(default)]
+    pub claim: Option<String>,
+}
+
+/// The claims authchat reads itself: a rule naming one would test something else than a list
+/// of rooms (`roles` has its own key).
+const RESERVED_CLAIMS: &[&str] = &["sub", "exp", "iat", "iat_ms", "nbf", "jti", "iss", "aud", "sid", "roles"];
+
+impl RoomsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut prefixes = std::collections::HashSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |field: &str| format!("rooms.rules[{i}].{field}");
+            let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if rule.prefix.len() > 64 || !rule.prefix.chars().all(valid_char) {
+                return Err(ConfigError::invalid(
+                    at("prefix"),
+                    format!(
+                        "{:?} can never begin a room name (at most 64 characters of A-Z, a-z, 0-9, '.', '_', '-')",
+                        rule.prefix
+                    ),
+                ));
+            }
+            if !prefixes.insert(rule.prefix.as_str()) {
+                return Err(ConfigError::invalid(
+                    at("prefix"),
+                    format!("{:?} is the prefix of an earlier rule too; one rule per prefix", rule.prefix),
+                ));
+            }
+            if rule.roles.is_empty() && rule.claim.is_none() {
+                return Err(ConfigError::invalid(
+                    at("roles"),
+                    "a rule needs roles, a claim, or both (a room no rule matches is public already)",
+                ));
+            }
+            if rule.roles.iter().any(|r| r.is_empty()) {
+                return Err(ConfigError::invalid(at("roles"), "role names must not be empty"));
+            }
+            match rule.claim.as_deref() {
+                Some("") => return Err(ConfigError::invalid(at("claim"), "must name a claim, e.g. \"rooms\"")),
+                Some(claim) if RESERVED_CLAIMS.contains(&claim) => {
+                    return Err(ConfigError::invalid(
+                        at("claim"),
+                        format!("{claim:?} is not a list of rooms (for roles, use roles = [...])"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// TLS on the listener itself.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -896,6 +972,7 @@ impl Settings {
         if self.chat.history_size == 0 || self.chat.max_text_chars == 0 {
             return Err(ConfigError::invalid("chat", "history_size and max_text_chars must be above 0"));
         }
+        self.rooms.validate()?;
         for (i, origin) in self.server.allowed_origins.iter().enumerate() {
             if !is_plain_origin(origin) {
                 return Err(ConfigError::invalid(
@@ -1284,6 +1361,30 @@ mod tests {
         }
         let err = load_with(&[], &[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,nope")]).unwrap_err().to_string();
         assert!(err.contains("server.trusted_proxies[1]"), "{err}");
+    }
+
+    #[test]
+    fn room_rules_load_and_a_bad_one_names_its_key() {
+        let rules = "[[rooms.rules]]\nprefix = \"ops.\"\nroles = [\"ops\"]\n\
+                     [[rooms.rules]]\nprefix = \"proj-\"\nclaim = \"rooms\"";
+        let settings = load_with(&[rules], &[]).expect("two rules");
+        assert_eq!(settings.rooms.rules.len(), 2);
+        assert_eq!(settings.rooms.rules[1].claim.as_deref(), Some("rooms"));
+        assert!(load_with(&[], &[]).unwrap().rooms.rules.is_empty(), "no rules: every room is public");
+        for (rule, key, why) in [
+            ("prefix = \"a b\"\nroles = [\"x\"]", "rooms.rules[0].prefix", "never begin"),
+            ("prefix = \"ops.\"", "rooms.rules[0].roles", "roles, a claim"),
+            ("prefix = \"ops.\"\nclaim = \"roles\"", "rooms.rules[0].claim", "not a list of rooms"),
+            ("prefix = \"ops.\"\nclaim = \"\"", "rooms.rules[0].claim", "must name"),
+            ("prefix = \"ops.\"\nrole = [\"x\"]", "role", "unknown field"),
+        ] {
+            let err = load_with(&[&format!("[[rooms.rules]]\n{rule}")], &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(why), "{rule}: {err}");
+        }
+        let twice =
+            "[[rooms.rules]]\nprefix = \"a\"\nroles = [\"x\"]\n[[rooms.rules]]\nprefix = \"a\"\nroles = [\"y\"]";
+        let err = load_with(&[twice], &[]).unwrap_err().to_string();
+        assert!(err.contains("rooms.rules[1].prefix"), "{err}");
     }
 
     #[test]

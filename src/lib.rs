@@ -13,7 +13,8 @@
 //!   force-closes at `exp`, fans messages out and serves the admin API.
 //! - [`store`]: refresh tokens, tickets, revocation marks, sessions and failed-login counters
 //!   behind small async traits; in memory by default, or in Redis.
-//! - [`chat`]: rooms, membership and history as plain data.
+//! - [`chat`]: rooms, membership, history, and who may be in a room (rules, private rooms,
+//!   direct conversations) as plain data.
 //! - [`protocol`]: the JSON messages and close codes.
 //! - [`ws`]: the upgrade (credential checked first), the bounded wire ([`ws::transport`]) and
 //!   the per-socket actor.

@@ -20,8 +20,9 @@ use crate::auth::jwt::TokenService;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
+use crate::chat::access::Rules;
 use crate::cluster::Engine;
-use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
+use crate::config::{AuthMode, LoadOptions, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
 use crate::fleet::Fleet;
 use crate::http::error::ApiError;
 use crate::http::token::TokenApi;
@@ -29,21 +30,32 @@ use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 use crate::ratelimit::SharedLimits;
-use crate::registry::{CloseAll, Registry, RegistryConfig};
+use crate::registry::{CloseAll, Registry, RegistryConfig, SetRules};
 use crate::state::AppState;
 use crate::store::Stores;
 use crate::tls::CertStore;
 use crate::ws::session::{SocketConfig, SocketDeps};
 
-/// Re-reads reloadable inputs without dropping connections.
+/// Re-reads reloadable inputs without dropping connections: the TLS files, the JWKS file, and
+/// (when it knows where the configuration comes from) the room rules.
 #[derive(Clone)]
 pub struct ReloadHandle {
     tokens: Arc<TokenService>,
     metrics: Arc<Metrics>,
     certs: Option<Arc<CertStore>>,
+    registry: Addr<Registry>,
+    /// Where the configuration is read again from, for `[rooms]`; `None`: not re-read.
+    config: Option<LoadOptions>,
 }
 
 impl ReloadHandle {
+    /// Re-reads the configuration from these layers at each reload; only its room rules take
+    /// effect (everything else needs a restart).
+    pub fn with_config(mut self, options: LoadOptions) -> Self {
+        self.config = Some(options);
+        self
+    }
+
     pub fn reload(&self) {
         if let Some(certs) = &self.certs {
             match certs.reload() {
@@ -54,6 +66,26 @@ impl ReloadHandle {
         if self.tokens.is_verify_only() {
             crate::auth::jwks::reload(&self.tokens, &self.metrics, "SIGHUP");
         }
+        if let Some(options) = &self.config {
+            self.reload_rules(options);
+        }
+    }
+
+    /// New room rules, in force at once: sockets they no longer allow in a room leave it.
+    fn reload_rules(&self, options: &LoadOptions) {
+        let settings = match Settings::load(options) {
+            Ok(settings) => settings,
+            Err(e) => return tracing::error!(error = %e, "configuration not re-read; the room rules in force stay"),
+        };
+        let rules = Rules::new(&settings.rooms.rules);
+        let count = rules.len();
+        let registry = self.registry.clone();
+        actix_web::rt::spawn(async move {
+            match registry.send(SetRules { rules }).await {
+                Ok(left) => tracing::info!(rules = count, left, "room rules re-read; sockets they refuse left rooms"),
+                Err(e) => tracing::error!(error = %e, "the registry did not take the new room rules"),
+            }
+        });
     }
 }
 
@@ -318,12 +350,15 @@ impl Application {
     }
 
     /// Something that re-reads what can change under a running server (the identity
-    /// provider's keys, the TLS certificate and key), for SIGHUP.
+    /// provider's keys, the TLS certificate and key, and with [`ReloadHandle::with_config`] the
+    /// room rules), for SIGHUP.
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
             tokens: self.shared.tokens.clone().into_inner(),
             metrics: self.shared.metrics.clone().into_inner(),
             certs: self.certs.clone(),
+            registry: self.shared.registry.get_ref().clone(),
+            config: None,
         }
     }
 

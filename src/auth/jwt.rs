@@ -49,6 +49,22 @@ struct Claims {
     sid: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+    /// Every other claim, of which the lists of strings are kept (room rules read them).
+    #[serde(flatten, default, skip_serializing)]
+    other: HashMap<String, serde_json::Value>,
+}
+
+/// The claims of `other` whose value is a list of strings.
+fn list_claims(other: HashMap<String, serde_json::Value>) -> std::collections::BTreeMap<String, Vec<String>> {
+    other
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let serde_json::Value::Array(items) = value else { return None };
+            let strings: Option<Vec<String>> =
+                items.into_iter().map(|v| if let serde_json::Value::String(s) = v { Some(s) } else { None }).collect();
+            strings.map(|s| (name, s))
+        })
+        .collect()
 }
 
 /// `aud`: one audience (as minted here) or several (RFC 7519 §4.1.3), as identity providers
@@ -377,6 +393,7 @@ impl TokenService {
                 (None, _) => 0,
             },
             session_id: claims.sid.map(SessionId::new),
+            claims: list_claims(claims.other),
         })
     }
 
@@ -408,6 +425,7 @@ impl TokenService {
             aud: self.audience.clone().map(Audience::One),
             sid: sid.map(str::to_owned),
             roles: roles.to_vec(),
+            other: HashMap::new(),
         };
         let mut header = Header::new(signer.algorithm);
         header.kid = Some(signer.kid.clone());
@@ -637,6 +655,21 @@ mod tests {
         let alice = UserId::new("alice");
         assert!(svc.mint(&alice, &[], Some(Duration::from_secs(3600)), None).is_ok());
         assert!(matches!(svc.mint(&alice, &[], Some(Duration::from_secs(3601)), None), Err(MintError::TooLong(_))));
+    }
+
+    #[test]
+    fn lists_of_strings_among_other_claims_are_kept_for_room_rules() {
+        let svc = service(SECRET);
+        let claims = serde_json::json!({
+            "sub":"a","exp":now_unix_s() + 60,"iss":"authchat","aud":"authchat","roles":["ops"],
+            "rooms":["proj-x","team.ops.*"],"groups":[],"mixed":["a",1],"name":"Ann","nested":{"rooms":["x"]}
+        });
+        let p = svc.verify(&sign(claims, Algorithm::HS256, None, b"0123456789abcdef0123456789abcdef")).unwrap();
+        assert_eq!(p.roles, ["ops"]);
+        let expected: std::collections::BTreeMap<String, Vec<String>> =
+            [("groups".to_owned(), vec![]), ("rooms".to_owned(), vec!["proj-x".to_owned(), "team.ops.*".to_owned()])]
+                .into();
+        assert_eq!(p.claims, expected, "only top-level lists of strings");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - `subscriber`: the one subscription connection, its probe and its reconnection.
 //! - [`control`]: operator requests across nodes.
 
+mod access;
 pub mod control;
 mod scripts;
 mod subscriber;
@@ -42,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{ChatMessage, PresenceEvent};
 use crate::store::link::{Connection, Target};
 use crate::time::now_unix_ms;
+pub use access::{AccessRead, AccessWriteError};
 pub use control::{ControlOp, ControlReply, ControlRequest, Gathered};
 
 /// What arrives from Redis for the registry.
@@ -79,6 +81,8 @@ pub struct RoomState {
     pub messages: Vec<Arc<ChatMessage>>,
     /// Users in it, on any node.
     pub users: Vec<UserId>,
+    /// Its own list (private room, direct conversation, kicks), if it has one.
+    pub access: Option<crate::chat::access::RoomAccess>,
 }
 
 /// Health of this node's link to the cluster, for `/readyz`.
@@ -441,22 +445,25 @@ impl Engine {
     /// The room's epoch, last id, newest `chat.history_size` messages and users.
     pub async fn room_state(&self, room: &RoomId) -> Result<RoomState, Unavailable> {
         type Entry = (String, Vec<(String, String)>);
-        let (epoch, _top, entries, users): (String, u64, Vec<Entry>, Vec<String>) = self
+        let (epoch, _top, entries, users, access): (String, u64, Vec<Entry>, Vec<String>, Vec<String>) = self
             .inner
             .room_state
             .key(self.room_key(room, "m"))
             .key(self.room_key(room, "s"))
             .key(self.room_key(room, "pu"))
+            .key(self.room_key(room, "a"))
             .arg(self.inner.history_size)
             .arg(crate::ids::random_id(8))
             .arg(self.inner.room_ttl_ms)
+            .arg(self.inner.room_ttl_ms.saturating_mul(2))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let mut messages: Vec<Arc<ChatMessage>> =
             entries.into_iter().filter_map(|(id, fields)| stream_entry(room, &id, fields)).collect();
         messages.reverse();
-        Ok(RoomState { epoch, messages, users: users.into_iter().map(UserId::new).collect() })
+        let users = users.into_iter().map(UserId::new).collect();
+        Ok(RoomState { epoch, messages, users, access: access::parse_access(access) })
     }
 
     async fn write_presence(&self, room: &RoomId, user: &UserId, event: PresenceEvent) -> Result<(), Unavailable> {

@@ -44,18 +44,67 @@ return {offset, 0, epoch}
 "#;
 
 /// A room's state, for a node that starts (or resumes) following it. `KEYS`: meta hash,
-/// stream, users hash. `ARGV`: how many entries, a fresh epoch, room TTL ms. Answers `{epoch,
-/// top offset, entries (newest first, each {id, fields}), users}`. A room without an epoch
-/// gets one here (dropping a stale stream, as in [`PUBLISH`]), so the epoch a client is told
-/// at its first join is the one the room's messages will carry.
+/// stream, users hash, access hash. `ARGV`: how many entries, a fresh epoch, room TTL ms,
+/// access TTL ms. Answers `{epoch, top offset, entries (newest first, each {id, fields}), users,
+/// access fields}`. A room without an epoch gets one here (dropping a stale stream, as in
+/// [`PUBLISH`]), so the epoch a client is told at its first join is the one the room's messages
+/// will carry.
+///
+/// A room that starts over with nobody in it also drops the list left from an earlier room of
+/// its name (a private room idle past its TTL is gone, as on one node); with somebody in it the
+/// room was quiet, not gone, and its list stays.
 pub const ROOM_STATE: &str = r#"
 if redis.call('HSETNX', KEYS[1], 'e', ARGV[2]) == 1 then
   redis.call('DEL', KEYS[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if redis.call('HLEN', KEYS[3]) == 0 then
+    redis.call('DEL', KEYS[4])
+  end
 end
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
 local meta = redis.call('HMGET', KEYS[1], 'e', 's')
 local entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])
-return {meta[1] or '', tonumber(meta[2] or '0'), entries, redis.call('HKEYS', KEYS[3])}
+return {meta[1] or '', tonumber(meta[2] or '0'), entries, redis.call('HKEYS', KEYS[3]), redis.call('HGETALL', KEYS[4])}
+"#;
+
+/// A room's own list, and whether the room exists (it has an epoch, or somebody in it).
+/// `KEYS`: access hash, meta hash, users hash. Answers `{access fields, exists (1/0)}`.
+pub const ACCESS_READ: &str = r#"
+local exists = redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HLEN', KEYS[3]) > 0
+return {redis.call('HGETALL', KEYS[1]), exists and 1 or 0}
+"#;
+
+/// Replaces a room's list, if it is still the version the caller read (compare and set: the
+/// caller decides in Rust and retries on a conflict). `KEYS`: access hash, meta hash, stream,
+/// users hash. `ARGV`: the version read (0: none), must the room be new (1/0), a fresh epoch,
+/// room TTL ms, access TTL ms, then field, value, field, value… Answers `{1, new version}`,
+/// `{0, version now}` (changed meanwhile) or `{-1, version}` (the room exists, and must not).
+///
+/// The version is Redis's clock in microseconds (or one more than the last), so it grows
+/// across a list dropped and made again, and every node keeps the newest it heard of. The room
+/// gets an epoch if it has none, so that the first join does not take it for a room starting
+/// over and drop the list ([`ROOM_STATE`]).
+pub const ACCESS_WRITE: &str = r#"
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if current ~= tonumber(ARGV[1]) then
+  return {0, string.format('%.0f', current)}
+end
+if ARGV[2] == '1' and (redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HLEN', KEYS[4]) > 0) then
+  return {-1, string.format('%.0f', current)}
+end
+local t = redis.call('TIME')
+local version = math.max(current + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', string.format('%.0f', version))
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if redis.call('HSETNX', KEYS[2], 'e', ARGV[3]) == 1 then
+  redis.call('DEL', KEYS[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+return {1, string.format('%.0f', version)}
 "#;
 
 /// A user's first socket on this node entered the room. `KEYS`: per-node hash, users hash.

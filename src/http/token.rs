@@ -16,7 +16,7 @@ use crate::auth::jwt::TokenService;
 use crate::auth::login::LoginError;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
-use crate::auth::revocation::check_not_revoked;
+use crate::auth::revocation::apply_marks;
 use crate::auth::Principal;
 use crate::cluster::ControlOp;
 use crate::config::AuthSettings;
@@ -116,8 +116,9 @@ pub async fn refresh(api: web::Data<TokenApi>, req: HttpRequest) -> Result<HttpR
         expires_at: record.expires_at,
         issued_at_ms: record.issued_at_ms,
         session_id: Some(record.family.clone()),
+        claims: Default::default(),
     };
-    check_not_revoked(api.stores.revocations.as_ref(), &principal).await.map_err(|e| match ApiError::from(e) {
+    apply_marks(api.stores.revocations.as_ref(), principal).await.map_err(|e| match ApiError::from(e) {
         ApiError::Auth(_) => invalid_refresh(),
         other => other,
     })?;

@@ -7,6 +7,8 @@
 //! `revoked-session:{sid}`, and rate-limited counters under the keys their owner names
 //! (`{login-failures}:ip:<address>`, `{login-failures}:user:<sha256>`, one hash tag so that
 //! both are counted in one script on a cluster): a TAT in Unix ms, expiring at that instant.
+//! `revoked-roles:{user}`, the roles withdrawn from a user, has no TTL: a withdrawal stands
+//! until an operator restores the role.
 //!
 //! Session endings reach every node two ways: the `session-ended` pub/sub channel (published on
 //! logout, admin deletion and revoke), and Redis keyspace notifications for expired and deleted
@@ -395,10 +397,36 @@ impl RevocationStore for RedisStore {
         }))
         .await
         .map_err(unavailable)?;
+        let withdrawn_roles: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.key("revoked-roles", user.as_str()))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         Ok(Marks {
             user_revoked_at_ms: values.first().cloned().flatten().and_then(|v| v.parse().ok()).map(mark_ms),
             session_revoked: values.get(1).is_some_and(Option::is_some),
+            withdrawn_roles,
         })
+    }
+
+    async fn withdraw_role(&self, user: &UserId, role: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("SADD")
+            .arg(self.key("revoked-roles", user.as_str()))
+            .arg(role)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn restore_role(&self, user: &UserId, role: &str) -> Result<bool, StoreError> {
+        let removed: i64 = redis::cmd("SREM")
+            .arg(self.key("revoked-roles", user.as_str()))
+            .arg(role)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
     }
 }
 

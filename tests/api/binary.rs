@@ -395,6 +395,34 @@ async fn sighup_rereads_the_jwks_file_without_dropping_sockets() {
 }
 
 #[actix_web::test]
+async fn sighup_rereads_the_room_rules_and_puts_sockets_out_of_rooms_they_no_longer_allow() {
+    let file = std::env::temp_dir().join(format!("authchat-rules-{}.toml", std::process::id()));
+    std::fs::write(&file, "").unwrap();
+    let config = file.display().to_string();
+    let server = start_server_with(&[("AUTHCHAT_CONFIG", &config)]);
+    let ws_url =
+        |user: &str, roles: &[&str]| format!("ws://127.0.0.1:{}/ws?token={}", server.port, sign(user, 300, roles));
+    let (mut guest, _) = connect(&ws_url("gus", &[]), &[]).await.unwrap();
+    let (mut ops, _) = connect(&ws_url("olga", &["ops"]), &[]).await.unwrap();
+    for ws in [&mut guest, &mut ops] {
+        ws.next_of("welcome").await;
+        ws.send(json!({"type":"join","room":"ops.deploy"})).await;
+        ws.next_of("joined").await;
+    }
+
+    std::fs::write(&file, "[[rooms.rules]]\nprefix = \"ops.\"\nroles = [\"ops\"]\n").unwrap();
+    server.signal("HUP");
+    assert_eq!(guest.next_of("left").await, json!({"type":"left","room":"ops.deploy","reason":"forbidden"}));
+    let presence = ops.next_of("presence").await;
+    assert_eq!((presence["user"].as_str(), presence["event"].as_str()), (Some("gus"), Some("leave")));
+    guest.send(json!({"type":"join","room":"ops.deploy"})).await;
+    assert_eq!(guest.next_of("error").await["code"], "forbidden");
+    ops.send(json!({"type":"send","room":"ops.deploy","text":"still in"})).await;
+    ops.next_of("ack").await;
+    let _ = std::fs::remove_file(&file);
+}
+
+#[actix_web::test]
 async fn on_sigterm_readiness_flips_before_sockets_close() {
     let mut server = start_server_with(&[("AUTHCHAT__SERVER__DRAIN_DELAY", "1500ms")]);
     let base = format!("http://127.0.0.1:{}", server.port);

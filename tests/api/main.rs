@@ -21,6 +21,7 @@ mod node;
 mod ops;
 mod ordering;
 mod proxy;
+mod rooms;
 mod sessions;
 mod shared;
 mod strict;
