@@ -3,13 +3,15 @@
 # server (in-process and as a binary) and talk to it over real sockets, tests against a real
 # redis-server (each starts its own on a free port), and end-to-end tests in headless Chromium.
 #
-# It needs redis-server, chromium and chromedriver. When one is missing it installs Debian's
+# It needs redis-server, redis-cli, chromium and chromedriver. When one is missing it installs Debian's
 # packages (as root with apt-get), or says exactly what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# redis-cli forms the Redis Cluster of tests/cluster/sharded.rs (Debian: redis-tools).
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -9,10 +9,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::auth::jwks::Provider;
 use crate::auth::jwt::TokenService;
 use crate::auth::password::hash_password;
 use crate::config::{AuthMode, LoadOptions, Settings, MIN_HS_SECRET_BYTES};
 use crate::ids::UserId;
+use crate::metrics::Metrics;
 use crate::startup::Application;
 
 #[derive(Parser)]
@@ -42,7 +44,8 @@ enum Command {
     },
     /// Read a password from standard input and print its Argon2 hash for `users[].password_hash`.
     HashPassword,
-    /// Load and validate the configuration (keys included), then exit.
+    /// Load and validate the configuration (keys included: an identity provider's are fetched
+    /// as start-up would), then exit.
     CheckConfig,
     /// Ask the server this configuration describes for /healthz (https when tls.cert and
     /// tls.key are set); exit 0 when it answers 200, else 1 with the reason.
@@ -70,9 +73,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let settings = load()?;
             crate::telemetry::init(&settings.log);
+            let layers = LoadOptions::from_process(cli.config.clone());
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings).await?;
-                let reload = app.reload_handle();
+                let reload = app.reload_handle().with_config(layers);
                 actix_web::rt::spawn(async move {
                     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
                         return tracing::warn!("cannot listen for SIGHUP; reloads need a restart");
@@ -90,7 +94,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Token { user, roles, ttl } => {
             let settings = load()?;
             check_can_mint(&settings)?;
-            let tokens = TokenService::from_settings(&settings.auth, &settings.auth.secret)?;
+            let tokens = TokenService::from_settings(&settings, &settings.auth.secret, &Metrics::new())?;
             let minted = tokens.mint(&UserId::new(user), &roles, ttl, None)?;
             println!("{}", minted.token.expose_secret());
             Ok(())
@@ -110,14 +114,21 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let settings = load()?;
             let secret = settings.hs_secret().cloned().unwrap_or_else(|| crate::ids::random_id(48).into());
-            let tokens = TokenService::from_settings(&settings.auth, &secret)?;
+            let tokens = TokenService::from_settings(&settings, &secret, &Metrics::new())?;
+            if let Some(Provider::Remote(remote)) = tokens.provider() {
+                // The first fetch start-up makes: a provider that cannot be reached or trusted,
+                // or a discovery document naming another issuer, shows here.
+                actix_web::rt::System::new().block_on(remote.load_first(&tokens))?;
+            }
             if let Some((cert, key)) = settings.tls.files() {
                 crate::tls::CertStore::load(cert, key)?;
             }
             let auth = match settings.auth.mode {
                 AuthMode::Session => "session (server-side sessions behind a cookie)".to_owned(),
-                AuthMode::Jwt if tokens.is_verify_only() => "jwt, verify-only (keys from auth.jwks_file)".to_owned(),
-                AuthMode::Jwt => format!("jwt (signing key {:?})", settings.auth.signing_kid),
+                AuthMode::Jwt => match tokens.provider() {
+                    Some(provider) => format!("jwt, verify-only (keys from {})", provider.describe()),
+                    None => format!("jwt (signing key {:?})", settings.auth.signing_kid),
+                },
             };
             let layers = std::env::var("AUTHCHAT_ENV").ok().filter(|e| !e.is_empty());
             println!(
@@ -141,9 +152,10 @@ fn check_can_mint(settings: &Settings) -> anyhow::Result<()> {
     if auth.mode == AuthMode::Session {
         anyhow::bail!("auth.mode is \"session\": the server uses sessions, not tokens, so there is nothing to mint");
     }
-    if auth.jwks_file.is_some() {
+    if auth.is_verify_only() {
         anyhow::bail!(
-            "auth.jwks_file is set (verify-only mode): tokens come from the identity provider, not from here"
+            "auth.jwks_file, auth.jwks_url or auth.oidc_discovery is set (verify-only mode): tokens come from the \
+             identity provider, not from here"
         );
     }
     let secret_len = auth.secret.expose_secret().len();

@@ -59,6 +59,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub ws: WsSettings,
     pub chat: ChatSettings,
+    pub rooms: RoomsSettings,
     pub tls: TlsSettings,
     pub store: StoreSettings,
     pub redis: RedisSettings,
@@ -246,12 +247,165 @@ pub struct AuthSettings {
     /// How often the JWKS file is checked for changes; 0s turns polling off (SIGHUP still re-reads).
     #[serde(deserialize_with = "bounded_duration")]
     pub jwks_poll_interval: Duration,
+    /// Verify-only mode with the keys fetched over HTTPS from this URL (the provider's
+    /// `jwks_uri`); empty is none.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub jwks_url: Option<url::Url>,
+    /// Verify-only mode with the `jwks_uri` read from `<auth.issuer>/.well-known/openid-configuration`,
+    /// whose `issuer` must be `auth.issuer` exactly.
+    pub oidc_discovery: bool,
+    /// Fetched keys are refreshed no sooner than this after the last fetch, whatever the
+    /// provider's `Cache-Control` says and whatever `kid`s tokens name: a flood of made-up
+    /// `kid`s must not turn this server into a request amplifier against the provider.
+    #[serde(deserialize_with = "bounded_duration")]
+    pub jwks_min_refresh: Duration,
+    /// …and no later than this, however long the provider says its keys stay fresh: a key the
+    /// provider withdraws stops verifying here within this long.
+    #[serde(deserialize_with = "bounded_duration")]
+    pub jwks_max_refresh: Duration,
+    /// One fetch (connection, TLS, answer) must be done within this.
+    #[serde(deserialize_with = "bounded_duration")]
+    pub jwks_timeout: Duration,
+    /// PEM certificates trusted for the provider besides the built-in roots (a private CA).
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Where the last key set fetched is kept, so that a start-up while the provider is
+    /// unreachable can verify with it; empty is none (and then such a start-up fails).
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub jwks_cache_file: Option<PathBuf>,
     /// Argon2 checks run at once; 0 means one per core. Each holds ~19 MiB while it runs, so
     /// this is what bounds the memory a burst of logins can take.
     pub max_concurrent_hashes: usize,
     /// Logins that may wait for a hashing slot; the rest are turned away with 503 at once.
     pub hash_queue: usize,
     pub login_throttle: LoginThrottleSettings,
+}
+
+impl AuthSettings {
+    /// Whether tokens come from an identity provider (keys from a JWKS file or fetched over
+    /// HTTPS) rather than from this server.
+    pub fn is_verify_only(&self) -> bool {
+        self.jwks_file.is_some() || self.fetches_jwks()
+    }
+
+    /// Whether the identity provider's keys are fetched over HTTPS (`auth.jwks_url` or
+    /// `auth.oidc_discovery`).
+    pub fn fetches_jwks(&self) -> bool {
+        self.jwks_url.is_some() || self.oidc_discovery
+    }
+
+    /// The key sources and their companions: one source at most, an HTTPS one only with TLS
+    /// (plain HTTP to a loopback address in dev mode only), and bounds that make sense.
+    fn validate_jwks(&self, mode: AuthMode, dev_mode: bool) -> Result<(), ConfigError> {
+        let sources = [self.jwks_file.is_some(), self.jwks_url.is_some(), self.oidc_discovery];
+        if sources.into_iter().filter(|set| *set).count() > 1 {
+            return Err(ConfigError::invalid(
+                if self.jwks_url.is_some() { "auth.jwks_url" } else { "auth.oidc_discovery" },
+                "set only one of auth.jwks_file, auth.jwks_url and auth.oidc_discovery = true",
+            ));
+        }
+        if !self.fetches_jwks() {
+            for (key, set) in
+                [("auth.jwks_ca_file", &self.jwks_ca_file), ("auth.jwks_cache_file", &self.jwks_cache_file)]
+            {
+                if set.is_some() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "is only used when keys are fetched: set auth.jwks_url or auth.oidc_discovery = true, or unset it",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if mode != AuthMode::Jwt {
+            return Err(ConfigError::invalid(
+                if self.oidc_discovery { "auth.oidc_discovery" } else { "auth.jwks_url" },
+                "fetching an identity provider's keys is for auth.mode = \"jwt\"; unset it in session mode",
+            ));
+        }
+        if let Some(url) = &self.jwks_url {
+            check_provider_url(url, dev_mode).map_err(|why| ConfigError::invalid("auth.jwks_url", why))?;
+        }
+        if self.oidc_discovery {
+            let issuer = url::Url::parse(&self.issuer).map_err(|e| {
+                ConfigError::invalid(
+                    "auth.issuer",
+                    format!(
+                        "with auth.oidc_discovery = true it must be the provider's issuer URL (e.g. \
+                         https://sso.example.com/realms/main); {:?} is not a URL: {e}",
+                        self.issuer
+                    ),
+                )
+            })?;
+            check_provider_url(&issuer, dev_mode).map_err(|why| ConfigError::invalid("auth.issuer", why))?;
+            if issuer.query().is_some() || issuer.fragment().is_some() {
+                return Err(ConfigError::invalid(
+                    "auth.issuer",
+                    "an OpenID issuer has no query or fragment (OpenID Connect Discovery 1.0, section 2)",
+                ));
+            }
+        }
+        if self.jwks_min_refresh < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "auth.jwks_min_refresh",
+                "must be at least 1s: it is the most often the provider is asked, whatever tokens arrive",
+            ));
+        }
+        if self.jwks_max_refresh < self.jwks_min_refresh {
+            return Err(ConfigError::invalid("auth.jwks_max_refresh", "must be at least auth.jwks_min_refresh"));
+        }
+        if self.jwks_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("auth.jwks_timeout", "must be at least 100ms"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` may be asked for an identity provider's keys: `https://`, or in dev mode
+/// `http://` to a loopback address (a provider on the developer's machine). Also applied to
+/// the `jwks_uri` a discovery document names and to every redirect. `Err` says why not.
+pub fn check_provider_url(url: &url::Url, dev_mode: bool) -> Result<(), String> {
+    // The URL is logged and shown in errors; credentials have no place in it.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a user name or password".into());
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if dev_mode && is_loopback(url) => Ok(()),
+        "http" if dev_mode => {
+            Err(format!("{} is plain HTTP: allowed only to a loopback address (127.0.0.1, ::1, localhost)", redact_url(url)))
+        }
+        "http" => Err(format!(
+            "{} is plain HTTP: keys must come over https:// (plain HTTP is allowed only to a loopback address in dev mode)",
+            redact_url(url)
+        )),
+        _ => Err(format!("{} is not an https:// URL", redact_url(url))),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// A URL as it may be logged: no user information, and the query (which may hold a key or a
+/// signature) replaced by `?…`.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let had_query = shown.query().is_some();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    if had_query {
+        format!("{shown}?…")
+    } else {
+        shown.to_string()
+    }
 }
 
 /// Failed-login limits (GCRA), per client address and per user name.
@@ -406,6 +560,81 @@ pub struct ChatSettings {
     pub idle_room_ttl: Duration,
 }
 
+/// Who may join which rooms (beyond private rooms and direct conversations, which carry their
+/// own lists). Re-read on SIGHUP; sockets no longer allowed in a room leave it at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsSettings {
+    /// A room is decided by the rule with the longest `prefix` it starts with; a room no rule
+    /// matches is public.
+    #[serde(default)]
+    pub rules: Vec<RoomRule>,
+}
+
+/// One `[[rooms.rules]]` entry: who may join the rooms whose names start with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomRule {
+    /// Room names starting with this ("" is every room).
+    pub prefix: String,
+    /// A token with any of these roles may join.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The name of a token claim listing rooms: a token whose claim lists the room by name, or
+    /// a prefix of it written `prefix*`, may join.
+    #[serde(default)]
+    pub claim: Option<String>,
+}
+
+/// The claims authchat reads itself: a rule naming one would test something else than a list
+/// of rooms (`roles` has its own key).
+const RESERVED_CLAIMS: &[&str] = &["sub", "exp", "iat", "iat_ms", "nbf", "jti", "iss", "aud", "sid", "roles"];
+
+impl RoomsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut prefixes = std::collections::HashSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |field: &str| format!("rooms.rules[{i}].{field}");
+            let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if rule.prefix.len() > 64 || !rule.prefix.chars().all(valid_char) {
+                return Err(ConfigError::invalid(
+                    at("prefix"),
+                    format!(
+                        "{:?} can never begin a room name (at most 64 characters of A-Z, a-z, 0-9, '.', '_', '-')",
+                        rule.prefix
+                    ),
+                ));
+            }
+            if !prefixes.insert(rule.prefix.as_str()) {
+                return Err(ConfigError::invalid(
+                    at("prefix"),
+                    format!("{:?} is the prefix of an earlier rule too; one rule per prefix", rule.prefix),
+                ));
+            }
+            if rule.roles.is_empty() && rule.claim.is_none() {
+                return Err(ConfigError::invalid(
+                    at("roles"),
+                    "a rule needs roles, a claim, or both (a room no rule matches is public already)",
+                ));
+            }
+            if rule.roles.iter().any(|r| r.is_empty()) {
+                return Err(ConfigError::invalid(at("roles"), "role names must not be empty"));
+            }
+            match rule.claim.as_deref() {
+                Some("") => return Err(ConfigError::invalid(at("claim"), "must name a claim, e.g. \"rooms\"")),
+                Some(claim) if RESERVED_CLAIMS.contains(&claim) => {
+                    return Err(ConfigError::invalid(
+                        at("claim"),
+                        format!("{claim:?} is not a list of rooms (for roles, use roles = [...])"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// TLS on the listener itself.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -487,6 +716,23 @@ pub struct RedisSettings {
     /// A command slower than this fails (and the request gets 503) instead of hanging.
     #[serde(deserialize_with = "bounded_duration")]
     pub response_timeout: Duration,
+    /// Seed URLs of a Redis Cluster (`redis://host:port`, any few of its nodes); non-empty
+    /// means cluster mode, and `url` is then unused. May hold passwords: never logged.
+    #[serde(default)]
+    pub cluster_nodes: Vec<SecretString>,
+    /// A chat message is acknowledged only once this many replicas hold it (`WAIT`), so a
+    /// primary's failover cannot lose an acknowledged message; 0 acknowledges on the primary's
+    /// write. When fewer replicas confirm within half of `response_timeout` the sender gets
+    /// `unavailable` (the message may still appear; resending with the same `ref` is safe).
+    #[serde(default)]
+    pub ack_replicas: u32,
+}
+
+impl RedisSettings {
+    /// Whether `cluster_nodes` names a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
 }
 
 /// Server-side sessions (`auth.mode = "session"`).
@@ -634,6 +880,7 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("server.allowed_origins")
             .with_list_parse_key("server.trusted_proxies")
+            .with_list_parse_key("redis.cluster_nodes")
             .try_parsing(true)
             .source(options.env_vars.clone());
         let settings: Settings = builder
@@ -649,7 +896,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let secret_len = self.auth.secret.expose_secret().len();
         let signs_with_secret = self.auth.signing_kid == self.auth.secret_kid;
-        let verify_only = self.auth.jwks_file.is_some() || self.auth.mode == AuthMode::Session;
+        let verify_only = self.auth.is_verify_only() || self.auth.mode == AuthMode::Session;
         if !self.dev_mode && secret_len < MIN_HS_SECRET_BYTES && ((signs_with_secret && !verify_only) || secret_len > 0)
         {
             return Err(ConfigError::invalid(
@@ -679,6 +926,7 @@ impl Settings {
             return Err(ConfigError::invalid("server.request_timeout", "must be at least 100ms"));
         }
         self.auth.login_throttle.validate()?;
+        self.auth.validate_jwks(self.auth.mode, self.dev_mode)?;
         if self.auth.max_token_bytes < 256 {
             return Err(ConfigError::invalid("auth.max_token_bytes", "must be at least 256"));
         }
@@ -724,6 +972,7 @@ impl Settings {
         if self.chat.history_size == 0 || self.chat.max_text_chars == 0 {
             return Err(ConfigError::invalid("chat", "history_size and max_text_chars must be above 0"));
         }
+        self.rooms.validate()?;
         for (i, origin) in self.server.allowed_origins.iter().enumerate() {
             if !is_plain_origin(origin) {
                 return Err(ConfigError::invalid(
@@ -751,6 +1000,14 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "cluster.node_timeout",
                 "must be at least three heartbeat_intervals, or a slow heartbeat makes a live node look dead",
+            ));
+        }
+        // Hash tags ({...}) keep a room's keys on one cluster shard; braces in the prefix would
+        // become the tag of every key and put the whole chat on one shard.
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must not hold { or }: they are Redis Cluster hash tags",
             ));
         }
         if self.session.reconcile_interval.is_zero() {
@@ -1104,6 +1361,85 @@ mod tests {
         }
         let err = load_with(&[], &[("AUTHCHAT__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,nope")]).unwrap_err().to_string();
         assert!(err.contains("server.trusted_proxies[1]"), "{err}");
+    }
+
+    #[test]
+    fn room_rules_load_and_a_bad_one_names_its_key() {
+        let rules = "[[rooms.rules]]\nprefix = \"ops.\"\nroles = [\"ops\"]\n\
+                     [[rooms.rules]]\nprefix = \"proj-\"\nclaim = \"rooms\"";
+        let settings = load_with(&[rules], &[]).expect("two rules");
+        assert_eq!(settings.rooms.rules.len(), 2);
+        assert_eq!(settings.rooms.rules[1].claim.as_deref(), Some("rooms"));
+        assert!(load_with(&[], &[]).unwrap().rooms.rules.is_empty(), "no rules: every room is public");
+        for (rule, key, why) in [
+            ("prefix = \"a b\"\nroles = [\"x\"]", "rooms.rules[0].prefix", "never begin"),
+            ("prefix = \"ops.\"", "rooms.rules[0].roles", "roles, a claim"),
+            ("prefix = \"ops.\"\nclaim = \"roles\"", "rooms.rules[0].claim", "not a list of rooms"),
+            ("prefix = \"ops.\"\nclaim = \"\"", "rooms.rules[0].claim", "must name"),
+            ("prefix = \"ops.\"\nrole = [\"x\"]", "role", "unknown field"),
+        ] {
+            let err = load_with(&[&format!("[[rooms.rules]]\n{rule}")], &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(why), "{rule}: {err}");
+        }
+        let twice =
+            "[[rooms.rules]]\nprefix = \"a\"\nroles = [\"x\"]\n[[rooms.rules]]\nprefix = \"a\"\nroles = [\"y\"]";
+        let err = load_with(&[twice], &[]).unwrap_err().to_string();
+        assert!(err.contains("rooms.rules[1].prefix"), "{err}");
+    }
+
+    #[test]
+    fn keys_over_https_need_tls_one_source_and_sane_bounds() {
+        let fetching = "[auth]\njwks_url = \"https://sso.example.com/certs\"\n";
+        for toml in [
+            fetching.to_owned(),
+            "[auth]\njwks_url = \"http://127.0.0.1:8081/certs\"".into(),
+            "[auth]\njwks_url = \"http://localhost:8081/certs\"".into(),
+            "[auth]\njwks_url = \"http://[::1]:8081/certs\"".into(),
+            "[auth]\noidc_discovery = true\nissuer = \"https://sso.example.com/realms/main\"".into(),
+            format!("{fetching}jwks_cache_file = \"c.json\"\njwks_ca_file = \"ca.pem\""),
+        ] {
+            let loaded = load_with(&[&toml], &[]);
+            assert!(loaded.is_ok(), "{toml}: {:?}", loaded.err());
+        }
+        for (toml, key, why) in [
+            ("[auth]\njwks_url = \"http://sso.example.com/certs\"".to_owned(), "auth.jwks_url", "plain HTTP"),
+            ("[auth]\njwks_url = \"ftp://sso.example.com/certs\"".into(), "auth.jwks_url", "not an https:// URL"),
+            ("[auth]\njwks_url = \"https://me:pw@sso.example.com/c\"".into(), "auth.jwks_url", "user name or password"),
+            ("[auth]\njwks_url = \"certs.json\"".into(), "auth.jwks_url", "relative URL"),
+            (format!("{fetching}oidc_discovery = true"), "auth.jwks_url", "only one of"),
+            ("[auth]\njwks_file = \"j.json\"\noidc_discovery = true".into(), "auth.oidc_discovery", "only one of"),
+            ("[auth]\noidc_discovery = true\nissuer = \"authchat\"".into(), "auth.issuer", "is not a URL"),
+            ("[auth]\noidc_discovery = true\nissuer = \"http://sso.example.com\"".into(), "auth.issuer", "plain HTTP"),
+            ("[auth]\noidc_discovery = true\nissuer = \"https://sso.example.com/?x=1\"".into(), "auth.issuer", "query"),
+            (format!("{fetching}jwks_min_refresh = \"500ms\""), "auth.jwks_min_refresh", "at least 1s"),
+            (
+                format!("{fetching}jwks_max_refresh = \"30s\""),
+                "auth.jwks_max_refresh",
+                "at least auth.jwks_min_refresh",
+            ),
+            (format!("{fetching}jwks_timeout = \"0s\""), "auth.jwks_timeout", "at least 100ms"),
+            ("[auth]\njwks_cache_file = \"c.json\"".into(), "auth.jwks_cache_file", "only used when keys are fetched"),
+            ("[auth]\njwks_ca_file = \"ca.pem\"".into(), "auth.jwks_ca_file", "only used when keys are fetched"),
+            (format!("{fetching}mode = \"session\""), "auth.jwks_url", "auth.mode = \"jwt\""),
+        ] {
+            let err = load_with(&[&toml], &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(why), "{toml}: {err}");
+        }
+        let err = production(&[("AUTHCHAT__AUTH__JWKS_URL", "http://127.0.0.1:8081/certs")]).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.jwks_url") && err.contains("plain HTTP"),
+            "not even to loopback outside dev mode: {err}"
+        );
+        let settings = load_with(&[fetching], &[("AUTHCHAT__AUTH__JWKS_URL", "")]).unwrap();
+        assert!(!settings.auth.is_verify_only(), "an empty value unsets it");
+    }
+
+    #[test]
+    fn urls_are_logged_without_credentials_or_query() {
+        let url = url::Url::parse("https://me:pw@sso.example.com/certs?sig=abc#frag").unwrap();
+        assert_eq!(redact_url(&url), "https://sso.example.com/certs?…");
+        let url = url::Url::parse("https://sso.example.com/certs").unwrap();
+        assert_eq!(redact_url(&url), "https://sso.example.com/certs");
     }
 
     #[test]

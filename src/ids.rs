@@ -37,9 +37,26 @@ impl ConnIdAllocator {
 #[serde(transparent)]
 pub struct UserId(String);
 
+/// Why a string a client sent is not a user name it may name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("user names are 1 to 256 bytes")]
+pub struct InvalidUserName;
+
 impl UserId {
+    /// Longest user name a client may name (to invite, kick or write to); token subjects may
+    /// be longer, they just cannot be named.
+    pub const MAX_LEN: usize = 256;
+
     pub fn new(name: impl Into<String>) -> Self {
         Self(name.into())
+    }
+
+    /// A user name a client named.
+    pub fn parse(name: &str) -> Result<Self, InvalidUserName> {
+        if name.is_empty() || name.len() > Self::MAX_LEN {
+            return Err(InvalidUserName);
+        }
+        Ok(Self(name.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -53,10 +70,24 @@ impl fmt::Display for UserId {
     }
 }
 
-/// A chat room name: 1 to 64 characters of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+/// A chat room name: 1 to 64 characters of `[A-Za-z0-9._-]` (read back only if it is one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct RoomId(String);
+
+impl From<RoomId> for String {
+    fn from(room: RoomId) -> Self {
+        room.0
+    }
+}
+
+impl TryFrom<String> for RoomId {
+    type Error = InvalidRoomName;
+
+    fn try_from(name: String) -> Result<Self, InvalidRoomName> {
+        Self::parse(&name)
+    }
+}
 
 /// Why a string is not a valid [`RoomId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

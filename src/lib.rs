@@ -6,13 +6,15 @@
 //! - [`auth`]: the one [`auth::authenticator::Authenticator`] per mode, built at start-up;
 //!   token verification and minting ([`auth::jwt`]), the user directory
 //!   ([`auth::password`]), throttled password login ([`auth::login`]) behind a cap on concurrent
-//!   hashing ([`auth::hashing`]), the revocation check ([`auth::revocation`]), JWKS files
-//!   ([`auth::jwks`]). No HTTP in here.
+//!   hashing ([`auth::hashing`]), the revocation check ([`auth::revocation`]), an identity
+//!   provider's keys from a file or fetched over HTTPS ([`auth::jwks`]). No HTTP serving in
+//!   here; the one HTTP client fetches those keys.
 //! - [`registry`]: the actor that knows every connection, its expiry and its rooms; it warns,
 //!   force-closes at `exp`, fans messages out and serves the admin API.
 //! - [`store`]: refresh tokens, tickets, revocation marks, sessions and failed-login counters
 //!   behind small async traits; in memory by default, or in Redis.
-//! - [`chat`]: rooms, membership and history as plain data.
+//! - [`chat`]: rooms, membership, history, and who may be in a room (rules, private rooms,
+//!   direct conversations) as plain data.
 //! - [`protocol`]: the JSON messages and close codes.
 //! - [`ws`]: the upgrade (credential checked first), the bounded wire ([`ws::transport`]) and
 //!   the per-socket actor.

@@ -19,10 +19,19 @@ pub struct Metrics {
     pub expiry_lag: Histogram,
     /// JWKS file re-reads, by outcome (`ok`, `failed`): a failed one keeps the previous keys.
     pub jwks_reloads: IntCounterVec,
+    /// Fetches of the identity provider's keys over HTTPS, by what asked (`start`, `schedule`,
+    /// `unknown_kid`, `sighup`): a flood of made-up `kid`s shows here, held to one fetch per
+    /// `auth.jwks_min_refresh`.
+    pub jwks_fetches: IntCounterVec,
+    /// Fetches that brought no keys (unreachable, an error status, not a usable key set): the
+    /// keys in use stay.
+    pub jwks_refresh_failures: IntCounter,
     /// Times the Redis subscription was (re)established (several nodes).
     pub cluster_resubscriptions: IntCounter,
     /// Dead nodes whose users this node took out of presence.
     pub cluster_nodes_reaped: IntCounter,
+    /// Messages refused as `unavailable` because fewer than `redis.ack_replicas` held them in time.
+    pub cluster_unreplicated: IntCounter,
     /// Room refills from Redis history (after joining, a gap, or a resubscription).
     pub cluster_refills: IntCounter,
 }
@@ -50,10 +59,25 @@ impl Metrics {
         let jwks_reloads =
             IntCounterVec::new(Opts::new("jwks_reloads_total", "JWKS file re-reads, by outcome"), &["outcome"])
                 .unwrap();
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new("jwks_fetches_total", "Fetches of the identity provider's keys over HTTPS, by reason"),
+            &["reason"],
+        )
+        .unwrap();
+        let jwks_refresh_failures = IntCounter::new(
+            "jwks_refresh_failures_total",
+            "Fetches of the identity provider's keys that failed (the keys in use stay)",
+        )
+        .unwrap();
         let cluster_resubscriptions =
             IntCounter::new("cluster_resubscriptions_total", "Times the Redis subscription was established").unwrap();
         let cluster_nodes_reaped =
             IntCounter::new("cluster_nodes_reaped_total", "Dead nodes taken out of presence by this node").unwrap();
+        let cluster_unreplicated = IntCounter::new(
+            "cluster_unreplicated_total",
+            "Messages answered unavailable: fewer than redis.ack_replicas replicas held them in time",
+        )
+        .unwrap();
         let cluster_refills = IntCounter::new("cluster_refills_total", "Rooms refilled from Redis history").unwrap();
         for collector in [
             Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
@@ -64,8 +88,11 @@ impl Metrics {
             Box::new(messages_out.clone()),
             Box::new(expiry_lag.clone()),
             Box::new(jwks_reloads.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(jwks_refresh_failures.clone()),
             Box::new(cluster_resubscriptions.clone()),
             Box::new(cluster_nodes_reaped.clone()),
+            Box::new(cluster_unreplicated.clone()),
             Box::new(cluster_refills.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
@@ -80,8 +107,11 @@ impl Metrics {
             messages_out,
             expiry_lag,
             jwks_reloads,
+            jwks_fetches,
+            jwks_refresh_failures,
             cluster_resubscriptions,
             cluster_nodes_reaped,
+            cluster_unreplicated,
             cluster_refills,
         }
     }

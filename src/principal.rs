@@ -1,6 +1,8 @@
 //! Who a credential proves, as plain data: the leaf that stores, auth and the registry share,
 //! so the storage layer does not depend on the authentication layer above it.
 
+use std::collections::BTreeMap;
+
 use crate::ids::{SessionId, UserId};
 
 /// The identity proven by a valid token (or a session, in session mode).
@@ -19,6 +21,10 @@ pub struct Principal {
     /// The token's `sid`: the login (refresh token family) it came from, so a logout can end
     /// every token and socket of that login.
     pub session_id: Option<SessionId>,
+    /// The token's claims whose value is a list of strings (other than `roles`): what a room
+    /// rule's `claim` reads (e.g. `rooms: ["proj-x", "team.ops.*"]`). Empty for sessions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, Vec<String>>,
 }
 
 impl Principal {

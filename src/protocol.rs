@@ -48,9 +48,45 @@ pub enum ClientMessage {
         #[serde(rename = "ref")]
         client_ref: Option<serde_json::Value>,
     },
+    /// Create a private room (`private` must be true: a public room needs no creating) owned
+    /// by the sender, who joins it; `invite` may join it too.
+    Create {
+        room: String,
+        private: bool,
+        #[serde(default)]
+        invite: Vec<String>,
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
+    },
+    /// The owner of a private room lets more users in.
+    Invite {
+        room: String,
+        users: Vec<String>,
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
+    },
+    /// The owner of a private room puts a user out and keeps them out.
+    Kick {
+        room: String,
+        user: String,
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
+    },
+    /// Open (or reopen) the direct conversation with `user`, and join it.
+    Dm {
+        user: String,
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
+    },
+    /// The private rooms and direct conversations the sender may join.
+    Rooms {
+        #[serde(rename = "ref")]
+        client_ref: Option<serde_json::Value>,
+    },
 }
 
-const CLIENT_TYPES: &[&str] = &["auth", "reauth", "join", "leave", "send", "history"];
+const CLIENT_TYPES: &[&str] =
+    &["auth", "reauth", "join", "leave", "send", "history", "create", "invite", "kick", "dm", "rooms"];
 
 /// Why a client frame was not understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +123,11 @@ impl ClientMessage {
             Self::Leave { room, client_ref } => Echo::new("leave", room, client_ref.clone()),
             Self::Send { room, client_ref, .. } => Echo::new("send", room, client_ref.clone()),
             Self::History { room, client_ref, .. } => Echo::new("history", room, client_ref.clone()),
+            Self::Create { room, client_ref, .. } => Echo::new("create", room, client_ref.clone()),
+            Self::Invite { room, client_ref, .. } => Echo::new("invite", room, client_ref.clone()),
+            Self::Kick { room, client_ref, .. } => Echo::new("kick", room, client_ref.clone()),
+            Self::Dm { client_ref, .. } => Echo { request: Some("dm"), room: None, client_ref: client_ref.clone() },
+            Self::Rooms { client_ref } => Echo { request: Some("rooms"), room: None, client_ref: client_ref.clone() },
         }
     }
 
@@ -122,6 +163,10 @@ fn required_fields(kind: &str) -> &'static [&'static str] {
         "auth" | "reauth" => &["token"],
         "send" => &["room", "text"],
         "join" | "leave" | "history" => &["room"],
+        "create" => &["room", "private"],
+        "invite" => &["room", "users"],
+        "kick" => &["room", "user"],
+        "dm" => &["user"],
         _ => &[],
     }
 }
@@ -146,6 +191,41 @@ pub enum PresenceEvent {
     Leave,
 }
 
+/// What kind of room: anyone's, its owner's and invitees', or two people's.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    #[default]
+    Public,
+    Private,
+    /// A direct conversation between exactly two users.
+    Dm,
+}
+
+/// Who may be in a room, as clients see it (`joined.access`, `access`, `invited`, `rooms`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct AccessView {
+    pub kind: RoomKind,
+    /// A private room's owner, who invites and kicks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserId>,
+    /// Who may join a private room (the owner included) or the two users of a direct
+    /// conversation, sorted; empty for a public room.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<UserId>,
+}
+
+/// Why the server took a socket out of a room.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The room's owner or an operator removed the user, who cannot rejoin unless let back in.
+    Kicked,
+    /// The user's credential or the rules no longer allow them in (renewal, a role withdrawn,
+    /// rules reloaded).
+    Forbidden,
+}
+
 /// Machine-readable error codes sent in `{"type":"error"}`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -159,6 +239,10 @@ pub enum ErrorCode {
     TextTooLong,
     EmptyText,
     TooManyRooms,
+    /// The room's rules or its own list do not let this user in (or do what was asked).
+    Forbidden,
+    /// `create`: a room of that name exists already.
+    RoomExists,
     RateLimited,
     BinaryNotSupported,
     AlreadyAuthenticated,
@@ -202,9 +286,14 @@ pub enum ServerMessage {
         offset: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// Who may be in the room.
+        access: AccessView,
     },
+    /// Out of a room: asked for, or (with `reason`) put out by the server.
     Left {
         room: RoomId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<LeaveReason>,
     },
     Message(Arc<ChatMessage>),
     Ack {
@@ -233,8 +322,33 @@ pub enum ServerMessage {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         client_ref: Option<serde_json::Value>,
     },
+    /// A room's list changed (an invite, a kick): sent to its members here and to whoever
+    /// asked.
+    Access {
+        room: RoomId,
+        access: AccessView,
+    },
+    /// `by` let this user into a private room, or opened a direct conversation with them: join
+    /// it to take part.
+    Invited {
+        room: RoomId,
+        by: UserId,
+        access: AccessView,
+    },
+    /// The answer to `rooms`: the private rooms and direct conversations the user may join,
+    /// by name.
+    Rooms {
+        rooms: Vec<RoomEntry>,
+    },
     /// Sent before close 1001 when the server stops.
     ServerShutdown,
+}
+
+/// One room of a `rooms` answer.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RoomEntry {
+    pub room: RoomId,
+    pub access: AccessView,
 }
 
 impl ServerMessage {

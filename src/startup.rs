@@ -14,12 +14,15 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 
 use crate::auth::authenticator::{Authenticator, JwtMode, SessionMode};
+use crate::auth::jwks::remote::Remote;
+use crate::auth::jwks::Provider;
 use crate::auth::jwt::TokenService;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
 use crate::auth::sessions::Sessions;
+use crate::chat::access::Rules;
 use crate::cluster::Engine;
-use crate::config::{AuthMode, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
+use crate::config::{AuthMode, LoadOptions, Settings, StoreBackend, MIN_HS_SECRET_BYTES};
 use crate::fleet::Fleet;
 use crate::http::error::ApiError;
 use crate::http::token::TokenApi;
@@ -27,21 +30,32 @@ use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 use crate::ratelimit::SharedLimits;
-use crate::registry::{CloseAll, Registry, RegistryConfig};
+use crate::registry::{CloseAll, Registry, RegistryConfig, SetRules};
 use crate::state::AppState;
 use crate::store::Stores;
 use crate::tls::CertStore;
 use crate::ws::session::{SocketConfig, SocketDeps};
 
-/// Re-reads reloadable inputs without dropping connections.
+/// Re-reads reloadable inputs without dropping connections: the TLS files, the JWKS file, and
+/// (when it knows where the configuration comes from) the room rules.
 #[derive(Clone)]
 pub struct ReloadHandle {
     tokens: Arc<TokenService>,
     metrics: Arc<Metrics>,
     certs: Option<Arc<CertStore>>,
+    registry: Addr<Registry>,
+    /// Where the configuration is read again from, for `[rooms]`; `None`: not re-read.
+    config: Option<LoadOptions>,
 }
 
 impl ReloadHandle {
+    /// Re-reads the configuration from these layers at each reload; only its room rules take
+    /// effect (everything else needs a restart).
+    pub fn with_config(mut self, options: LoadOptions) -> Self {
+        self.config = Some(options);
+        self
+    }
+
     pub fn reload(&self) {
         if let Some(certs) = &self.certs {
             match certs.reload() {
@@ -52,6 +66,26 @@ impl ReloadHandle {
         if self.tokens.is_verify_only() {
             crate::auth::jwks::reload(&self.tokens, &self.metrics, "SIGHUP");
         }
+        if let Some(options) = &self.config {
+            self.reload_rules(options);
+        }
+    }
+
+    /// New room rules, in force at once: sockets they no longer allow in a room leave it.
+    fn reload_rules(&self, options: &LoadOptions) {
+        let settings = match Settings::load(options) {
+            Ok(settings) => settings,
+            Err(e) => return tracing::error!(error = %e, "configuration not re-read; the room rules in force stay"),
+        };
+        let rules = Rules::new(&settings.rooms.rules);
+        let count = rules.len();
+        let registry = self.registry.clone();
+        actix_web::rt::spawn(async move {
+            match registry.send(SetRules { rules }).await {
+                Ok(left) => tracing::info!(rules = count, left, "room rules re-read; sockets they refuse left rooms"),
+                Err(e) => tracing::error!(error = %e, "the registry did not take the new room rules"),
+            }
+        });
     }
 }
 
@@ -133,7 +167,7 @@ impl Application {
             Some(secret) => secret.clone(),
             None => {
                 // Only JWT mode signing with the secret cares; the others never use it.
-                if settings.auth.mode == AuthMode::Jwt && settings.auth.jwks_file.is_none() {
+                if settings.auth.mode == AuthMode::Jwt && !settings.auth.is_verify_only() {
                     tracing::warn!(
                         "dev mode: auth.secret is shorter than {MIN_HS_SECRET_BYTES} bytes, so a random one was \
                          generated; tokens stop verifying when the process restarts (set AUTHCHAT__AUTH__SECRET to keep them)"
@@ -142,7 +176,22 @@ impl Application {
                 secrecy::SecretString::from(crate::ids::random_id(48))
             }
         };
-        let tokens = Arc::new(TokenService::from_settings(&settings.auth, &hs_secret)?);
+        let metrics = Arc::new(Metrics::new());
+        let tokens = Arc::new(TokenService::from_settings(&settings, &hs_secret, &metrics)?);
+        match tokens.provider() {
+            Some(Provider::File(path)) => {
+                let interval = settings.auth.jwks_poll_interval;
+                if !interval.is_zero() {
+                    let watch = crate::auth::jwks::watch(tokens.clone(), metrics.clone(), path.clone(), interval);
+                    actix_web::rt::spawn(watch);
+                }
+            }
+            Some(Provider::Remote(remote)) => {
+                remote.load_first(&tokens).await?;
+                actix_web::rt::spawn(Remote::keep_fresh(tokens.clone()));
+            }
+            None => {}
+        }
         let users = Arc::new(UserDirectory::new(&settings.users));
         // One id for this start of the server: `welcome.boot`, and the default node name's suffix.
         let boot_id = crate::ids::random_id(6);
@@ -166,13 +215,6 @@ impl Application {
             }
         }
 
-        let metrics = Arc::new(Metrics::new());
-        if let (Some(path), interval) = (tokens.jwks_file(), settings.auth.jwks_poll_interval) {
-            if !interval.is_zero() {
-                let watch = crate::auth::jwks::watch(tokens.clone(), metrics.clone(), path.to_path_buf(), interval);
-                actix_web::rt::spawn(watch);
-            }
-        }
         let stores = match settings.store.backend {
             StoreBackend::Redis => {
                 Stores::redis(&settings.redis).await.map_err(|e| anyhow::anyhow!("store.backend = \"redis\": {e}"))?
@@ -307,13 +349,16 @@ impl Application {
         self.metrics.as_ref().map(|(port, _)| *port)
     }
 
-    /// Something that re-reads what can change under a running server (the JWKS file, the TLS
-    /// certificate and key), for SIGHUP.
+    /// Something that re-reads what can change under a running server (the identity
+    /// provider's keys, the TLS certificate and key, and with [`ReloadHandle::with_config`] the
+    /// room rules), for SIGHUP.
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
             tokens: self.shared.tokens.clone().into_inner(),
             metrics: self.shared.metrics.clone().into_inner(),
             certs: self.certs.clone(),
+            registry: self.shared.registry.get_ref().clone(),
+            config: None,
         }
     }
 

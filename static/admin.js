@@ -1,5 +1,7 @@
-// The admin page: a live table of connections, and disconnect / revoke with a confirm step.
-// Rows are updated in place (keyed by connection id) so a refresh never steals keyboard focus.
+// The admin page: live tables of connections and rooms; disconnect, revoke and kick from a room
+// with a confirm step. Rows are updated in place (keyed by connection id, room name, user) so a
+// refresh never steals keyboard focus. Room rows carry data-room and data-kind; their members
+// data-user.
 
 import { AuthChat } from "./authchat.js";
 import { $, bindSignIn, capitalize, el, formatAge, formatClock, hueClass, offerSignIn, syncChildren, timeElement } from "./ui.js";
@@ -11,6 +13,8 @@ const REFRESH_MS = 2000;
 
 /** The last `/admin/connections` answer, re-rendered every second for the live "expires in". */
 let connections = [];
+/** The last `/admin/rooms` answer. */
+let roomRows = [];
 let refreshTimer = null;
 /** Bumped by each refresh, so a slow answer never overwrites a newer one or doubles the timer. */
 let generation = 0;
@@ -75,13 +79,19 @@ async function refresh() {
   stopRefreshing();
   const mine = ++generation;
   try {
-    const [list, stats] = await Promise.all([chat.api("/admin/connections"), chat.api("/admin/stats")]);
+    const [list, stats, roomList] = await Promise.all([
+      chat.api("/admin/connections"),
+      chat.api("/admin/stats"),
+      chat.api("/admin/rooms"),
+    ]);
     if (mine !== generation) return;
     connections = list.connections;
+    roomRows = roomList.rooms;
     renderStats(stats);
     render();
+    renderRooms();
     // Several nodes: one that did not answer in time has sockets this table cannot show.
-    const missing = list.missing ?? [];
+    const missing = [...new Set([...(list.missing ?? []), ...(roomList.missing ?? [])])];
     $("admin-error").textContent = missing.length ? `Not shown: ${missing.join(", ")} did not answer in time.` : "";
     $("admin-error").hidden = missing.length === 0;
     $("last-updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
@@ -198,6 +208,91 @@ function createUserCard([user]) {
 
 function updateUserCard(card, [, count]) {
   card.querySelector(".conn-count").textContent = `${count} connection${count === 1 ? "" : "s"}`;
+}
+
+// ---- rooms -------------------------------------------------------------------------------------------
+
+/** A room's name for people: a conversation by its two users (its name is a digest). */
+function roomLabel(row) {
+  return row.kind === "dm" ? `conversation of ${(row.allowed ?? []).join(" and ")}` : `# ${row.room}`;
+}
+
+function renderRooms() {
+  syncChildren($("room-rows"), roomRows, (r) => r.room, createRoomRow, updateRoomRow);
+  $("no-rooms").hidden = roomRows.length > 0;
+}
+
+function createRoomRow(r) {
+  const cell = (name, label) => el("td", { class: name, data: { label } });
+  return el(
+    "tr",
+    { data: { room: r.room, kind: r.kind } },
+    cell("col-room", "Room"),
+    cell("col-kind", "Kind"),
+    el("td", { class: "col-members", data: { label: "In it now" } }, el("ul", { class: "chips members-chips" })),
+    cell("col-messages", "Messages"),
+    el("td", { class: "col-kicked", data: { label: "Kept out" } }, el("ul", { class: "chips kicked-chips" })),
+  );
+}
+
+function updateRoomRow(row, r) {
+  const [name, kind, , messages] = row.cells;
+  row.dataset.kind = r.kind;
+  name.textContent = roomLabel(r);
+  name.title = r.room;
+  kind.textContent =
+    r.kind === "private" ? `private (owner ${r.owner}; ${r.allowed.length} on its list)` : r.kind === "dm" ? "direct conversation" : "public";
+  messages.textContent = String(r.messages);
+  const label = roomLabel(r);
+  syncChildren(row.querySelector(".members-chips"), r.members, (u) => u, (user) =>
+    el(
+      "li",
+      { class: "chip", data: { user } },
+      el("span", { text: user }),
+      // A private room's owner stays: kicking them is refused.
+      user === r.owner
+        ? el("span", { class: "muted", text: "(owner)" })
+        : el("button", {
+            type: "button",
+            class: "small danger-outline kick-member",
+            text: "Kick",
+            aria: { label: `Kick ${user} from ${label}` },
+            on: { click: () => kickFromRoom(r, user) },
+          }),
+    ),
+    () => {},
+  );
+  syncChildren(row.querySelector(".kicked-chips"), r.kicked ?? [], (u) => u, (user) =>
+    el(
+      "li",
+      { class: "chip", data: { user } },
+      el("span", { text: user }),
+      el("button", {
+        type: "button",
+        class: "small let-back",
+        text: "Let back in",
+        aria: { label: `Let ${user} back into ${label}` },
+        on: { click: () => letBackIn(r, user) },
+      }),
+    ),
+    () => {},
+  );
+}
+
+async function kickFromRoom(r, user) {
+  const label = roomLabel(r);
+  const ok = await confirmAction(
+    `Kick ${user} from ${label}?`,
+    `${user} leaves ${label} at once, on every node, and cannot rejoin it until let back in.`,
+    "Kick",
+  );
+  const path = `/admin/rooms/${encodeURIComponent(r.room)}/members/${encodeURIComponent(user)}`;
+  if (ok) await act("DELETE", path, (a) => `${user} kicked from ${label}: ${a.left} socket${a.left === 1 ? "" : "s"} left.`);
+}
+
+async function letBackIn(r, user) {
+  const path = `/admin/rooms/${encodeURIComponent(r.room)}/members/${encodeURIComponent(user)}`;
+  await act("POST", path, () => `${user} may enter ${roomLabel(r)} again.`);
 }
 
 // ---- actions -----------------------------------------------------------------------------------------

@@ -120,7 +120,12 @@ const PACE_SHARE = 0.5;
 const MAX_SEND_ATTEMPTS = 8;
 
 /** Error codes that, about a room whose join is unanswered, mean the server refused that join. */
-const JOIN_REFUSALS = new Set(["invalid_room", "too_many_rooms"]);
+const JOIN_REFUSALS = new Set(["invalid_room", "too_many_rooms", "forbidden", "room_exists"]);
+
+/** A room to be joined, not yet answered. */
+function newRoom() {
+  return { lastId: null, joined: false, pending: false, restarted: false, members: new Set(), access: null, create: null };
+}
 
 /**
  * A human-readable reason for a WebSocket close code.
@@ -175,7 +180,12 @@ export class ApiError extends Error {
  *   `error` is a refused request (the socket stays open); about a room request it names the
  *   `room` (and a refused `send` echoes its `ref`); `text` says it in words for people. A
  *   refused join also forgets the room. A send refused as rate limited is not reported: it is
- *   sent again after a pause.
+ *   sent again after a pause. `left` with a `reason` (`kicked`, `forbidden`) is the server
+ *   putting this user out of a room: the room is forgotten (not rejoined). Rooms' access:
+ *   `joined.access` and `access` ({kind: "public"|"private"|"dm", owner, allowed}), `invited`
+ *   ({room, by, access}: someone let this user into a private room or opened a conversation
+ *   with them), `rooms` ({rooms: [{room, access}]}: the answer to `listRooms()`, also asked
+ *   after each connect).
  * - `outbox` ({ref, room, text, state, error, id}): a message's way out changed: `queued`
  *   (waiting for the connection or its turn), `sending`, `sent` (acknowledged as `id`; it has
  *   left the outbox), `failed` (refused; `error` says why; `retry(ref)` sends it again).
@@ -223,12 +233,15 @@ export class AuthChat extends EventTarget {
   #closeHint = null;
 
   /**
-   * room -> {lastId, joined, pending, restarted, members:Set}: rooms to be in, rejoined after
-   * each reconnect. `lastId`: the newest message id seen (for `since`); `joined`: the server
-   * confirmed a join once; `pending`: a join is on this socket, unanswered; `restarted`: the
-   * next `joined` follows a server restart.
+   * room -> {lastId, joined, pending, restarted, members:Set, access, create}: rooms to be in,
+   * rejoined after each reconnect. `lastId`: the newest message id seen (for `since`); `joined`:
+   * the server confirmed a join once; `pending`: a join is on this socket, unanswered;
+   * `restarted`: the next `joined` follows a server restart; `access`: who may be in it, as the
+   * server last said; `create`: a private room to create rather than join ({invite}).
    */
   #rooms = new Map();
+  /** Users a direct conversation was asked for: its `joined` names a room not asked for by name. */
+  #pendingDms = new Set();
   /** The `boot` id of the last `welcome` (undefined before the first): a new one means the server restarted. */
   #boot = undefined;
   /** Whether this client saw the server restart (memory stores forget sign-ins then). */
@@ -307,6 +320,17 @@ export class AuthChat extends EventTarget {
    */
   members(room) {
     return [...(this.#rooms.get(room)?.members ?? [])].sort();
+  }
+
+  /**
+   * Who may be in a room, as the server last said: `{kind, owner, allowed}`, or null before it
+   * was joined. `kind` is `public`, `private` (only `owner` and `allowed`) or `dm` (`allowed`
+   * holds the two users).
+   * @param {string} room
+   * @returns {{kind: string, owner?: string, allowed?: string[]}|null}
+   */
+  access(room) {
+    return this.#rooms.get(room)?.access ?? null;
   }
 
   /**
@@ -456,8 +480,66 @@ export class AuthChat extends EventTarget {
     const problem = roomNameProblem(room, this.maxRoomNameChars);
     if (problem) throw new Error(problem);
     if (this.#rooms.has(room)) return;
-    this.#rooms.set(room, { lastId: null, joined: false, pending: false, restarted: false, members: new Set() });
+    this.#rooms.set(room, newRoom());
     if (this.#status.state === "connected") this.#sendJoin(room);
+  }
+
+  /**
+   * Creates a private room owned by this user, and joins it (while disconnected, as soon as
+   * the socket opens). Only the owner and the users it lets in may join; a name another room
+   * has is refused (`error` with code `room_exists`, and the room is forgotten).
+   * @param {string} room
+   * @param {{invite?: string[]}} [options] users let in from the start
+   */
+  create(room, { invite = [] } = {}) {
+    const problem = roomNameProblem(room, this.maxRoomNameChars);
+    if (problem) throw new Error(problem);
+    if (this.#rooms.has(room)) throw new Error(`you are in # ${room} already`);
+    this.#rooms.set(room, { ...newRoom(), create: { invite } });
+    if (this.#status.state === "connected") this.#sendJoin(room);
+  }
+
+  /**
+   * Opens the direct conversation with `user` (the first time, they are told) and joins it;
+   * its `joined` names the conversation's room (`dm.` and a digest), with `access.kind` `dm`.
+   * @param {string} user
+   */
+  dm(user) {
+    this.#requireConnection("open a conversation");
+    this.#pendingDms.add(user);
+    this.#sendFrame({ type: "dm", user });
+  }
+
+  /**
+   * A private room's owner lets users in (they are told with `invited`). Answered with
+   * `access`, or an `error`.
+   * @param {string} room
+   * @param {string[]} users
+   */
+  invite(room, users) {
+    this.#requireConnection("invite");
+    this.#sendFrame({ type: "invite", room, users });
+  }
+
+  /**
+   * A private room's owner puts a user out and keeps them out (until invited again). Answered
+   * with `access`, or an `error`.
+   * @param {string} room
+   * @param {string} user
+   */
+  kick(room, user) {
+    this.#requireConnection("kick");
+    this.#sendFrame({ type: "kick", room, user });
+  }
+
+  /** Asks for the private rooms and conversations this user may join (answered with `rooms`). */
+  listRooms() {
+    this.#requireConnection("list rooms");
+    this.#sendFrame({ type: "rooms" });
+  }
+
+  #requireConnection(what) {
+    if (this.#status.state !== "connected") throw new Error(`cannot ${what} while not connected`);
   }
 
   /** @param {string} room */
@@ -608,6 +690,8 @@ export class AuthChat extends EventTarget {
         this.#queue = [];
         if (this.#tokenExpiresAt > msg.expires_at) this.#sendFrame({ type: "reauth", token: this.#token });
         for (const room of this.#rooms.keys()) this.#sendJoin(room);
+        // Private rooms and conversations opened for this user while away.
+        this.#sendFrame({ type: "rooms" });
         for (const entry of this.#outbox) if (entry.state === "queued") this.#queue.push({ ref: entry.ref });
         this.#pump();
         this.#emit("token", { expiresAt: this.expiresAt, renewed: false });
@@ -621,13 +705,19 @@ export class AuthChat extends EventTarget {
         this.#emit("token", { expiresAt: msg.expires_at, renewed: true });
         break;
       case "joined": {
+        // A conversation asked for by user: its room is named only now.
+        const peer = msg.access?.kind === "dm" ? msg.access.allowed?.find((u) => u !== this.#user) : null;
+        if (!this.#rooms.has(msg.room) && peer != null && this.#pendingDms.delete(peer)) this.#rooms.set(msg.room, newRoom());
         const room = this.#rooms.get(msg.room);
         if (!room) return; // left again before the answer came
         const { joined: rejoin } = room;
         // A new epoch means the room's ids started again (Redis lost the room): as after a restart.
         const renumbered = rejoin && room.epoch != null && msg.epoch !== room.epoch;
         const restarted = room.restarted || renumbered;
-        Object.assign(room, { joined: true, pending: false, restarted: false, epoch: msg.epoch, members: new Set(msg.members) });
+        Object.assign(room, {
+          joined: true, pending: false, restarted: false, epoch: msg.epoch, members: new Set(msg.members),
+          access: msg.access ?? { kind: "public" }, create: null,
+        });
         this.#track(msg.room, msg.history);
         this.#emit("joined", { ...msg, rejoin, restarted });
         return;
@@ -648,6 +738,15 @@ export class AuthChat extends EventTarget {
         const members = this.#rooms.get(msg.room)?.members;
         if (msg.event === "join") members?.add(msg.user);
         else members?.delete(msg.user);
+        break;
+      }
+      case "left":
+        // Put out by the server (kicked, or no longer allowed): not to be rejoined.
+        if (msg.reason) this.#rooms.delete(msg.room);
+        break;
+      case "access": {
+        const room = this.#rooms.get(msg.room);
+        if (room) room.access = msg.access;
         break;
       }
       case "error": {
@@ -726,7 +825,13 @@ export class AuthChat extends EventTarget {
     const state = this.#rooms.get(room);
     if (!state) return;
     state.pending = true;
-    this.#sendFrame(this.#joinFrame(room));
+    this.#sendFrame(this.#roomFrame(room));
+  }
+
+  /** What enters a room: `create` for a private room not made yet, else `join`. */
+  #roomFrame(room) {
+    const { create } = this.#rooms.get(room);
+    return create ? { type: "create", room, private: true, invite: create.invite } : this.#joinFrame(room);
   }
 
   /**
@@ -863,8 +968,8 @@ export class AuthChat extends EventTarget {
       this.#outboxChanged(entry);
       if (this.#inFlight === entry.ref) this.#inFlight = null;
       item = { ref: entry.ref };
-    } else if (msg.request === "join" && this.#rooms.get(msg.room)?.pending) {
-      item = { frame: this.#joinFrame(msg.room) };
+    } else if ((msg.request === "join" || msg.request === "create") && this.#rooms.get(msg.room)?.pending) {
+      item = { frame: this.#roomFrame(msg.room) };
     } else {
       return false;
     }

@@ -2,7 +2,8 @@
 // Test hooks live in the DOM: #conn-badge carries data-state, data-conn-id, data-close-code and
 // data-connects; #token-countdown carries data-expires-at and data-renewals; messages carry
 // data-id and data-from; messages not yet acknowledged are in #pending with data-ref and
-// data-state (queued, sending, failed).
+// data-state (queued, sending, failed); rooms in #room-list carry data-room and data-kind
+// (public, private, dm); #room-kind says who may be in the room on screen.
 
 import { AuthChat, charCount, roomNameProblem } from "./authchat.js";
 import { $, bindSignIn, capitalize, el, formatClock, hueClass, offerSignIn, showFormError, syncChildren, timeElement } from "./ui.js";
@@ -18,9 +19,13 @@ const GROUP_MS = 5 * 60 * 1000;
 /** How close to the bottom counts as "reading the newest" (then new messages scroll into view). */
 const STICKY_PX = 80;
 
-/** room -> {items: [{kind:"message"|"event", …}], unread} */
+/** room -> {items: [{kind:"message"|"event", …}], unread, joined, access} */
 const rooms = new Map();
 let activeRoom = null;
+/** Rooms the user left here: not joined again when the server lists them as theirs. */
+let dismissed = new Set();
+/** The user a direct conversation was just asked with: its room is shown once joined. */
+let openingDm = null;
 let connects = 0;
 let renewals = 0;
 /** A renewal failed and none has succeeded since: the only time the countdown warns. */
@@ -80,6 +85,7 @@ function enterChat() {
   renewFailing = false;
 
   const saved = loadSavedRooms();
+  dismissed = new Set(saved.left ?? []);
   for (const room of saved.rooms) {
     try {
       joinRoom(room);
@@ -195,7 +201,17 @@ $("join-form").addEventListener("submit", (event) => {
   // A bad name is refused with the reason and left as typed: never cut to fit.
   if (checkJoinInput({ empty: true })) return;
   const room = typedRoom();
-  joinRoom(room);
+  if ($("join-private").checked) {
+    try {
+      chat.create(room); // a private room: only its owner and the people they invite
+    } catch (e) {
+      return showFormError($("join-error"), `${capitalize(e.message)}.`);
+    }
+    addRoom(room);
+    $("join-private").checked = false;
+  } else {
+    joinRoom(room);
+  }
   $("join-input").value = "";
   selectRoom(room);
   $("composer-input").focus();
@@ -203,9 +219,34 @@ $("join-form").addEventListener("submit", (event) => {
 
 function joinRoom(room) {
   chat.join(room); // throws on a bad name, before the page shows anything
-  if (!rooms.has(room)) rooms.set(room, { items: [], unread: 0, joined: false });
+  addRoom(room);
+}
+
+/** Lists a room the client is entering (joining, creating, or a conversation taken up). */
+function addRoom(room) {
+  if (!rooms.has(room)) rooms.set(room, { items: [], unread: 0, joined: false, access: null });
+  dismissed.delete(room);
   saveRooms();
   renderRooms();
+}
+
+/** Drops a room from the page (the client is no longer in it), choosing another to show. */
+function dropRoom(room) {
+  rooms.delete(room);
+  saveRooms();
+  if (activeRoom === room) selectRoom(rooms.keys().next().value ?? null);
+  renderRooms();
+}
+
+/** Who may be in a room, as the server last said (or as an invitation said, before joining). */
+const accessOf = (room) => chat.access(room) ?? rooms.get(room)?.access ?? null;
+/** The other user of a direct conversation. */
+const peerOf = (access) => access.allowed?.find((u) => u !== chat.user) ?? "?";
+
+/** How the page names a room: "@ bob" for a conversation with bob, "# name" otherwise. */
+function roomLabel(room) {
+  const access = accessOf(room);
+  return access?.kind === "dm" ? `@ ${peerOf(access)}` : `# ${room}`;
 }
 
 function leaveRoom(room) {
@@ -215,10 +256,8 @@ function leaveRoom(room) {
   const hadFocus = item?.contains(document.activeElement);
   const neighbour = (item?.nextElementSibling ?? item?.previousElementSibling)?.dataset.room;
   chat.leave(room);
-  rooms.delete(room);
-  saveRooms();
-  if (activeRoom === room) selectRoom(rooms.keys().next().value ?? null);
-  renderRooms();
+  dismissed.add(room);
+  dropRoom(room);
   if (hadFocus) {
     const next = neighbour && $("room-list").querySelector(`li[data-room="${CSS.escape(neighbour)}"] .room-button`);
     (next ?? $("join-input")).focus();
@@ -229,16 +268,34 @@ function selectRoom(room) {
   activeRoom = room;
   const state = rooms.get(room);
   if (state) state.unread = 0;
-  $("room-title").textContent = room ? `# ${room}` : "No room";
-  $("composer-label").textContent = room ? `Message # ${room}` : "Message";
-  $("composer-input").placeholder = room ? `Message # ${room}` : "Join a room to chat";
   $("composer-input").disabled = !room;
   $("send").disabled = !room;
-  $("messages").setAttribute("aria-label", room ? `Messages in # ${room}` : "Messages");
   saveRooms();
+  renderHeader();
   renderRooms();
   renderMessages();
   renderMembers();
+}
+
+/** The room on screen's name, and who may be in it. */
+function renderHeader() {
+  const room = activeRoom;
+  const label = room ? roomLabel(room) : null;
+  $("room-title").textContent = label ?? "No room";
+  $("composer-label").textContent = label ? `Message ${label}` : "Message";
+  $("composer-input").placeholder = label ? `Message ${label}` : "Join a room to chat";
+  $("messages").setAttribute("aria-label", label ? `Messages in ${label}` : "Messages");
+  const access = room ? accessOf(room) : null;
+  const line = $("room-kind");
+  line.dataset.kind = access?.kind ?? "";
+  line.hidden = !access || access.kind === "public";
+  if (access?.kind === "private") {
+    const owner = access.owner === chat.user ? "you" : access.owner;
+    const count = access.allowed?.length ?? 0;
+    line.textContent = `Private room of ${owner}: only the ${count} ${count === 1 ? "person" : "people"} on its list can join or read it`;
+  } else if (access?.kind === "dm") {
+    line.textContent = `Direct conversation with ${peerOf(access)}: only the two of you can read it`;
+  }
 }
 
 /** The room list, updated in place (keyed by name), so a button keeps the focus it has. */
@@ -271,7 +328,17 @@ function createRoomItem([name]) {
 function updateRoomItem(item, [name, state]) {
   const current = name === activeRoom;
   item.className = `room${current ? " current" : ""}${state.joined ? "" : " pending"}`;
+  const access = accessOf(name);
+  const kind = access?.kind ?? "public";
+  item.dataset.kind = kind;
+  item.querySelector(".hash").textContent = kind === "dm" ? "@" : kind === "private" ? "🔒" : "#";
+  item.querySelector(".room-name").textContent = kind === "dm" ? peerOf(access) : name;
+  const label = roomLabel(name) + (kind === "private" ? " (private)" : "");
+  const leave = item.querySelector(".leave-button");
+  leave.title = `Leave ${label}`;
+  leave.setAttribute("aria-label", `Leave ${label}`);
   const button = item.querySelector(".room-button");
+  button.title = label;
   if (current) button.setAttribute("aria-current", "true");
   else button.removeAttribute("aria-current");
   const unread = item.querySelector(".unread");
@@ -281,10 +348,17 @@ function updateRoomItem(item, [name, state]) {
 }
 
 chat.addEventListener("joined", (e) => {
-  const { room, history, rejoin, restarted } = e.detail;
+  const { room, history, rejoin, restarted, access } = e.detail;
+  // A conversation asked for by user is named by the server only now.
+  if (!rooms.has(room) && chat.rooms.includes(room)) addRoom(room);
   const state = rooms.get(room);
   if (!state) return;
   state.joined = true;
+  state.access = access;
+  if (openingDm && access?.kind === "dm" && peerOf(access) === openingDm) {
+    openingDm = null;
+    selectRoom(room);
+  }
   const fresh = history.map((m) => ({ kind: "message", ...m }));
   if (rejoin && !restarted) {
     // A rejoin brings what was missed while away; anything already on the page is not shown twice.
@@ -303,13 +377,57 @@ chat.addEventListener("joined", (e) => {
     state.items = fresh;
   }
   if (room === activeRoom) {
+    renderHeader();
     renderMessages();
     renderMembers();
   }
   renderRooms();
 });
 
-chat.addEventListener("left", () => renderRooms());
+chat.addEventListener("left", (e) => {
+  const { room, reason } = e.detail;
+  // Put out by the server: the room goes from the page, and the page says why.
+  if (reason && rooms.has(room)) {
+    const label = roomLabel(room);
+    dropRoom(room);
+    notice(
+      reason === "kicked"
+        ? `You were removed from ${label}, and cannot rejoin it unless let back in.`
+        : `You may no longer be in ${label}: what your account is allowed changed.`,
+      reason,
+    );
+  }
+  renderRooms();
+});
+
+chat.addEventListener("access", (e) => {
+  const { room, access } = e.detail;
+  const state = rooms.get(room);
+  if (state) state.access = access;
+  renderRooms();
+  if (room === activeRoom) {
+    renderHeader();
+    renderMembers();
+  }
+});
+
+chat.addEventListener("invited", (e) => {
+  const { room, by, access } = e.detail;
+  joinRoom(room);
+  rooms.get(room).access = access;
+  renderRooms();
+  notice(access.kind === "dm" ? `${by} started a direct conversation with you.` : `${by} invited you to # ${room}.`, "invited");
+});
+
+// After each connect: private rooms and conversations opened for this user while away.
+chat.addEventListener("rooms", (e) => {
+  for (const { room, access } of e.detail.rooms) {
+    if (rooms.has(room) || dismissed.has(room)) continue;
+    joinRoom(room);
+    rooms.get(room).access = access;
+  }
+  renderRooms();
+});
 
 chat.addEventListener("presence", (e) => {
   const { room, user, event } = e.detail;
@@ -555,8 +673,34 @@ function renderItem(item, previous) {
 function renderMembers() {
   const connected = chat.status.state === "connected";
   const members = activeRoom && connected ? chat.members(activeRoom) : [];
+  const access = activeRoom ? accessOf(activeRoom) : null;
+  // The owner of a private room invites and kicks; anyone may write to someone directly.
+  const owns = connected && access?.kind === "private" && access.owner === chat.user;
+  // On a private room's list but not here now.
+  const absent = access?.kind === "private" ? (access.allowed ?? []).filter((u) => !members.includes(u)) : [];
   $("member-count").textContent = members.length ? `(${members.length})` : "";
   $("members-toggle").textContent = members.length ? `People (${members.length})` : "People";
+  const actions = (name) =>
+    name === chat.user
+      ? null
+      : el(
+          "span",
+          { class: "member-actions" },
+          connected && access?.kind !== "dm" && el("button", {
+            type: "button",
+            class: "small dm-button",
+            text: "Message",
+            aria: { label: `Write to ${name} directly` },
+            on: { click: () => startDm(name) },
+          }),
+          owns && name !== access.owner && el("button", {
+            type: "button",
+            class: "small danger-outline kick-button",
+            text: "Kick",
+            aria: { label: `Kick ${name} from ${roomLabel(activeRoom)}` },
+            on: { click: () => kick(name) },
+          }),
+        );
   $("member-list").replaceChildren(
     ...members.map((name) =>
       el(
@@ -565,14 +709,57 @@ function renderMembers() {
         el("span", { class: `avatar small ${hueClass(name)}`, text: name.slice(0, 1).toUpperCase(), aria: { hidden: "true" } }),
         el("span", { class: "member-name", text: name === chat.user ? `${name} (you)` : name }),
         el("span", { class: "online-dot", title: "online", aria: { label: "online" } }),
+        actions(name),
+      ),
+    ),
+    ...absent.map((name) =>
+      el(
+        "li",
+        { class: "member absent", data: { user: name, absent: "true" } },
+        el("span", { class: `avatar small ${hueClass(name)}`, text: name.slice(0, 1).toUpperCase(), aria: { hidden: "true" } }),
+        el("span", { class: "member-name", text: `${name} (invited, not here)` }),
+        owns && actions(name),
       ),
     ),
   );
-  if (!members.length) {
+  $("invite-form").hidden = !owns;
+  if (!members.length && !absent.length) {
     const text = !activeRoom ? "No room selected." : connected ? "Nobody here yet." : "Unknown while offline.";
     $("member-list").append(el("li", { class: "muted", text }));
   }
 }
+
+/** Opens (or goes to) the direct conversation with `name`. */
+function startDm(name) {
+  try {
+    openingDm = name;
+    chat.dm(name);
+  } catch (e) {
+    openingDm = null;
+    notice(`Could not open a conversation with ${name}: ${e.message}.`);
+  }
+}
+
+/** The owner puts `name` out of the private room on screen (answered with `access`). */
+function kick(name) {
+  try {
+    chat.kick(activeRoom, name);
+  } catch (e) {
+    notice(`Could not kick ${name}: ${e.message}.`);
+  }
+}
+
+$("invite-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("invite-input").value.trim();
+  if (!name || !activeRoom) return;
+  try {
+    chat.invite(activeRoom, [name]);
+    $("invite-input").value = "";
+  } catch (e) {
+    notice(`Could not invite ${name}: ${e.message}.`);
+  }
+});
 
 // At phone width the member list is a panel over the messages, opened and closed by buttons.
 function showMembersPanel(open) {
@@ -646,19 +833,29 @@ const ERROR_TEXT = {
   reauth_failed: "Token renewal refused",
 };
 
+/** What a refused room request was, in words (the server's message says why). */
+const REQUEST_TEXT = {
+  join: "Could not join",
+  create: "Could not create",
+  invite: "Could not invite to",
+  kick: "Could not kick from",
+  dm: "Could not open the conversation",
+};
+
 chat.addEventListener("error", (e) => {
   const { code, text: message, room, ref, request } = e.detail;
   // A refused message says so in its own bubble, with a Retry button.
   if (request === "send" && chat.pending().some((p) => p.ref === ref)) return;
+  if (request === "dm") openingDm = null;
+  // An error about a room names it (a conversation by its other user, not its digest).
+  const where = room && request !== "dm" ? roomLabel(room) : null;
   if (room && rooms.has(room) && !chat.rooms.includes(room)) {
     // The join was refused: the room is not kept.
-    rooms.delete(room);
-    saveRooms();
-    if (activeRoom === room) selectRoom(rooms.keys().next().value ?? null);
-    renderRooms();
+    dropRoom(room);
   }
-  // An error about a room names it; a refused message echoes the `ref` its send was given.
-  const what = [ref != null ? "Not sent" : ERROR_TEXT[code], room && `# ${room}`].filter(Boolean).join(" ");
+  // A refused message echoes the `ref` its send was given.
+  const prefix = ref != null && request === "send" ? "Not sent" : (REQUEST_TEXT[request] ?? ERROR_TEXT[code]);
+  const what = [prefix, where].filter(Boolean).join(" ");
   notice(what ? `${what}: ${message}.` : `${capitalize(message)}.`, code);
 });
 
@@ -702,12 +899,13 @@ function loadSavedRooms() {
   } catch {
     // Nothing usable saved: start with the default room.
   }
-  return { rooms: ["general"], active: "general" };
+  return { rooms: ["general"], active: "general", left: [] };
 }
 
 function saveRooms() {
   if (!chat.user) return;
-  localStorage.setItem(storageKey(), JSON.stringify({ rooms: [...rooms.keys()], active: activeRoom }));
+  const saved = { rooms: [...rooms.keys()], active: activeRoom, left: [...dismissed].slice(-200) };
+  localStorage.setItem(storageKey(), JSON.stringify(saved));
 }
 
 boot();

@@ -1,4 +1,5 @@
-//! A JWKS document (an identity provider's published keys), as `auth.jwks_file` is read.
+//! A JWKS document (an identity provider's published keys), as `auth.jwks_file` is read and
+//! as a key set fetched over HTTPS (`auth.jwks_url`, OIDC discovery) is parsed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,10 +9,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok((keys, _skipped)) = authchat::auth::jwks::parse(text) {
         for key in keys {
-            assert!(matches!(
-                key.algorithm,
-                jsonwebtoken::Algorithm::RS256 | jsonwebtoken::Algorithm::ES256 | jsonwebtoken::Algorithm::EdDSA
-            ));
+            // Public-key signature algorithms only: never an HMAC one, whose key would be public.
+            use jsonwebtoken::Algorithm::*;
+            assert!(matches!(key.algorithm, RS256 | RS384 | RS512 | PS256 | PS384 | PS512 | ES256 | ES384 | EdDSA));
         }
     }
 });

@@ -35,7 +35,8 @@ fn service() -> &'static TokenService {
             ..Default::default()
         })
         .expect("the fuzz settings load");
-        TokenService::from_settings(&settings.auth, settings.hs_secret().expect("a long secret"))
+        let metrics = authchat::metrics::Metrics::new();
+        TokenService::from_settings(&settings, settings.hs_secret().expect("a long secret"), &metrics)
             .expect("the fixture keys load")
     })
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::jwt::TokenService;
-use super::revocation::{check_not_revoked, RevocationCheckError};
+use super::revocation::{apply_marks, RevocationCheckError};
 use super::sessions::{SessionError, Sessions};
 use super::{AuthError, Principal};
 use crate::config::AuthMode;
@@ -98,10 +98,11 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a credential and checks it against the revocation marks.
+    /// Verifies a credential and checks it against the revocation marks (withdrawn roles taken
+    /// out).
     pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, AuthFailure> {
         let (principal, revocations) = match (self, credential) {
-            (Self::Jwt(mode), Credential::Token(token)) => (mode.tokens.verify(token)?, &mode.revocations),
+            (Self::Jwt(mode), Credential::Token(token)) => (mode.tokens.verify_fresh(token).await?, &mode.revocations),
             (Self::Jwt(mode), Credential::Ticket(ticket)) => (mode.redeem(ticket).await?, &mode.revocations),
             (Self::Session(mode), Credential::SessionCookie(secret)) => {
                 (mode.sessions.authenticate(secret).await?, &mode.revocations)
@@ -111,8 +112,7 @@ impl Authenticator {
                 return Err(AuthError::MissingCredentials.into())
             }
         };
-        check_not_revoked(revocations.as_ref(), &principal).await?;
-        Ok(principal)
+        Ok(apply_marks(revocations.as_ref(), principal).await?)
     }
 }
 

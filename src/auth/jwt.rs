@@ -4,7 +4,7 @@
 //! the future is refused, and no token may live longer than `auth.max_token_lifetime`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,10 +15,16 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::jwks::{JwksKey, Provider};
 use super::{AuthError, Principal};
-use crate::config::{AuthSettings, ConfigError, KeyAlgorithm, MIN_HS_SECRET_BYTES};
+use crate::config::{ConfigError, KeyAlgorithm, Settings, MIN_HS_SECRET_BYTES};
 use crate::ids::{SessionId, UserId};
+use crate::metrics::Metrics;
 use crate::time::now_unix_s;
+
+/// The refusal of a token whose `kid` names no key in the set (in verify-only mode with keys
+/// over HTTPS, only once the set has been fetched again, or could not be yet).
+const UNKNOWN_KID: AuthError = AuthError::InvalidToken("unknown kid");
 
 /// The claims authchat reads and writes. Unknown claims are ignored.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,11 +44,37 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+    /// Every other claim, of which the lists of strings are kept (room rules read them).
+    #[serde(flatten, default, skip_serializing)]
+    other: HashMap<String, serde_json::Value>,
+}
+
+/// The claims of `other` whose value is a list of strings.
+fn list_claims(other: HashMap<String, serde_json::Value>) -> std::collections::BTreeMap<String, Vec<String>> {
+    other
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let serde_json::Value::Array(items) = value else { return None };
+            let strings: Option<Vec<String>> =
+                items.into_iter().map(|v| if let serde_json::Value::String(s) = v { Some(s) } else { None }).collect();
+            strings.map(|s| (name, s))
+        })
+        .collect()
+}
+
+/// `aud`: one audience (as minted here) or several (RFC 7519 §4.1.3), as identity providers
+/// often send (Keycloak's `["authchat", "account"]`). Whether `auth.audience` is among them is
+/// jsonwebtoken's check; this only lets both shapes through to it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A key a token may be verified with, and the validation rules pinned to it.
@@ -67,12 +99,12 @@ pub struct MintedToken {
 
 /// Verifies tokens against the configured keys and mints new ones.
 pub struct TokenService {
-    /// Swapped whole when the JWKS file is re-read; readers never wait.
+    /// Swapped whole when the identity provider's key set changes; readers never wait.
     keys: ArcSwap<HashMap<String, VerifyingKey>>,
     /// Key used for tokens without a `kid` header (none in JWKS mode: there `kid` is required).
     default_kid: Option<String>,
-    /// Verify-only mode: keys come from this JWKS file and nothing is minted here.
-    jwks_file: Option<PathBuf>,
+    /// Verify-only mode: where the identity provider's keys come from; nothing is minted here.
+    provider: Option<Provider>,
     leeway: u64,
     signer: Option<SigningKey>,
     issuer: Option<String>,
@@ -89,31 +121,47 @@ impl std::fmt::Debug for TokenService {
         f.debug_struct("TokenService")
             .field("kids", &self.keys.load().keys().cloned().collect::<Vec<_>>())
             .field("default_kid", &self.default_kid)
+            .field("provider", &self.provider.as_ref().map(Provider::describe))
             .finish_non_exhaustive()
     }
 }
 
 impl TokenService {
     /// Builds the key set; a key that cannot be read or parsed is an error naming its config key.
-    /// `hs_secret` is the effective `auth.secret` (dev mode may have generated it).
-    pub fn from_settings(auth: &AuthSettings, hs_secret: &SecretString) -> Result<Self, ConfigError> {
+    /// `hs_secret` is the effective `auth.secret` (dev mode may have generated it). Keys fetched
+    /// over HTTPS are not fetched here: [`super::jwks::remote::Remote::load_first`] does that.
+    pub fn from_settings(
+        settings: &Settings,
+        hs_secret: &SecretString,
+        metrics: &Metrics,
+    ) -> Result<Self, ConfigError> {
+        let auth = &settings.auth;
         let issuer = Some(auth.issuer.clone()).filter(|s| !s.is_empty());
         let audience = Some(auth.audience.clone()).filter(|s| !s.is_empty());
         let leeway = auth.leeway.as_secs();
         let validation_for =
             |algorithm: Algorithm| validation(algorithm, leeway, issuer.as_deref(), audience.as_deref());
 
-        if let Some(path) = &auth.jwks_file {
+        if auth.is_verify_only() {
             if issuer.is_none() || audience.is_none() {
                 return Err(ConfigError::invalid(
                     if issuer.is_none() { "auth.issuer" } else { "auth.audience" },
-                    "must be set when auth.jwks_file is: tokens from an identity provider are checked for both",
+                    "must be set in verify-only mode (auth.jwks_file, auth.jwks_url or auth.oidc_discovery): tokens \
+                     from an identity provider are checked for both",
                 ));
             }
+            let provider = match &auth.jwks_file {
+                Some(path) => Provider::File(path.clone()),
+                None => Provider::Remote(Box::new(super::jwks::remote::Remote::from_settings(
+                    auth,
+                    settings.dev_mode,
+                    metrics,
+                )?)),
+            };
             let service = Self {
                 keys: ArcSwap::from_pointee(HashMap::new()),
                 default_kid: None,
-                jwks_file: Some(path.clone()),
+                provider: Some(provider),
                 leeway,
                 signer: None,
                 issuer,
@@ -122,7 +170,9 @@ impl TokenService {
                 max_token_bytes: auth.max_token_bytes,
                 max_token_lifetime: auth.max_token_lifetime,
             };
-            service.reload_jwks().map_err(|e| ConfigError::invalid("auth.jwks_file", e))?;
+            if matches!(service.provider, Some(Provider::File(_))) {
+                service.reload_jwks_file().map_err(|e| ConfigError::invalid("auth.jwks_file", e))?;
+            }
             return Ok(service);
         }
 
@@ -217,7 +267,7 @@ impl TokenService {
         Ok(Self {
             keys: ArcSwap::from_pointee(keys),
             default_kid: Some(default_kid),
-            jwks_file: None,
+            provider: None,
             leeway,
             signer,
             issuer,
@@ -230,24 +280,39 @@ impl TokenService {
 
     /// True when keys come from an identity provider's JWKS and this server mints nothing.
     pub fn is_verify_only(&self) -> bool {
-        self.jwks_file.is_some()
+        self.provider.is_some()
     }
 
-    /// The JWKS file, in verify-only mode.
+    /// Where the identity provider's keys come from, in verify-only mode.
+    pub fn provider(&self) -> Option<&Provider> {
+        self.provider.as_ref()
+    }
+
+    /// The JWKS file, in verify-only mode with a file.
     pub fn jwks_file(&self) -> Option<&Path> {
-        self.jwks_file.as_deref()
+        match &self.provider {
+            Some(Provider::File(path)) => Some(path),
+            _ => None,
+        }
     }
 
     /// Re-reads the JWKS file and swaps the key set in one step; on any error the old set stays.
     /// Returns how many keys are now in use.
-    pub fn reload_jwks(&self) -> Result<usize, String> {
-        let path = self.jwks_file.as_deref().ok_or("no auth.jwks_file is configured")?;
+    pub fn reload_jwks_file(&self) -> Result<usize, String> {
+        let path = self.jwks_file().ok_or("no auth.jwks_file is configured")?;
         let (loaded, skipped) = super::jwks::load(path)?;
-        for why in &skipped {
-            tracing::warn!(file = %path.display(), %why, "JWKS key skipped");
+        self.install_jwks(&path.display().to_string(), loaded, &skipped)
+    }
+
+    /// Makes `loaded` the key set, in one step, with the validation rules pinned to each key;
+    /// `origin` (a file or a URL) is what the log names. An empty set is refused and the old
+    /// one stays. Returns how many keys are now in use.
+    pub fn install_jwks(&self, origin: &str, loaded: Vec<JwksKey>, skipped: &[String]) -> Result<usize, String> {
+        for why in skipped {
+            tracing::warn!(origin, %why, "JWKS key skipped");
         }
         if loaded.is_empty() {
-            return Err(format!("{} holds no usable key", path.display()));
+            return Err(format!("{origin} holds no usable key"));
         }
         let keys: HashMap<String, VerifyingKey> = loaded
             .into_iter()
@@ -260,10 +325,25 @@ impl TokenService {
         let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
         kids.sort_unstable();
         // Key ids are public (they are in every token's header); logged so an operator sees
-        // which keys verify, at start-up and after each re-read.
-        tracing::info!(file = %path.display(), kids = ?kids, "JWKS keys in use");
+        // which keys verify, at start-up and after each change.
+        tracing::info!(origin, kids = ?kids, "JWKS keys in use");
         self.keys.store(Arc::new(keys));
         Ok(count)
+    }
+
+    /// [`Self::verify`], and when the token's `kid` is not in a key set fetched over HTTPS, the
+    /// set fetched again first (at most once per `auth.jwks_min_refresh`, however many tokens
+    /// ask): a provider rotating its keys signs with a new `kid` before this server has
+    /// refreshed on its own. The entry point for authentication.
+    pub async fn verify_fresh(&self, token: &str) -> Result<Principal, AuthError> {
+        let verdict = self.verify(token);
+        match (&verdict, &self.provider) {
+            (Err(UNKNOWN_KID), Some(Provider::Remote(remote))) => {
+                remote.refresh_for_unknown_kid(self).await;
+                self.verify(token)
+            }
+            _ => verdict,
+        }
     }
 
     /// Lifetime of tokens minted without an explicit TTL.
@@ -282,7 +362,7 @@ impl TokenService {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken("not a JWT"))?;
         let kid = header.kid.as_deref().or(self.default_kid.as_deref()).ok_or(AuthError::InvalidToken("no kid"))?;
         let keys = self.keys.load();
-        let key = keys.get(kid).ok_or(AuthError::InvalidToken("unknown kid"))?;
+        let key = keys.get(kid).ok_or(UNKNOWN_KID)?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(map_jwt_error)?;
         let claims = data.claims;
         // Leeway forgives clock skew on `nbf` and `iat` only: a socket is closed at `exp`
@@ -313,6 +393,7 @@ impl TokenService {
                 (None, _) => 0,
             },
             session_id: claims.sid.map(SessionId::new),
+            claims: list_claims(claims.other),
         })
     }
 
@@ -341,9 +422,10 @@ impl TokenService {
             nbf: Some(now),
             jti: Some(crate::ids::random_id(16)),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
             sid: sid.map(str::to_owned),
             roles: roles.to_vec(),
+            other: HashMap::new(),
         };
         let mut header = Header::new(signer.algorithm);
         header.kid = Some(signer.kid.clone());
@@ -454,7 +536,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        TokenService::from_settings(&settings.auth, &settings.auth.secret).unwrap()
+        TokenService::from_settings(&settings, &settings.auth.secret, &Metrics::new()).unwrap()
     }
 
     const SECRET: &str = "[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"";
@@ -504,6 +586,14 @@ mod tests {
         let wrong_aud = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":"other"});
         assert_eq!(
             svc.verify(&sign(wrong_aud, Algorithm::HS256, None, secret)),
+            Err(AuthError::InvalidToken("wrong audience"))
+        );
+        // Identity providers send several audiences; one of them must be ours.
+        let several = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":["account","authchat"]});
+        assert!(svc.verify(&sign(several, Algorithm::HS256, None, secret)).is_ok());
+        let none_ours = serde_json::json!({"sub":"a","exp":exp,"iss":"authchat","aud":["account","other"]});
+        assert_eq!(
+            svc.verify(&sign(none_ours, Algorithm::HS256, None, secret)),
             Err(AuthError::InvalidToken("wrong audience"))
         );
         let future = serde_json::json!({"sub":"a","exp":exp,"nbf":exp,"iss":"authchat","aud":"authchat"});
@@ -565,6 +655,21 @@ mod tests {
         let alice = UserId::new("alice");
         assert!(svc.mint(&alice, &[], Some(Duration::from_secs(3600)), None).is_ok());
         assert!(matches!(svc.mint(&alice, &[], Some(Duration::from_secs(3601)), None), Err(MintError::TooLong(_))));
+    }
+
+    #[test]
+    fn lists_of_strings_among_other_claims_are_kept_for_room_rules() {
+        let svc = service(SECRET);
+        let claims = serde_json::json!({
+            "sub":"a","exp":now_unix_s() + 60,"iss":"authchat","aud":"authchat","roles":["ops"],
+            "rooms":["proj-x","team.ops.*"],"groups":[],"mixed":["a",1],"name":"Ann","nested":{"rooms":["x"]}
+        });
+        let p = svc.verify(&sign(claims, Algorithm::HS256, None, b"0123456789abcdef0123456789abcdef")).unwrap();
+        assert_eq!(p.roles, ["ops"]);
+        let expected: std::collections::BTreeMap<String, Vec<String>> =
+            [("groups".to_owned(), vec![]), ("rooms".to_owned(), vec!["proj-x".to_owned(), "team.ops.*".to_owned()])]
+                .into();
+        assert_eq!(p.claims, expected, "only top-level lists of strings");
     }
 
     #[test]

@@ -90,10 +90,11 @@ impl PasswordLogin {
     }
 
     fn counters(&self, client: IpAddr, name: &str) -> Vec<Counter> {
-        let ip = self.per_ip.map(|limit| Counter { key: format!("login-failures:ip:{}", address_key(client)), limit });
+        let ip =
+            self.per_ip.map(|limit| Counter { key: format!("{{login-failures}}:ip:{}", address_key(client)), limit });
         // Hashed: names are client input of any length, and a key should not be.
         let user =
-            self.per_user.map(|limit| Counter { key: format!("login-failures:user:{}", sha256_hex(name)), limit });
+            self.per_user.map(|limit| Counter { key: format!("{{login-failures}}:user:{}", sha256_hex(name)), limit });
         ip.into_iter().chain(user).collect()
     }
 }

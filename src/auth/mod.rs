@@ -1,7 +1,8 @@
 //! Authentication: who a credential belongs to, and whether it is still good.
 //!
-//! Nothing here knows about HTTP or WebSockets; the transport modules extract a credential
-//! and hand it to the [`authenticator::Authenticator`], which verifies it ([`jwt::TokenService`],
+//! Nothing here serves HTTP or WebSockets (the one HTTP client, [`jwks::remote`], fetches an
+//! identity provider's keys); the transport modules extract a credential and hand it to the
+//! [`authenticator::Authenticator`], which verifies it ([`jwt::TokenService`],
 //! [`sessions::Sessions`]) and checks it against the revocation marks ([`revocation`]).
 
 pub mod authenticator;

@@ -89,5 +89,6 @@ pub fn principal_of(record: &SessionRecord) -> Principal {
         expires_at: record.absolute_expiry_ms / 1000,
         issued_at_ms: record.created_ms,
         session_id: Some(record.id.clone()),
+        claims: Default::default(),
     }
 }

@@ -6,6 +6,7 @@
 //! at the node's cap new rooms are refused, and a room is dropped only when it has been empty
 //! and idle for `idle_room_ttl`, never to make space for someone else's.
 
+pub mod access;
 pub mod text;
 
 use std::collections::{HashMap, VecDeque};
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use crate::ids::{ConnId, RoomId, UserId};
 use crate::protocol::ChatMessage;
+use access::RoomAccess;
 
 /// One room.
 #[derive(Debug, Default)]
@@ -32,6 +34,9 @@ struct Room {
     recent_refs: HashMap<(UserId, String), u64>,
     /// The same keys, oldest first, with when they were posted, for forgetting them.
     ref_order: VecDeque<(u64, UserId, String)>,
+    /// Its own list (private room, direct conversation, someone kicked), on one node: it lives
+    /// and goes with the room. With several nodes the registry mirrors Redis's instead.
+    access: Option<RoomAccess>,
 }
 
 /// What a post did.
@@ -134,6 +139,45 @@ impl Rooms {
             return Some(true);
         }
         Some(false)
+    }
+
+    /// Whether the room is kept here (it has members, or was active within the idle TTL).
+    pub fn exists(&self, room: &RoomId) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// The room's own list, when it has one.
+    pub fn access(&self, room: &RoomId) -> Option<&RoomAccess> {
+        self.rooms.get(room)?.access.as_ref()
+    }
+
+    /// Creates `room` for `user` with its own list, within the creation limits; nobody is in
+    /// it yet. The caller made sure it does not exist.
+    pub fn open(&mut self, room: &RoomId, user: &UserId, access: RoomAccess, now_ms: u64) -> Result<(), TooManyRooms> {
+        self.create(room, user, now_ms)?;
+        self.set_access(room, access);
+        Ok(())
+    }
+
+    /// Gives an existing room its list (answers false if there is no such room).
+    pub fn set_access(&mut self, room: &RoomId, access: RoomAccess) -> bool {
+        let Some(r) = self.rooms.get_mut(room) else { return false };
+        r.access = Some(access);
+        true
+    }
+
+    /// Every kept room with its list, in no order.
+    pub fn accesses(&self) -> impl Iterator<Item = (&RoomId, &RoomAccess)> + '_ {
+        self.rooms.iter().filter_map(|(id, r)| Some((id, r.access.as_ref()?)))
+    }
+
+    /// Every kept room's name, users here and last message id, in no order.
+    pub fn summaries(&self) -> impl Iterator<Item = (&RoomId, Vec<UserId>, u64)> + '_ {
+        self.rooms.iter().map(|(id, r)| {
+            let mut users: Vec<UserId> = r.user_counts.keys().cloned().collect();
+            users.sort();
+            (id, users, r.last_id)
+        })
     }
 
     pub fn is_member(&self, room: &RoomId, conn: ConnId) -> bool {

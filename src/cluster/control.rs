@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::Engine;
-use crate::ids::{ConnId, SessionId, UserId};
+use crate::chat::access::RoomAccess;
+use crate::ids::{ConnId, RoomId, SessionId, UserId};
 
 /// What a node is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +27,14 @@ pub enum ControlOp {
     CloseUser { user: UserId, code: u16, reason: String },
     /// Close every connection of one login or server-side session.
     CloseSession { session_id: SessionId, code: u16, reason: String },
+    /// List the rooms it follows (or, alone, keeps): users, last message id, list.
+    ListRooms,
+    /// A room's list changed (written to Redis): keep it if newer, put out whoever it no
+    /// longer lets in, and tell `invited` (let in by `by`) on their sockets.
+    RoomAccess { room: RoomId, access: RoomAccess, invited: Vec<UserId>, by: Option<UserId> },
+    /// An operator withdrew `role` from `user`: their sockets no longer hold it, and leave the
+    /// rooms only it let them into.
+    WithdrawRole { user: UserId, role: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,10 +51,11 @@ pub struct ControlReply {
     #[serde(default)]
     pub re: String,
     pub node: String,
-    /// Connections it closed.
+    /// Connections it closed (or, for `RoomAccess` and `WithdrawRole`, the times it put a socket
+    /// out of a room).
     #[serde(default)]
     pub closed: usize,
-    /// Its connections, for a `List`.
+    /// Its connections, for a `List`; its rooms, for a `ListRooms`.
     #[serde(default)]
     pub rows: Vec<serde_json::Value>,
 }
@@ -132,8 +142,12 @@ impl Engine {
     /// Answers another node's request.
     pub async fn reply(&self, to: &str, reply: ControlReply) {
         let body = serde_json::to_string(&reply).expect("control replies serialise");
-        let sent: Result<i64, _> =
-            redis::cmd("PUBLISH").arg(self.node_channel(to, "ctl")).arg(body).query_async(&mut self.conn()).await;
+        // A node's channels are sharded on a cluster: only the shard of `{n:<node>}` carries them.
+        let sent: Result<i64, _> = redis::cmd(self.inner.publish_command)
+            .arg(self.node_channel(to, "ctl"))
+            .arg(body)
+            .query_async(&mut self.conn())
+            .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, to, "could not answer another node's operator request");
         }

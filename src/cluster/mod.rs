@@ -13,10 +13,16 @@
 //! The engine does not know the registry: it answers calls, and what arrives from Redis goes
 //! out as [`EngineEvent`]s on a channel the registry reads.
 //!
+//! On a Redis Cluster (`redis.cluster_nodes`) nothing changes in kind: every key of a room
+//! shares the tag `{r:<room>}`, so its scripts run on the room's shard, and the room's channel
+//! is a sharded one (`SPUBLISH`/`SSUBSCRIBE`), so a message crosses only that shard and the
+//! nodes that follow the room. The cluster's own keys share `{c}` and a node's `{n:<node>}`.
+//!
 //! - [`scripts`]: the Lua scripts;
 //! - `subscriber`: the one subscription connection, its probe and its reconnection.
 //! - [`control`]: operator requests across nodes.
 
+mod access;
 pub mod control;
 mod scripts;
 mod subscriber;
@@ -27,8 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, PubSubSink};
-use redis::{Client, Script};
+use redis::Script;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -36,7 +41,9 @@ use crate::config::Settings;
 use crate::ids::{RoomId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{ChatMessage, PresenceEvent};
+use crate::store::link::{Connection, Target};
 use crate::time::now_unix_ms;
+pub use access::{AccessRead, AccessWriteError};
 pub use control::{ControlOp, ControlReply, ControlRequest, Gathered};
 
 /// What arrives from Redis for the registry.
@@ -74,6 +81,8 @@ pub struct RoomState {
     pub messages: Vec<Arc<ChatMessage>>,
     /// Users in it, on any node.
     pub users: Vec<UserId>,
+    /// Its own list (private room, direct conversation, kicks), if it has one.
+    pub access: Option<crate::chat::access::RoomAccess>,
 }
 
 /// Health of this node's link to the cluster, for `/readyz`.
@@ -110,8 +119,12 @@ struct Inner {
     /// The cluster's boot id: `welcome.boot`, the same on every node.
     boot: String,
     prefix: String,
-    conn: ConnectionManager,
-    client: Client,
+    conn: Connection,
+    target: Target,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster: how room and node channels are published to.
+    publish_command: &'static str,
+    /// Replicas that must hold a message before it is acknowledged (`redis.ack_replicas`).
+    ack_replicas: u32,
     history_size: usize,
     room_ttl_ms: u64,
     heartbeat_interval: Duration,
@@ -129,7 +142,7 @@ struct Inner {
     /// Rooms this node follows: subscribed now, and again after any reconnection.
     rooms: Mutex<HashSet<RoomId>>,
     /// The subscription connection's command half, while it is up.
-    sink: Mutex<Option<PubSubSink>>,
+    sink: Mutex<Option<subscriber::Sink>>,
     subscribed: AtomicBool,
     /// The node is stopping: no more heartbeats.
     leaving: AtomicBool,
@@ -159,7 +172,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<(Self, mpsc::Receiver<EngineEvent>), Unavailable> {
         let redis = &settings.redis;
-        let (client, mut conn) = crate::store::redis::connect_manager(redis).await.map_err(Unavailable)?;
+        let (target, mut conn) = crate::store::link::connect(redis).await.map_err(Unavailable)?;
         let prefix = redis.key_prefix.clone();
         let seq: u64 =
             redis::cmd("INCR").arg(format!("{prefix}{{c}}:seq")).query_async(&mut conn).await.map_err(unavailable)?;
@@ -181,7 +194,12 @@ impl Engine {
             boot,
             prefix,
             conn,
-            client,
+            publish_command: match target {
+                Target::Single(_) => "PUBLISH",
+                Target::Cluster(_) => "SPUBLISH",
+            },
+            target,
+            ack_replicas: redis.ack_replicas,
             history_size: settings.chat.history_size,
             room_ttl_ms: settings.chat.idle_room_ttl.as_millis() as u64,
             heartbeat_interval: cluster.heartbeat_interval,
@@ -251,7 +269,7 @@ impl Engine {
         &self.inner.boot
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.inner.conn.clone()
     }
 
@@ -293,23 +311,59 @@ impl Engine {
             }
             None => meta.clone(),
         };
-        let (id, _duplicate, _epoch): (u64, u8, String) = self
-            .inner
-            .publish
-            .key(&meta)
-            .key(self.room_key(room, "s"))
-            .key(idem)
-            .arg(from.as_str())
-            .arg(text)
-            .arg(u8::from(client_ref.is_some()))
-            .arg(self.inner.history_size)
-            .arg(self.inner.room_ttl_ms)
-            .arg(crate::ids::random_id(8))
-            .arg(self.room_channel(room))
-            .arg(crate::chat::REF_WINDOW_MS)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let stream = self.room_key(room, "s");
+        let channel = self.room_channel(room);
+        let call = |pipe: &mut redis::Pipeline, command: &str, script: &str| {
+            pipe.cmd(command)
+                .arg(script)
+                .arg(3)
+                .arg(&meta)
+                .arg(&stream)
+                .arg(&idem)
+                .arg(from.as_str())
+                .arg(text)
+                .arg(u8::from(client_ref.is_some()))
+                .arg(self.inner.history_size)
+                .arg(self.inner.room_ttl_ms)
+                .arg(crate::ids::random_id(8))
+                .arg(&channel)
+                .arg(crate::chat::REF_WINDOW_MS)
+                .arg(self.inner.publish_command);
+            // WAIT in the same pipeline goes down the script's connection to the room's shard,
+            // and counts the replicas that hold that connection's writes.
+            // Half the response timeout: WAIT answers (with fewer replicas) before the call
+            // itself would time out.
+            if self.inner.ack_replicas > 0 {
+                let wait_ms = (self.inner.response_timeout.as_millis() as u64 / 2).max(1);
+                pipe.cmd("WAIT").arg(self.inner.ack_replicas).arg(wait_ms);
+            }
+        };
+        let mut pipe = redis::pipe();
+        call(&mut pipe, "EVALSHA", self.inner.publish.get_hash());
+        let answers: Vec<redis::Value> = match pipe.query_async(&mut self.conn()).await {
+            // That server has not seen the script (it restarted, or a replica took over): EVAL
+            // runs it and caches it there.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut pipe = redis::pipe();
+                call(&mut pipe, "EVAL", scripts::PUBLISH);
+                pipe.query_async(&mut self.conn()).await
+            }
+            answer => answer,
+        }
+        .map_err(unavailable)?;
+        let answer = |i: usize| answers.get(i).cloned().unwrap_or(redis::Value::Nil);
+        let malformed = |e: redis::ParsingError| Unavailable(format!("an unexpected answer from Redis: {e}"));
+        let (id, _duplicate, _epoch): (u64, u8, String) = redis::from_redis_value(answer(0)).map_err(malformed)?;
+        if self.inner.ack_replicas > 0 {
+            let replicas: u32 = redis::from_redis_value(answer(1)).map_err(malformed)?;
+            if replicas < self.inner.ack_replicas {
+                self.inner.metrics.cluster_unreplicated.inc();
+                return Err(Unavailable(format!(
+                    "message {id} reached {replicas} of redis.ack_replicas = {} replicas in time",
+                    self.inner.ack_replicas
+                )));
+            }
+        }
         Ok(id)
     }
 
@@ -364,7 +418,7 @@ impl Engine {
     async fn subscribe(&self, room: &RoomId) -> Result<(), Unavailable> {
         let sink = self.inner.sink.lock().expect("not poisoned").clone();
         let mut sink = sink.ok_or_else(|| Unavailable("the subscription is down".into()))?;
-        tokio::time::timeout(self.inner.response_timeout, sink.subscribe(self.room_channel(room)))
+        tokio::time::timeout(self.inner.response_timeout, sink.subscribe_room(self.room_channel(room)))
             .await
             .map_err(|_| Unavailable("timed out subscribing".into()))?
             .map_err(unavailable)
@@ -375,7 +429,8 @@ impl Engine {
         if let Some(mut sink) = sink {
             // A failure here is harmless: a dead connection subscribes only to followed rooms
             // when it is made again, and a stray message for an unfollowed room is ignored.
-            let _ = tokio::time::timeout(self.inner.response_timeout, sink.unsubscribe(self.room_channel(room))).await;
+            let _ =
+                tokio::time::timeout(self.inner.response_timeout, sink.unsubscribe_room(self.room_channel(room))).await;
         }
         self.reap_room(&self.inner.node, room).await?;
         let _: i64 = redis::cmd("SREM")
@@ -390,22 +445,25 @@ impl Engine {
     /// The room's epoch, last id, newest `chat.history_size` messages and users.
     pub async fn room_state(&self, room: &RoomId) -> Result<RoomState, Unavailable> {
         type Entry = (String, Vec<(String, String)>);
-        let (epoch, _top, entries, users): (String, u64, Vec<Entry>, Vec<String>) = self
+        let (epoch, _top, entries, users, access): (String, u64, Vec<Entry>, Vec<String>, Vec<String>) = self
             .inner
             .room_state
             .key(self.room_key(room, "m"))
             .key(self.room_key(room, "s"))
             .key(self.room_key(room, "pu"))
+            .key(self.room_key(room, "a"))
             .arg(self.inner.history_size)
             .arg(crate::ids::random_id(8))
             .arg(self.inner.room_ttl_ms)
+            .arg(self.inner.room_ttl_ms.saturating_mul(2))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let mut messages: Vec<Arc<ChatMessage>> =
             entries.into_iter().filter_map(|(id, fields)| stream_entry(room, &id, fields)).collect();
         messages.reverse();
-        Ok(RoomState { epoch, messages, users: users.into_iter().map(UserId::new).collect() })
+        let users = users.into_iter().map(UserId::new).collect();
+        Ok(RoomState { epoch, messages, users, access: access::parse_access(access) })
     }
 
     async fn write_presence(&self, room: &RoomId, user: &UserId, event: PresenceEvent) -> Result<(), Unavailable> {
@@ -429,6 +487,7 @@ impl Engine {
             .arg(user.as_str())
             .arg(self.room_channel(room))
             .arg(self.inner.room_ttl_ms)
+            .arg(self.inner.publish_command)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -531,7 +590,11 @@ impl Engine {
     /// Makes `node`'s presence in `room` exactly `users` ([`scripts::SYNC_PRESENCE`]).
     async fn set_presence(&self, node: &str, room: &RoomId, users: &[UserId]) -> Result<(), Unavailable> {
         let mut call = self.inner.sync_presence.key(self.room_key(room, "pn"));
-        call.key(self.room_key(room, "pu")).arg(node).arg(self.room_channel(room)).arg(self.inner.room_ttl_ms);
+        call.key(self.room_key(room, "pu"))
+            .arg(node)
+            .arg(self.room_channel(room))
+            .arg(self.inner.room_ttl_ms)
+            .arg(self.inner.publish_command);
         for user in users {
             call.arg(user.as_str());
         }

@@ -11,6 +11,8 @@ use crate::auth::authenticator::AuthFailure;
 use crate::auth::login::LoginError;
 use crate::auth::revocation::RevocationCheckError;
 use crate::auth::AuthError;
+use crate::chat::access::ChangeRefusal;
+use crate::registry::AccessError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,9 @@ pub enum ApiError {
     ForbiddenWithCode { code: &'static str, message: &'static str },
     #[error("{0}")]
     NotFound(String),
+    /// The request is understood but cannot be done to the thing as it is.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("{message}")]
     NotFoundWithCode { code: &'static str, message: &'static str },
     #[error("{message}")]
@@ -80,6 +85,7 @@ impl ApiError {
             Self::UnsupportedWebSocketVersion => "unsupported_version",
             Self::ForbiddenWithCode { code, .. } => code,
             Self::NotFound(_) => "not_found",
+            Self::Conflict { code, .. } => code,
             Self::NotFoundWithCode { code, .. } | Self::Unauthorized { code, .. } => code,
             Self::RequestTimeout(_) => "request_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -133,6 +139,16 @@ impl From<AuthFailure> for ApiError {
     }
 }
 
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Refused(refusal @ ChangeRefusal::NoRoom(_)) => Self::NotFound(refusal.to_string()),
+            AccessError::Refused(refusal) => Self::Conflict { code: "refused", message: refusal.to_string() },
+            AccessError::Unavailable(detail) => Self::StoreUnavailable(StoreError(detail)),
+        }
+    }
+}
+
 impl From<RevocationCheckError> for ApiError {
     fn from(e: RevocationCheckError) -> Self {
         match e {
@@ -155,6 +171,7 @@ impl ResponseError for ApiError {
             }
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotFoundWithCode { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ShuttingDown

@@ -16,7 +16,7 @@ use crate::auth::jwt::TokenService;
 use crate::auth::login::LoginError;
 use crate::auth::login::PasswordLogin;
 use crate::auth::password::UserDirectory;
-use crate::auth::revocation::check_not_revoked;
+use crate::auth::revocation::apply_marks;
 use crate::auth::Principal;
 use crate::cluster::ControlOp;
 use crate::config::AuthSettings;
@@ -116,8 +116,9 @@ pub async fn refresh(api: web::Data<TokenApi>, req: HttpRequest) -> Result<HttpR
         expires_at: record.expires_at,
         issued_at_ms: record.issued_at_ms,
         session_id: Some(record.family.clone()),
+        claims: Default::default(),
     };
-    check_not_revoked(api.stores.revocations.as_ref(), &principal).await.map_err(|e| match ApiError::from(e) {
+    apply_marks(api.stores.revocations.as_ref(), principal).await.map_err(|e| match ApiError::from(e) {
         ApiError::Auth(_) => invalid_refresh(),
         other => other,
     })?;
@@ -236,7 +237,7 @@ fn refuse_in_verify_only_mode(api: &TokenApi) -> Result<(), ApiError> {
     if api.tokens.is_verify_only() {
         return Err(ApiError::NotFoundWithCode {
             code: "login_disabled",
-            message: "this server only verifies tokens from an identity provider (auth.jwks_file); sign in there",
+            message: "this server only verifies tokens from an identity provider (verify-only mode); sign in there",
         });
     }
     Ok(())

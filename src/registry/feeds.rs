@@ -20,6 +20,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::{Join, Outbound, Registry};
+use crate::chat::access::RoomAccess;
 use crate::cluster::{Engine, EngineEvent, RoomState, Unavailable};
 use crate::ids::{ConnId, RoomId, UserId};
 use crate::protocol::{ChatMessage, ErrorCode, PresenceEvent, ServerMessage};
@@ -41,6 +42,8 @@ pub(super) struct Feed {
     waiting: Vec<Join>,
     /// Users in the room on any node.
     pub(super) users: BTreeSet<UserId>,
+    /// The room's own list as Redis holds it (the newest version heard of); `None`: it has none.
+    pub(super) access: Option<RoomAccess>,
     /// Acks to send once the message with that id has gone out here.
     held_acks: BTreeMap<u64, Vec<(ConnId, ByteString)>>,
     /// Members whose `joined` waits for their user's presence to be written, so that whoever
@@ -128,6 +131,16 @@ impl Registry {
             changes.extend(feed.users.difference(&users).map(|u| (u.clone(), PresenceEvent::Leave)));
         }
         feed.users = users;
+        // The newer of the list read and the one heard of meanwhile (a change read before it
+        // was made may arrive after it). None read while one is held: Redis lost it, and the
+        // list held keeps the room closed here.
+        let access_before = feed.access.clone();
+        match (&feed.access, state.access) {
+            (Some(held), Some(read)) if held.version >= read.version => {}
+            (_, Some(read)) => feed.access = Some(read),
+            (_, None) => {}
+        }
+        let access_changed = feed.access != access_before;
         let waiting = std::mem::take(&mut feed.waiting);
         let buffered = std::mem::take(&mut feed.buffered);
         let stale = std::mem::take(&mut feed.stale);
@@ -135,6 +148,9 @@ impl Registry {
         feed.was_live = true;
         if reset {
             self.rooms.reset_history(&room);
+        }
+        if access_changed {
+            self.recheck_room(&room);
         }
         // What this node missed goes to the members it already had, in order; the joiners
         // (members from now on, so that the room exists to hold it) find it in their history.

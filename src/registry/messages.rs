@@ -7,8 +7,9 @@ use bytestring::ByteString;
 use serde::Serialize;
 
 use crate::auth::AuthMethod;
+use crate::chat::access::{Change, ChangeRefusal, Grants, Rules};
 use crate::ids::{ConnId, RoomId, SessionId, UserId};
-use crate::protocol::Echo;
+use crate::protocol::{AccessView, Echo};
 
 // ---------------------------------------------------------------------------------------------
 // Messages to a connection
@@ -47,6 +48,8 @@ pub struct Identity {
     /// The login the token belongs to (`sid`), or the server-side session: ending it closes
     /// the socket.
     pub session_id: Option<SessionId>,
+    /// What the credential grants towards the room rules.
+    pub grants: Grants,
 }
 
 impl Identity {
@@ -86,6 +89,8 @@ pub struct Renew {
     pub token_id: Option<String>,
     pub expires_at: u64,
     pub session_id: Option<SessionId>,
+    /// The new token's: the connection leaves the rooms they no longer let it be in.
+    pub grants: Grants,
 }
 
 /// A connection began closing by itself (its peer closed, or it broke a rule): deliver
@@ -148,6 +153,82 @@ pub struct FetchHistory {
     pub limit: usize,
     /// Echoed on a refusal.
     pub echo: Echo,
+}
+
+/// Create a private room owned by the connection's user, let `invite` in, and join it;
+/// answers `joined` (or an error) on the connection's outbox, and `invited` to the invitees.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CreateRoom {
+    pub conn_id: ConnId,
+    pub room: RoomId,
+    pub invite: Vec<UserId>,
+    pub echo: Echo,
+}
+
+/// Open the direct conversation between the connection's user and `with` (once, the first
+/// time) and join it; `with` is told with `invited`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OpenDm {
+    pub conn_id: ConnId,
+    pub with: UserId,
+    pub echo: Echo,
+}
+
+/// The private rooms and direct conversations the connection's user may join; answers `rooms`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListOwnRooms {
+    pub conn_id: ConnId,
+    pub echo: Echo,
+}
+
+/// Who asks for a change to a room's list.
+#[derive(Debug, Clone)]
+pub enum Requester {
+    /// A socket, whose user must own the private room; it is answered on its outbox.
+    Conn { conn_id: ConnId, echo: Echo },
+    /// An operator (the admin API), answered with the result.
+    Operator,
+}
+
+/// Change who may be in a room; on every node, whoever it puts out leaves at once.
+#[derive(Message)]
+#[rtype(result = "Result<RoomChanged, AccessError>")]
+pub struct ChangeAccess {
+    pub room: RoomId,
+    pub change: Change,
+    pub requester: Requester,
+}
+
+/// What a change did, over every node.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomChanged {
+    pub room: RoomId,
+    pub access: AccessView,
+    /// Sockets put out of the room, per node that answered.
+    pub left: std::collections::BTreeMap<String, usize>,
+    /// Live nodes that did not answer in time: their sockets may still be in the room.
+    pub missing: Vec<String>,
+}
+
+/// Why a change to a room's list was not made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    Refused(#[from] ChangeRefusal),
+    /// Several nodes: Redis could not be reached (the text is for logs).
+    #[error("the chat store is unreachable: {0}")]
+    Unavailable(String),
+}
+
+/// The room rules changed (SIGHUP): every connection leaves the rooms they no longer let it be
+/// in; answers how many room memberships ended.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SetRules {
+    pub rules: Rules,
 }
 
 /// Admin: the live connections, optionally of one user.
@@ -245,6 +326,28 @@ pub struct ConnectionInfo {
     /// Unix milliseconds.
     pub connected_at: u64,
     pub ip: IpAddr,
+}
+
+/// One row of `GET /admin/rooms`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RoomRow {
+    pub room: RoomId,
+    pub kind: crate::protocol::RoomKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserId>,
+    /// Who may join (private room, direct conversation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<UserId>,
+    /// Who was kicked and may not rejoin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kicked: Vec<UserId>,
+    /// The list's version: with several nodes, the newest one wins when rows are merged.
+    #[serde(default)]
+    pub version: u64,
+    /// Users in the room now.
+    pub members: Vec<UserId>,
+    /// The id of the room's last message (in its current numbering).
+    pub messages: u64,
 }
 
 /// `GET /admin/stats`.

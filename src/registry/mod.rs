@@ -9,10 +9,12 @@
 //! - this file: its state, and the connection lifecycle (register, authenticate, renew,
 //!   closing, unregister) with token expiry.
 //! - `rooms`: join, leave, publish and history, and the fan-out.
+//! - `access`: who may be in a room, checked at every join and again at every change.
 //! - `operator`: listing and closing connections for the admin API, and counts.
 //! - [`sessions`]: following server-side sessions (session mode).
 //! - [`deadlines`]: the ordered deadline queue; [`clock`]: the time it reads.
 
+mod access;
 pub mod clock;
 pub mod deadlines;
 mod feeds;
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::chat::access::Rules;
 use crate::chat::{RoomLimits, Rooms};
 use crate::cluster::{Engine, EngineEvent};
 use crate::config::Settings;
@@ -59,6 +62,8 @@ pub struct RegistryConfig {
     pub max_rooms_per_connection: usize,
     pub history_size: usize,
     pub rooms: RoomLimits,
+    /// The room rules at start (SIGHUP replaces them: [`SetRules`]).
+    pub rules: Rules,
 }
 
 impl RegistryConfig {
@@ -78,6 +83,7 @@ impl RegistryConfig {
                 creations_per_minute: settings.chat.room_creations_per_minute,
                 idle_ttl_ms: settings.chat.idle_room_ttl.as_millis() as u64,
             },
+            rules: Rules::new(&settings.rooms.rules),
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct Registry {
     /// The one armed timer: when it fires (Unix ms) and its handle.
     timer: Option<(u64, SpawnHandle)>,
     rooms: Rooms,
+    /// Who may join which rooms (`[[rooms.rules]]`).
+    rules: Rules,
     /// What "now" is: the system clock, or in tests tokio's (pausable) time.
     clock: Arc<dyn Clock>,
     /// Several nodes: the Redis engine, what it reports (read once started), and the feed of
@@ -134,6 +142,7 @@ impl Registry {
     pub fn with_clock(config: RegistryConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
         let rooms = Rooms::new(config.history_size, config.rooms.clone());
         Self {
+            rules: config.rules.clone(),
             clock,
             config,
             metrics,
@@ -393,6 +402,16 @@ impl Actor for Registry {
             let now = registry.clock.now_ms();
             registry.rooms.drop_idle(now);
         });
+        if let Some(engine) = self.engine.clone() {
+            // The lists of rooms someone is in must not expire under them (twice the TTL, so
+            // four refreshes fit in one lifetime).
+            let every = Duration::from_millis((self.config.rooms.idle_ttl_ms / 2).max(1000));
+            ctx.run_interval(every, move |registry, _| {
+                let rooms: Vec<RoomId> = registry.feeds.keys().cloned().collect();
+                let engine = engine.clone();
+                actix::spawn(async move { engine.keep_access(&rooms).await });
+            });
+        }
     }
 }
 
@@ -480,6 +499,7 @@ impl Handler<Renew> for Registry {
         }
         identity.expires_at = msg.expires_at;
         identity.token_id = msg.token_id;
+        identity.grants = msg.grants;
         let old_session = std::mem::replace(&mut identity.session_id, msg.session_id.clone());
         if old_session != msg.session_id {
             if let Some(sid) = old_session {
@@ -490,6 +510,7 @@ impl Handler<Renew> for Registry {
             }
         }
         self.schedule_expiry(msg.conn_id, msg.expires_at, false, ctx);
+        self.recheck_conn(msg.conn_id);
         Ok(())
     }
 }
@@ -546,6 +567,7 @@ mod tests {
             history_size: 4,
             max_connections: 16,
             rooms: RoomLimits { max_rooms: 4, max_created_per_user: 4, creations_per_minute: 4, idle_ttl_ms: 1000 },
+            rules: Rules::default(),
         };
         Registry::new(config, Arc::new(Metrics::new())).start()
     }
@@ -557,6 +579,7 @@ mod tests {
             expires_at: crate::time::now_unix_s() + 3600,
             method: if session_bound { AuthMethod::Session } else { AuthMethod::Header },
             session_id: Some(SessionId::new(session_id)),
+            grants: Default::default(),
         };
         let outbox = Sink.start().recipient();
         let register =
@@ -570,6 +593,7 @@ mod tests {
             token_id: Some("jti".into()),
             expires_at: crate::time::now_unix_s() + 7200,
             session_id: Some(SessionId::new(session_id)),
+            grants: Default::default(),
         }
     }
 
@@ -651,6 +675,7 @@ mod tests {
             history_size: 4,
             max_connections: 16,
             rooms: RoomLimits { max_rooms: 4, max_created_per_user: 4, creations_per_minute: 4, idle_ttl_ms: 1000 },
+            rules: Rules::default(),
         };
         (Registry::with_clock(config, Arc::new(Metrics::new()), clock.clone()).start(), clock)
     }
@@ -671,6 +696,7 @@ mod tests {
             expires_at: (clock.now_ms() + ttl.as_millis() as u64).div_ceil(1000),
             method: AuthMethod::Header,
             session_id: None,
+            grants: Default::default(),
         };
         let register = Register {
             conn_id: ConnId(id),
@@ -715,7 +741,8 @@ mod tests {
         assert_eq!(received(&registry, &socket).await, ["expiring:"], "less than warn_before left: warned at once");
         tokio::time::advance(Duration::from_secs(5)).await;
         let expires_at = (clock.now_ms() + 100_000).div_ceil(1000);
-        let renew = Renew { conn_id: ConnId(1), token_id: None, expires_at, session_id: None };
+        let renew =
+            Renew { conn_id: ConnId(1), token_id: None, expires_at, session_id: None, grants: Default::default() };
         registry.send(renew).await.unwrap().unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(received(&registry, &socket).await, Vec::<String>::new(), "the old exp passed unnoticed");

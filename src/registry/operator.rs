@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use actix::prelude::*;
 
 use super::*;
+use crate::chat::access::RoomAccess;
 use crate::cluster::{ControlOp, ControlReply};
 
 impl Registry {
@@ -22,16 +23,66 @@ impl Registry {
             ControlOp::CloseSession { session_id, .. } => {
                 self.by_session.get(session_id).into_iter().flatten().copied().collect()
             }
+            ControlOp::ListRooms => {
+                let rows = self.room_rows().into_iter().map(|row| serde_json::to_value(row).expect("rows serialise"));
+                return ControlReply { node, rows: rows.collect(), ..ControlReply::default() };
+            }
+            ControlOp::RoomAccess { room, access, invited, by } => {
+                let (left, _) = self.access_changed(room, access, invited, by.as_ref());
+                return ControlReply { node, closed: left, ..ControlReply::default() };
+            }
+            ControlOp::WithdrawRole { user, role } => {
+                let left = self.withdraw_role(user, role);
+                return ControlReply { node, closed: left, ..ControlReply::default() };
+            }
         };
         let (ControlOp::CloseConnection { code, reason, .. }
         | ControlOp::CloseUser { code, reason, .. }
         | ControlOp::CloseSession { code, reason, .. }) = op
         else {
-            unreachable!("List answered above")
+            unreachable!("the lists are answered above")
         };
         let reason = crate::protocol::close::known_reason(&reason);
         let closed = ids.into_iter().filter(|id| self.close(*id, code, reason)).count();
         ControlReply { node, closed, ..ControlReply::default() }
+    }
+
+    /// The rooms this node keeps (alone) or follows (with several nodes: the others follow
+    /// theirs), by name.
+    fn room_rows(&self) -> Vec<RoomRow> {
+        let row = |room: &RoomId, members: Vec<UserId>, messages: u64, access: Option<&RoomAccess>| {
+            let access = access.cloned().unwrap_or_else(RoomAccess::public);
+            let view = access.view();
+            RoomRow {
+                room: room.clone(),
+                kind: view.kind,
+                owner: view.owner,
+                allowed: view.allowed,
+                kicked: access.kicked.into_iter().collect(),
+                version: access.version,
+                members,
+                messages,
+            }
+        };
+        let mut rows: Vec<RoomRow> = match self.engine() {
+            None => self
+                .rooms
+                .summaries()
+                .map(|(room, users, last)| row(room, users, last, self.rooms.access(room)))
+                .collect(),
+            Some(_) => self
+                .feeds
+                .iter()
+                .map(|(room, feed)| {
+                    let mut users: Vec<UserId> = feed.users.iter().cloned().chain(self.rooms.users(room)).collect();
+                    users.sort();
+                    users.dedup();
+                    row(room, users, self.rooms.last_id(room), feed.access.as_ref())
+                })
+                .collect(),
+        };
+        rows.sort_by(|a, b| a.room.cmp(&b.room));
+        rows
     }
 
     /// Connections (of one user), oldest first.

@@ -46,9 +46,21 @@ impl Registry {
     /// Makes the connection a member (announcing its user if new there), within the limits;
     /// answers the join to be answered, or `None` when it was refused (and told so).
     pub(super) fn admit(&mut self, msg: Join) -> Option<(Join, Arrival)> {
-        let user = self.user_of(msg.conn_id)?;
-        let conn_rooms = self.conns.get(&msg.conn_id).map(|c| c.rooms.len()).unwrap_or(0);
-        if !self.rooms.is_member(&msg.room, msg.conn_id) && conn_rooms >= self.config.max_rooms_per_connection {
+        let conn = self.conns.get(&msg.conn_id)?;
+        let identity = conn.identity.as_ref()?;
+        let user = identity.user.clone();
+        let member = self.rooms.is_member(&msg.room, msg.conn_id);
+        // A member was let in before, and is put out whenever that changes.
+        if let Some(denial) = (!member).then(|| self.may_enter(identity, &msg.room).err()).flatten() {
+            let message = format!("you may not join {}: {denial}", msg.room);
+            self.send_error(msg.conn_id, ErrorCode::Forbidden, msg.echo, message);
+            if self.rooms.members(&msg.room).next().is_none() {
+                self.unfollow(&msg.room);
+            }
+            return None;
+        }
+        let conn_rooms = conn.rooms.len();
+        if !member && conn_rooms >= self.config.max_rooms_per_connection {
             let limit = self.config.max_rooms_per_connection;
             let message = format!("a connection may be in at most {limit} rooms");
             self.send_error(msg.conn_id, ErrorCode::TooManyRooms, msg.echo, message);
@@ -116,7 +128,9 @@ impl Registry {
             members.dedup();
         }
         let offset = self.rooms.last_id(room);
-        let joined = ServerMessage::Joined { room: room.clone(), members, history, epoch: current, offset, recovered };
+        let access = self.access_of(room).map(crate::chat::access::RoomAccess::view).unwrap_or_default();
+        let joined =
+            ServerMessage::Joined { room: room.clone(), members, history, epoch: current, offset, recovered, access };
         self.send(conn_id, &joined);
     }
 
@@ -124,7 +138,19 @@ impl Registry {
     /// goes once this one is answered, so one sender's messages keep their order.
     fn post_next(&mut self, conn_id: ConnId, ctx: &mut Context<Self>) {
         let Some(engine) = self.engine().cloned() else { return };
-        let Some(msg) = self.posting.get(&conn_id).and_then(|queue| queue.front()) else { return };
+        // A message waiting for a room its sender has been put out of meanwhile is not posted.
+        while let Some(room) = self.posting.get(&conn_id).and_then(|queue| queue.front()).map(|m| m.room.clone()) {
+            if self.rooms.is_member(&room, conn_id) {
+                break;
+            }
+            let msg = self.posting.get_mut(&conn_id).and_then(VecDeque::pop_front).expect("seen just above");
+            let message = format!("not sent: you are no longer in {room}");
+            self.send_error(conn_id, ErrorCode::NotMember, msg.echo, message);
+        }
+        let Some(msg) = self.posting.get(&conn_id).and_then(|queue| queue.front()) else {
+            self.posting.remove(&conn_id);
+            return;
+        };
         let Some(user) = self.user_of(conn_id) else { return };
         let (room, text) = (msg.room.clone(), msg.text.clone());
         let client_ref = msg.echo.client_ref.as_ref().and_then(|r| r.as_str()).filter(|r| r.len() <= MAX_REF_LEN);
@@ -162,20 +188,11 @@ impl Handler<Leave> for Registry {
     /// Removes the connection from the room and announces the user's departure if it was
     /// their last socket there.
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
-        let Some(user) = self.user_of(msg.conn_id) else { return };
-        let Some(user_left) = self.rooms.leave(&msg.room, msg.conn_id, self.clock.now_ms()) else {
-            return self.send_error(
-                msg.conn_id,
-                ErrorCode::NotMember,
-                msg.echo,
-                format!("not a member of {}", msg.room),
-            );
-        };
-        if let Some(conn) = self.conns.get_mut(&msg.conn_id) {
-            conn.rooms.remove(&msg.room);
+        if self.user_of(msg.conn_id).is_none() || self.take_out(msg.conn_id, &msg.room, None) {
+            return;
         }
-        self.send(msg.conn_id, &ServerMessage::Left { room: msg.room.clone() });
-        self.left_room(&msg.room, &user, user_left);
+        let message = format!("not a member of {}", msg.room);
+        self.send_error(msg.conn_id, ErrorCode::NotMember, msg.echo, message);
     }
 }
 

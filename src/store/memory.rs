@@ -90,6 +90,7 @@ struct State {
     revoked_sessions: ExpiringMap<SessionId, ()>,
     /// One mark per revoked user; kept for the life of the process.
     revoked_users: HashMap<UserId, u64>,
+    withdrawn_roles: HashMap<UserId, std::collections::BTreeSet<String>>,
     /// Rate-limited counters: each key's TAT (Unix ms), forgotten at that instant, when the key
     /// is fresh again.
     attempts: ExpiringMap<String, u64>,
@@ -154,8 +155,25 @@ impl RevocationStore for MemoryStore {
         Ok(())
     }
 
+    async fn withdraw_role(&self, user: &UserId, role: &str) -> Result<(), StoreError> {
+        self.with(|s, _| s.withdrawn_roles.entry(user.clone()).or_default().insert(role.to_owned()));
+        Ok(())
+    }
+
+    async fn restore_role(&self, user: &UserId, role: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|s, _| {
+            let Some(roles) = s.withdrawn_roles.get_mut(user) else { return false };
+            let restored = roles.remove(role);
+            if roles.is_empty() {
+                s.withdrawn_roles.remove(user);
+            }
+            restored
+        }))
+    }
+
     async fn marks(&self, user: &UserId, sid: Option<&SessionId>) -> Result<Marks, StoreError> {
         Ok(self.with(|s, now| Marks {
+            withdrawn_roles: s.withdrawn_roles.get(user).into_iter().flatten().cloned().collect(),
             user_revoked_at_ms: s.revoked_users.get(user).copied(),
             session_revoked: sid.is_some_and(|sid| s.revoked_sessions.get_mut(sid, now).is_some()),
         }))

@@ -5,6 +5,7 @@
 //! that several nodes see the same state and it survives a restart. Secrets are never stored:
 //! refresh tokens and tickets are kept under the SHA-256 of their value ([`SecretHash`]).
 
+pub mod link;
 pub mod memory;
 pub mod redis;
 
@@ -87,19 +88,26 @@ pub trait TicketStore: Send + Sync + 'static {
 }
 
 /// The revocation marks that apply to one token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Marks {
     /// The user's latest "revoke everything issued until T" mark, Unix milliseconds.
     pub user_revoked_at_ms: Option<u64>,
     /// The token's login (`sid`) was ended: logout, or refresh token reuse.
     pub session_revoked: bool,
+    /// Roles an operator took from the user: not honoured, whatever a credential says.
+    pub withdrawn_roles: Vec<String>,
 }
 
-/// Revocation marks: per user ("everything issued until T") and per login session (`sid`).
+/// Revocation marks: per user ("everything issued until T"), per login session (`sid`), and
+/// roles withdrawn from a user.
 #[async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
     /// Refuse every token of `user` issued at or before `at` (Unix seconds).
     async fn revoke_user(&self, user: &UserId, at: u64) -> Result<(), StoreError>;
+    /// From now on `role` counts for nothing in `user`'s credentials, until restored.
+    async fn withdraw_role(&self, user: &UserId, role: &str) -> Result<(), StoreError>;
+    /// Undoes [`RevocationStore::withdraw_role`]; answers whether the role was withdrawn.
+    async fn restore_role(&self, user: &UserId, role: &str) -> Result<bool, StoreError>;
     /// Refuse every token of login session `sid`, keeping the mark until `until` (Unix seconds),
     /// by which time every token of that session has expired.
     async fn revoke_session(&self, sid: &SessionId, until: u64) -> Result<(), StoreError>;

@@ -5,8 +5,10 @@
 //! `session:{id}` hash (record, last, idle, abs), `user-sessions:{user}` set of ids,
 //! `refresh:{sha256}` hash (record, used), `ticket:{sha256}` string, `revoked-user:{user}`,
 //! `revoked-session:{sid}`, and rate-limited counters under the keys their owner names
-//! (`login-failures:ip:{address}`, `login-failures:user:{sha256}`): a TAT in Unix ms,
-//! expiring at that instant.
+//! (`{login-failures}:ip:<address>`, `{login-failures}:user:<sha256>`, one hash tag so that
+//! both are counted in one script on a cluster): a TAT in Unix ms, expiring at that instant.
+//! `revoked-roles:{user}`, the roles withdrawn from a user, has no TTL: a withdrawal stands
+//! until an operator restores the role.
 //!
 //! Session endings reach every node two ways: the `session-ended` pub/sub channel (published on
 //! logout, admin deletion and revoke), and Redis keyspace notifications for expired and deleted
@@ -14,16 +16,22 @@
 //! fire-and-forget, so after every (re)subscription the store emits [`SessionEvent::Resync`]
 //! and the server re-checks the sessions it holds sockets for; it also does so every
 //! `session.reconcile_interval`.
+//!
+//! Under Redis Cluster ([`super::link`]) every command here touches one key (or keys of one
+//! hash tag: the login counters share `{login-failures}`), work over several keys is sent as
+//! separate commands, and the notification listener subscribes on every primary, again after
+//! any change of primaries (a failover).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Script};
-use secrecy::ExposeSecret;
+use futures_util::future::try_join_all;
+use futures_util::{stream, StreamExt};
+use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
+
+use super::link::{Connection, Target};
 
 use super::{
     AttemptStore, Counter, Marks, RefreshRecord, RefreshStore, RevocationStore, SecretHash, SessionEvent,
@@ -104,7 +112,8 @@ fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
 
 /// The Redis-backed store.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
+    target: Target,
     prefix: String,
     events: broadcast::Sender<SessionEvent>,
     take_refresh: Script,
@@ -116,22 +125,25 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects (failing with an error that names `redis.url`, never printing it), turns on
-    /// keyspace notifications where allowed, and starts the notification listener.
+    /// Connects (failing with an error that names `redis.url` or `redis.cluster_nodes`, never
+    /// printing them) and starts the notification listener, which turns on keyspace
+    /// notifications where allowed.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        let (client, mut conn) = connect_manager(settings).await.map_err(StoreError)?;
-        if let Err(e) = enable_keyspace_events(&mut conn).await {
-            tracing::warn!(
-                error = %e,
-                "could not enable Redis keyspace notifications (CONFIG SET notify-keyspace-events); \
-                 expired sessions are then found by reconciliation every session.reconcile_interval"
-            );
-        }
+        let (target, conn) = super::link::connect(settings).await.map_err(StoreError)?;
         let (events, _) = broadcast::channel(4096);
         let alive = Arc::new(());
-        tokio::spawn(listen(client, settings.key_prefix.clone(), events.clone(), Arc::downgrade(&alive)));
+        let listener_target = target.clone();
+        let listener = Listener {
+            target,
+            conn: conn.clone(),
+            prefix: settings.key_prefix.clone(),
+            events: events.clone(),
+            alive: Arc::downgrade(&alive),
+        };
+        tokio::spawn(listener.run());
         Ok(Self {
             _alive: alive,
+            target: listener_target,
             conn,
             prefix: settings.key_prefix.clone(),
             events,
@@ -146,7 +158,7 @@ impl RedisStore {
         format!("{}{kind}:{id}", self.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.conn.clone()
     }
 
@@ -157,11 +169,14 @@ impl RedisStore {
     }
 
     async fn read_sessions(&self, ids: &[String]) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("HMGET").arg(self.key("session", id)).arg("record").arg("last");
-        }
-        let rows: Vec<(Option<String>, Option<u64>)> = pipe.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        // One command per session (they may sit on different cluster shards), all in flight at once.
+        let rows: Vec<(Option<String>, Option<u64>)> = try_join_all(ids.iter().map(|id| {
+            let mut conn = self.conn();
+            let key = self.key("session", id);
+            async move { redis::cmd("HMGET").arg(key).arg("record").arg("last").query_async(&mut conn).await }
+        }))
+        .await
+        .map_err(unavailable)?;
         let now = now_unix_ms();
         let mut sessions = Vec::new();
         for (record, last) in rows {
@@ -178,25 +193,7 @@ impl RedisStore {
     }
 }
 
-/// A client for `redis.url` and a command connection that reconnects by itself, each command
-/// bounded by `redis.response_timeout`. The error names `redis.url`, never its text (it may hold
-/// a password).
-pub async fn connect_manager(settings: &RedisSettings) -> Result<(Client, ConnectionManager), String> {
-    let client = Client::open(settings.url.expose_secret())
-        .map_err(|e| format!("redis.url is not a usable Redis URL: {:?}", e.kind()))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(settings.response_timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(2));
-    let conn = tokio::time::timeout(settings.connect_timeout * 2, client.get_connection_manager_with_config(config))
-        .await
-        .map_err(|_| "cannot reach Redis at redis.url: timed out".to_owned())?
-        .map_err(|e| format!("cannot reach Redis at redis.url: {e}"))?;
-    Ok((client, conn))
-}
-
-async fn enable_keyspace_events(conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+async fn enable_keyspace_events(conn: &mut redis::aio::MultiplexedConnection) -> Result<(), redis::RedisError> {
     let current: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(conn).await?;
     let mut flags = current.get(1).cloned().unwrap_or_default();
     // E: keyevent channels; g: DEL; x: expired. 'A' already stands for g and x.
@@ -209,42 +206,114 @@ async fn enable_keyspace_events(conn: &mut ConnectionManager) -> Result<(), redi
     redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg(flags).query_async::<()>(conn).await
 }
 
-/// Subscribes to session endings and keyspace events, reconnecting forever with backoff.
-/// Ends when the store is dropped (`alive` can no longer be upgraded).
-async fn listen(client: Client, prefix: String, events: broadcast::Sender<SessionEvent>, alive: Weak<()>) {
-    let ended_channel = format!("{prefix}session-ended");
-    let session_prefix = format!("{prefix}session:");
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await {
-            let subscribed = pubsub.subscribe(&ended_channel).await.is_ok()
-                && pubsub.psubscribe("__keyevent@*__:expired").await.is_ok()
-                && pubsub.psubscribe("__keyevent@*__:del").await.is_ok();
-            if subscribed {
+/// Listens for session endings and keyspace events, reconnecting forever with backoff.
+struct Listener {
+    target: Target,
+    conn: Connection,
+    prefix: String,
+    events: broadcast::Sender<SessionEvent>,
+    /// The listener ends when the store is dropped (this can no longer be upgraded).
+    alive: Weak<()>,
+}
+
+/// How often a cluster's primaries are read again, to follow a failover.
+const PRIMARIES_CHECK: Duration = Duration::from_secs(2);
+
+impl Listener {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        while self.alive.upgrade().is_some() {
+            if self.listen_once().await {
                 backoff = Duration::from_millis(100);
-                tracing::info!("subscribed to Redis session notifications");
-                let _ = events.send(SessionEvent::Resync);
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let Ok(payload) = message.get_payload::<String>() else { continue };
-                    let id = if message.get_channel_name() == ended_channel {
-                        Some(payload)
-                    } else {
-                        payload.strip_prefix(&session_prefix).map(str::to_owned)
-                    };
-                    if let Some(id) = id {
-                        let _ = events.send(SessionEvent::Ended(SessionId::new(id)));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Subscribes on every server and relays what arrives until one subscription ends or the
+    /// servers change. Answers whether it got as far as subscribing.
+    async fn listen_once(&mut self) -> bool {
+        let ended_channel = format!("{}session-ended", self.prefix);
+        let session_prefix = format!("{}session:", self.prefix);
+        let Ok(Ok(servers)) = tokio::time::timeout(Duration::from_secs(2), self.target.servers(&mut self.conn)).await
+        else {
+            return false;
+        };
+        let mut streams = Vec::new();
+        for (i, server) in servers.iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(2), server.get_multiplexed_async_connection()).await {
+                Ok(Ok(mut conn)) => {
+                    if let Err(e) = enable_keyspace_events(&mut conn).await {
+                        tracing::warn!(
+                            error = %e,
+                            "could not enable Redis keyspace notifications (CONFIG SET notify-keyspace-events); \
+                             expired sessions are then found by reconciliation every session.reconcile_interval"
+                        );
                     }
                 }
-                tracing::warn!("lost the Redis notification connection; reconnecting");
+                _ => return false,
+            }
+            let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), server.get_async_pubsub()).await
+            else {
+                return false;
+            };
+            // A plain PUBLISH reaches every node of a cluster: one subscriber to it is enough.
+            let subscribed = (i > 0 || pubsub.subscribe(&ended_channel).await.is_ok())
+                && pubsub.psubscribe("__keyevent@*__:expired").await.is_ok()
+                && pubsub.psubscribe("__keyevent@*__:del").await.is_ok();
+            if !subscribed {
+                return false;
+            }
+            // A stream that ends yields one `None`: that server's subscription is gone.
+            streams.push(pubsub.into_on_message().map(Some).chain(stream::once(async { None })).boxed());
+        }
+        tracing::info!(servers = servers.len(), "subscribed to Redis session notifications");
+        let _ = self.events.send(SessionEvent::Resync);
+        let mut messages = stream::select_all(streams);
+        let mut check = tokio::time::interval(PRIMARIES_CHECK);
+        check.tick().await;
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => message.flatten(),
+                _ = check.tick() => {
+                    if self.alive.upgrade().is_none() {
+                        return true;
+                    }
+                    match self.target.servers(&mut self.conn).await {
+                        Ok(now) if same_servers(&now, &servers) => continue,
+                        Ok(_) => {
+                            tracing::info!("the Redis primaries changed; subscribing to session notifications again");
+                            return true;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let Some(message) = message else {
+                tracing::warn!("lost a Redis notification connection; reconnecting");
+                return true;
+            };
+            let Ok(payload) = message.get_payload::<String>() else { continue };
+            let id = if message.get_channel_name() == ended_channel {
+                Some(payload)
+            } else {
+                payload.strip_prefix(&session_prefix).map(str::to_owned)
+            };
+            if let Some(id) = id {
+                let _ = self.events.send(SessionEvent::Ended(SessionId::new(id)));
             }
         }
-        if alive.upgrade().is_none() {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+fn same_servers(a: &[redis::Client], b: &[redis::Client]) -> bool {
+    let addresses = |list: &[redis::Client]| {
+        let mut list: Vec<String> = list.iter().map(|c| c.get_connection_info().addr().to_string()).collect();
+        list.sort();
+        list
+    };
+    addresses(a) == addresses(b)
 }
 
 #[async_trait]
@@ -319,16 +388,45 @@ impl RevocationStore for RedisStore {
     }
 
     async fn marks(&self, user: &UserId, sid: Option<&SessionId>) -> Result<Marks, StoreError> {
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(self.key("revoked-user", user.as_str()));
-        if let Some(sid) = sid {
-            cmd.arg(self.key("revoked-session", sid.as_str()));
-        }
-        let values: Vec<Option<String>> = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
+        // Separate GETs, not MGET: the two keys may sit on different cluster shards.
+        let mut keys = vec![self.key("revoked-user", user.as_str())];
+        keys.extend(sid.map(|sid| self.key("revoked-session", sid.as_str())));
+        let values: Vec<Option<String>> = try_join_all(keys.into_iter().map(|key| {
+            let mut conn = self.conn();
+            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }
+        }))
+        .await
+        .map_err(unavailable)?;
+        let withdrawn_roles: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.key("revoked-roles", user.as_str()))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         Ok(Marks {
             user_revoked_at_ms: values.first().cloned().flatten().and_then(|v| v.parse().ok()).map(mark_ms),
             session_revoked: values.get(1).is_some_and(Option::is_some),
+            withdrawn_roles,
         })
+    }
+
+    async fn withdraw_role(&self, user: &UserId, role: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("SADD")
+            .arg(self.key("revoked-roles", user.as_str()))
+            .arg(role)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn restore_role(&self, user: &UserId, role: &str) -> Result<bool, StoreError> {
+        let removed: i64 = redis::cmd("SREM")
+            .arg(self.key("revoked-roles", user.as_str()))
+            .arg(role)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
     }
 }
 
@@ -339,6 +437,24 @@ impl SessionStore for RedisStore {
         let user_key = self.key("user-sessions", session.user.as_str());
         let ttl = session.deadline_ms().saturating_sub(now_unix_ms()).max(1);
         let json = serde_json::to_string(session).expect("sessions serialise");
+        // The user's index first, then the session: two steps, since the keys may sit on
+        // different cluster shards. An index entry without its session is skipped on read.
+        redis::pipe()
+            .atomic()
+            .cmd("SADD")
+            .arg(&user_key)
+            .arg(session.id.as_str())
+            .cmd("PEXPIREAT")
+            .arg(&user_key)
+            .arg(session.absolute_expiry_ms)
+            .arg("GT")
+            .cmd("PEXPIREAT")
+            .arg(&user_key)
+            .arg(session.absolute_expiry_ms)
+            .arg("NX")
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         redis::pipe()
             .atomic()
             .cmd("HSET")
@@ -354,17 +470,6 @@ impl SessionStore for RedisStore {
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(ttl)
-            .cmd("SADD")
-            .arg(&user_key)
-            .arg(session.id.as_str())
-            .cmd("PEXPIREAT")
-            .arg(&user_key)
-            .arg(session.absolute_expiry_ms)
-            .arg("GT")
-            .cmd("PEXPIREAT")
-            .arg(&user_key)
-            .arg(session.absolute_expiry_ms)
-            .arg("NX")
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
@@ -410,14 +515,17 @@ impl SessionStore for RedisStore {
         let ids: Vec<String> = match user {
             Some(user) => self.conn().smembers(self.key("user-sessions", user.as_str())).await.map_err(unavailable)?,
             None => {
-                // Admin only: SCAN walks the keyspace in steps without blocking Redis.
+                // Admin only: SCAN walks the keyspace in steps without blocking Redis, on each
+                // server (a cluster's keys are spread over its primaries).
                 let pattern = format!("{}session:*", self.prefix);
                 let prefix_len = self.key("session", "").len();
-                let mut conn = self.conn();
                 let mut keys: Vec<String> = Vec::new();
-                let mut iter = conn.scan_match::<_, String>(pattern).await.map_err(unavailable)?;
-                while let Some(key) = iter.next_item().await {
-                    keys.push(key.map_err(unavailable)?[prefix_len..].to_owned());
+                for server in self.target.servers(&mut self.conn()).await.map_err(unavailable)? {
+                    let mut conn = server.get_multiplexed_async_connection().await.map_err(unavailable)?;
+                    let mut iter = conn.scan_match::<_, String>(&pattern).await.map_err(unavailable)?;
+                    while let Some(key) = iter.next_item().await {
+                        keys.push(key.map_err(unavailable)?[prefix_len..].to_owned());
+                    }
                 }
                 keys
             }
@@ -426,14 +534,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn alive(&self, ids: &[SessionId]) -> Result<Vec<bool>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.exists(self.key("session", id.as_str()));
-        }
-        pipe.query_async(&mut self.conn()).await.map_err(unavailable)
+        try_join_all(ids.iter().map(|id| {
+            let mut conn = self.conn();
+            let key = self.key("session", id.as_str());
+            async move { conn.exists(key).await }
+        }))
+        .await
+        .map_err(unavailable)
     }
 
     fn events(&self) -> broadcast::Receiver<SessionEvent> {

@@ -19,8 +19,9 @@ use super::transport::{Full, Incoming, Outbox, WireError};
 use crate::auth::authenticator::{AuthFailure, Authenticator, Credential};
 use crate::auth::AuthMethod;
 use crate::auth::{AuthError, Principal};
+use crate::chat::access::{Change, Grants};
 use crate::config::{RateLimitSettings, Settings};
-use crate::ids::{ConnId, RoomId};
+use crate::ids::{ConnId, RoomId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{close, ClientMessage, ErrorCode, ServerMessage};
 use crate::ratelimit::SharedLimits;
@@ -268,8 +269,16 @@ impl WsSession {
         }
         let conn_id = self.conn_id;
         let registry = &self.deps.registry;
-        let refuse = |code, message: String| ServerMessage::refused(code, message, echo.clone());
+        // Boxed: a server message is large, and most requests are not refused.
+        let refuse = |code, message: String| Box::new(ServerMessage::refused(code, message, echo.clone()));
         let room = |name: &str| RoomId::parse(name).map_err(|e| refuse(ErrorCode::InvalidRoom, e.to_string()));
+        let users = |names: &[String]| {
+            names
+                .iter()
+                .map(|name| UserId::parse(name))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| refuse(ErrorCode::InvalidField, e.to_string()))
+        };
         let outcome = match message {
             ClientMessage::Auth { .. } => Err(refuse(
                 ErrorCode::AlreadyAuthenticated,
@@ -294,6 +303,34 @@ impl WsSession {
                 let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT).clamp(1, MAX_HISTORY_LIMIT);
                 registry.do_send(registry::FetchHistory { conn_id, room, before, limit, echo: echo.clone() })
             }),
+            ClientMessage::Create { private: false, .. } => Err(refuse(
+                ErrorCode::InvalidField,
+                "create makes private rooms (\"private\": true); a public room needs no creating: join it".into(),
+            )),
+            ClientMessage::Create { room: name, invite, .. } => room(&name).and_then(|room| {
+                let invite = users(&invite)?;
+                registry.do_send(registry::CreateRoom { conn_id, room, invite, echo: echo.clone() });
+                Ok(())
+            }),
+            ClientMessage::Invite { room: name, users: names, .. } => room(&name).and_then(|room| {
+                let change = Change::Invite { users: users(&names)? };
+                let requester = registry::Requester::Conn { conn_id, echo: echo.clone() };
+                registry.do_send(registry::ChangeAccess { room, change, requester });
+                Ok(())
+            }),
+            ClientMessage::Kick { room: name, user, .. } => room(&name).and_then(|room| {
+                let change = Change::Kick { user: users(std::slice::from_ref(&user))?.remove(0) };
+                let requester = registry::Requester::Conn { conn_id, echo: echo.clone() };
+                registry.do_send(registry::ChangeAccess { room, change, requester });
+                Ok(())
+            }),
+            ClientMessage::Dm { user, .. } => users(std::slice::from_ref(&user)).map(|mut with| {
+                registry.do_send(registry::OpenDm { conn_id, with: with.remove(0), echo: echo.clone() })
+            }),
+            ClientMessage::Rooms { .. } => {
+                registry.do_send(registry::ListOwnRooms { conn_id, echo: echo.clone() });
+                Ok(())
+            }
         };
         if let Err(refusal) = outcome {
             self.send(ctx, &refusal);
@@ -402,6 +439,7 @@ impl WsSession {
                 token_id: principal.token_id.clone(),
                 expires_at: principal.expires_at,
                 session_id: principal.session_id.clone(),
+                grants: Grants::of(&principal),
             };
             match deps.registry.send(renew).await {
                 Ok(Ok(())) => Ok(principal),
@@ -503,6 +541,7 @@ pub fn identity_of(principal: &Principal, method: AuthMethod) -> Identity {
         expires_at: principal.expires_at,
         method,
         session_id: principal.session_id.clone(),
+        grants: Grants::of(principal),
     }
 }
 

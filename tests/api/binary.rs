@@ -279,6 +279,33 @@ fn check_config_names_the_key_to_fix() {
     );
 }
 
+#[actix_web::test]
+async fn check_config_fetches_the_jwks_as_start_up_does() {
+    let idp = crate::idp::Idp::start("check-config", &[("k1", jsonwebtoken::Algorithm::ES256)]).await;
+    let check = |ca_file: Option<String>| {
+        let mut cmd = authchat();
+        cmd.arg("check-config")
+            .env("AUTHCHAT__AUTH__ISSUER", &idp.issuer)
+            .env("AUTHCHAT__AUTH__OIDC_DISCOVERY", "true");
+        if let Some(ca_file) = ca_file {
+            cmd.env("AUTHCHAT__AUTH__JWKS_CA_FILE", ca_file);
+        }
+        // The provider answers from its own threads; the blocking wait stays off this one.
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let out = check(Some(idp.ca_file.display().to_string())).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let discovery = format!("{}/.well-known/openid-configuration", idp.issuer);
+    assert!(said.contains(&format!("jwt, verify-only (keys from OpenID discovery at {discovery})")), "{said}");
+    assert_eq!((idp.discovery_hits(), idp.jwks_hits()), (1, 1));
+
+    let out = check(None).await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("UnknownIssuer") && stderr.contains("auth.jwks_ca_file"), "{stderr}");
+}
+
 #[test]
 fn the_token_command_mints_a_token_the_server_accepts() {
     let out = authchat()
@@ -365,6 +392,34 @@ async fn sighup_rereads_the_jwks_file_without_dropping_sockets() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ws.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn sighup_rereads_the_room_rules_and_puts_sockets_out_of_rooms_they_no_longer_allow() {
+    let file = std::env::temp_dir().join(format!("authchat-rules-{}.toml", std::process::id()));
+    std::fs::write(&file, "").unwrap();
+    let config = file.display().to_string();
+    let server = start_server_with(&[("AUTHCHAT_CONFIG", &config)]);
+    let ws_url =
+        |user: &str, roles: &[&str]| format!("ws://127.0.0.1:{}/ws?token={}", server.port, sign(user, 300, roles));
+    let (mut guest, _) = connect(&ws_url("gus", &[]), &[]).await.unwrap();
+    let (mut ops, _) = connect(&ws_url("olga", &["ops"]), &[]).await.unwrap();
+    for ws in [&mut guest, &mut ops] {
+        ws.next_of("welcome").await;
+        ws.send(json!({"type":"join","room":"ops.deploy"})).await;
+        ws.next_of("joined").await;
+    }
+
+    std::fs::write(&file, "[[rooms.rules]]\nprefix = \"ops.\"\nroles = [\"ops\"]\n").unwrap();
+    server.signal("HUP");
+    assert_eq!(guest.next_of("left").await, json!({"type":"left","room":"ops.deploy","reason":"forbidden"}));
+    let presence = ops.next_of("presence").await;
+    assert_eq!((presence["user"].as_str(), presence["event"].as_str()), (Some("gus"), Some("leave")));
+    guest.send(json!({"type":"join","room":"ops.deploy"})).await;
+    assert_eq!(guest.next_of("error").await["code"], "forbidden");
+    ops.send(json!({"type":"send","room":"ops.deploy","text":"still in"})).await;
+    ops.next_of("ack").await;
+    let _ = std::fs::remove_file(&file);
 }
 
 #[actix_web::test]

@@ -12,19 +12,21 @@ use crate::helpers::*;
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
 pub const ISSUER: &str = "https://idp.example";
 
-fn private_key(alg: Algorithm) -> EncodingKey {
+/// The fixture private key for `alg`: RSA (RS*, PS*), EC P-256, EC P-384 or Ed25519.
+pub fn private_key(alg: Algorithm) -> EncodingKey {
     let read = |name: &str| std::fs::read(format!("{KEYS}/{name}")).unwrap();
     match alg {
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(&read("rsa.pem")),
         Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec.pem")),
-        _ => EncodingKey::from_ed_pem(&read("ed.pem")),
+        Algorithm::ES384 => EncodingKey::from_ec_pem(&read("ec384.pem")),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&read("ed.pem")),
+        _ => EncodingKey::from_rsa_pem(&read("rsa.pem")),
     }
     .unwrap()
 }
 
-/// Writes a JWKS holding the public halves of `keys` (kid, algorithm), atomically.
-pub fn write_jwks(path: &Path, keys: &[(&str, Algorithm)]) {
-    let set = JwkSet {
+/// A JWKS holding the public halves of `keys` (kid, algorithm), as a provider publishes it.
+pub fn jwk_set(keys: &[(&str, Algorithm)]) -> JwkSet {
+    JwkSet {
         keys: keys
             .iter()
             .map(|(kid, alg)| {
@@ -33,16 +35,25 @@ pub fn write_jwks(path: &Path, keys: &[(&str, Algorithm)]) {
                 jwk
             })
             .collect(),
-    };
+    }
+}
+
+/// Writes a JWKS holding the public halves of `keys` (kid, algorithm), atomically.
+pub fn write_jwks(path: &Path, keys: &[(&str, Algorithm)]) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&set).unwrap()).unwrap();
+    std::fs::write(&tmp, serde_json::to_vec(&jwk_set(keys)).unwrap()).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
 pub fn idp_token(kid: &str, alg: Algorithm, user: &str) -> String {
+    issued_token(ISSUER, kid, alg, user)
+}
+
+/// A token from `issuer`, signed with the fixture key of `alg` under `kid`.
+pub fn issued_token(issuer: &str, kid: &str, alg: Algorithm, user: &str) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_owned());
-    let claims = json!({"sub": user, "exp": now_s() + 300, "iat": now_s(), "iss": ISSUER, "aud": "authchat"});
+    let claims = json!({"sub": user, "exp": now_s() + 300, "iat": now_s(), "iss": issuer, "aud": "authchat"});
     jsonwebtoken::encode(&header, &claims, &private_key(alg)).unwrap()
 }
 

@@ -135,6 +135,31 @@ async fn an_operator_revoke_also_stops_refresh() {
     assert_eq!((after.status, after.body["error"].as_str()), (401, Some("invalid_refresh_token")));
 }
 
+/// A body too big to read still gets its answer. actix keeps reading (and discarding) what is
+/// left for `client_disconnect_timeout` before it closes; closing at once (with bytes unread)
+/// resets the connection, and a client still sending sees an error instead of the refusal.
+/// This guards any change to that linger (issue 16's TCP-release target).
+#[actix_web::test]
+async fn a_body_too_big_to_read_still_gets_its_refusal() {
+    let app = spawn_app().await;
+    for size in [20_000, 2_000_000] {
+        let body = format!("{{\"username\":\"{}\",\"password\":\"x\"}}", "a".repeat(size));
+        for _ in 0..3 {
+            let res = app
+                .http
+                .post(app.url("/api/login"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("a {size}-byte body got no answer: {e}"));
+            assert_eq!(res.status(), 400, "{size} bytes");
+            let answer: Value = res.json().await.unwrap();
+            assert_eq!(answer["error"], "bad_json", "{size} bytes: {answer}");
+        }
+    }
+}
+
 async fn new_ticket(app: &TestApp, token: &str) -> (String, u64) {
     let (status, body) = app.send_json(Method::POST, "/api/ticket", Some(token)).await;
     assert_eq!(status, 200, "{body}");

@@ -11,7 +11,9 @@ mod frames;
 #[path = "../support/mod.rs"]
 mod helpers;
 mod hostile;
+mod idp;
 mod jwks;
+mod jwks_https;
 mod keys;
 mod lifecycle;
 mod limits;
@@ -19,6 +21,7 @@ mod node;
 mod ops;
 mod ordering;
 mod proxy;
+mod rooms;
 mod sessions;
 mod shared;
 mod strict;

@@ -9,6 +9,7 @@ mod history;
 mod keyboard;
 mod pages;
 mod phone;
+mod private;
 mod restart;
 mod rooms;
 mod sending;

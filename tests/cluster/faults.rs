@@ -49,7 +49,7 @@ async fn a_redis_restart_refuses_sends_meanwhile_and_loses_nothing_acked() {
     alice.expect_presence(ROOM, "erin", "join", WAIT).await;
     // dave's token runs out while Redis is down: expiry is enforced on the node regardless
     let mut dave = cluster.node(3).connect_with("dave", &sign("dave", 4, &[])).await;
-    cluster.redis.stop();
+    cluster.redis().stop();
     for node in cluster.nodes() {
         node.wait_readyz(503, WAIT).await;
     }
@@ -71,7 +71,7 @@ async fn a_redis_restart_refuses_sends_meanwhile_and_loses_nothing_acked() {
     assert_eq!(refused["code"], "unavailable", "{refused}");
     assert_eq!((&refused["request"], &refused["room"], &refused["ref"]), (&"send".into(), &ROOM.into(), &text.into()));
 
-    cluster.redis.restart().await;
+    cluster.redis().restart().await;
     for node in cluster.nodes() {
         let took = node.wait_readyz(200, RECOVERS).await;
         println!("{} ready {took:?} after Redis came back", node.id);
@@ -91,7 +91,7 @@ async fn a_redis_restart_refuses_sends_meanwhile_and_loses_nothing_acked() {
 
 #[tokio::test]
 async fn killed_pubsub_connections_heal_within_seconds_and_lose_nothing() {
-    let cluster = Cluster::start().await;
+    let mut cluster = Cluster::start().await;
     let mut members = Vec::new();
     for (n, user) in (1..=3).zip(["alice", "bob", "carol"]) {
         let mut member = cluster.node(n).member(user).await;
@@ -103,7 +103,7 @@ async fn killed_pubsub_connections_heal_within_seconds_and_lose_nothing() {
         member.expect_message(ROOM, "before the kill", WAIT).await;
     }
 
-    let mut redis = cluster.redis.client().await;
+    let mut redis = cluster.redis().client().await;
     let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut redis).await.unwrap();
     assert!(killed >= 3, "every node subscribes; killed {killed} subscriber connections");
 

@@ -1,6 +1,6 @@
-//! The cluster under test: three `authchat serve` processes sharing one redis-server, each
-//! configured only through `AUTHCHAT__…` environment variables, and [`Member`], a socket that
-//! remembers every chat message it was sent.
+//! The cluster under test: three `authchat serve` processes sharing one redis-server (or a
+//! Redis Cluster, [`Cluster::start_sharded`]), each configured only through `AUTHCHAT__…`
+//! environment variables, and [`Member`], a socket that remembers every chat message it was sent.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::helpers::*;
+use crate::shards::RedisCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authchat");
 
@@ -41,11 +42,13 @@ pub fn admin_token() -> String {
     sign("admin", 300, &["admin"])
 }
 
-/// Three nodes, `n1` to `n3`, on one Redis.
+/// Three nodes, `n1` to `n3`, on one Redis or on a Redis Cluster.
 pub struct Cluster {
     /// First, so they stop before their Redis does.
     nodes: Vec<Node>,
-    pub redis: RedisServer,
+    store: Store,
+    /// `redis.key_prefix` of every node.
+    prefix: String,
     /// Holds the node logs; removed unless a test failed.
     dir: PathBuf,
     _turn: MutexGuard<'static, ()>,
@@ -59,7 +62,20 @@ impl Cluster {
     /// Starts Redis and three nodes with `extra` environment variables over the cluster's own.
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
         let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
-        let redis = RedisServer::start().await;
+        Self::start_on(Store::One(RedisServer::start().await), extra, turn).await
+    }
+
+    /// Starts a Redis Cluster (three primaries, one replica each) and three nodes on it.
+    pub async fn start_sharded(extra: &[(&str, &str)]) -> Self {
+        let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+        Self::start_on(Store::Sharded(RedisCluster::start().await), extra, turn).await
+    }
+
+    async fn start_on(store: Store, extra: &[(&str, &str)], turn: MutexGuard<'static, ()>) -> Self {
+        let redis_url = match &store {
+            Store::One(redis) => redis.url(),
+            Store::Sharded(_) => "redis://unused.invalid:6379".to_owned(),
+        };
         let serial = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("authchat-ct{}-{serial}:", std::process::id());
         let dir = std::env::temp_dir().join(format!("authchat-cluster-{}-{serial}", std::process::id()));
@@ -68,7 +84,10 @@ impl Cluster {
             .map(|n| {
                 let id = format!("n{n}");
                 let port = free_port();
-                let mut env = node_env(&id, port, &redis.url(), &prefix);
+                let mut env = node_env(&id, port, &redis_url, &prefix);
+                if let Store::Sharded(shards) = &store {
+                    env.push(("AUTHCHAT__REDIS__CLUSTER_NODES".to_owned(), shards.seeds()));
+                }
                 env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
                 Node::new(id.clone(), port, env, dir.join(format!("{id}.log")))
             })
@@ -77,7 +96,27 @@ impl Cluster {
             node.spawn();
         }
         join_all(nodes.iter_mut().map(Node::wait_ready)).await;
-        Self { nodes, redis, dir, _turn: turn }
+        Self { nodes, store, prefix, dir, _turn: turn }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The one Redis (of [`Cluster::start_with`]).
+    pub fn redis(&mut self) -> &mut RedisServer {
+        match &mut self.store {
+            Store::One(redis) => redis,
+            Store::Sharded(_) => panic!("this cluster runs on a Redis Cluster"),
+        }
+    }
+
+    /// The Redis Cluster (of [`Cluster::start_sharded`]).
+    pub fn shards(&mut self) -> &mut RedisCluster {
+        match &mut self.store {
+            Store::Sharded(shards) => shards,
+            Store::One(_) => panic!("this cluster runs on one Redis"),
+        }
     }
 
     /// Node `n` (1, 2 or 3).
@@ -92,6 +131,11 @@ impl Cluster {
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
+}
+
+enum Store {
+    One(RedisServer),
+    Sharded(RedisCluster),
 }
 
 impl Drop for Cluster {

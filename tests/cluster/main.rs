@@ -10,6 +10,9 @@
 //! - `presence`: members across nodes, and a killed node's users leaving.
 //! - `admin`: operator actions and logins ended on one node, sockets closed on another.
 //! - `faults`: Redis restarted, pub/sub connections killed.
+//! - `rooms`: private rooms, direct conversations and kicks, enforced by every node.
+//! - `shards` and `sharded` (issue 14): a real Redis Cluster (three primaries, one replica
+//!   each) and the chat on it: sharded channels, every store, and a primary's failover.
 
 mod admin;
 mod delivery;
@@ -19,3 +22,6 @@ mod harness;
 mod helpers;
 mod presence;
 mod recovery;
+mod rooms;
+mod sharded;
+mod shards;

@@ -36,16 +36,20 @@ pub struct TestApp {
 
 /// Test settings: the embedded default, a fixed secret, port 0, one worker, no process env.
 pub fn test_settings(overrides: &str) -> Settings {
+    Settings::load(&test_options(overrides)).expect("test settings are valid")
+}
+
+/// The layers [`test_settings`] reads, e.g. for [`authchat::startup::ReloadHandle::with_config`].
+pub fn test_options(overrides: &str) -> LoadOptions {
     let base = format!(
         "[server]\nport = 0\nworkers = 1\nnode_id = \"test-node\"\nshutdown_timeout = \"3s\"\n[auth]\nsecret = \"{SECRET}\"\n\
          [ws.handshake_limit]\nper_second = 1000.0\nburst = 1000.0\n"
     );
-    Settings::load(&LoadOptions {
+    LoadOptions {
         env_vars: Some(Default::default()),
         overrides: vec![base, overrides.to_owned()],
         ..LoadOptions::default()
-    })
-    .expect("test settings are valid")
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
