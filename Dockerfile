@@ -6,18 +6,22 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# 1. Dependencies only: a stub crate with the real manifest and lock file.
+# 1. Dependencies only: a stub crate with the real manifest and lock file. The workspace's
+#    other member, the load tool (bench/), is only a manifest with stub targets here, so Cargo can
+#    read the workspace; `-p authchat` builds the server alone.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src config \
+COPY bench/Cargo.toml ./bench/
+RUN mkdir -p src config bench/src bench/peers/actix \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs config/default.toml \
- && cargo build --release --locked \
+ && touch src/lib.rs config/default.toml bench/src/lib.rs \
+ && echo 'fn main() {}' > bench/src/main.rs && echo 'fn main() {}' > bench/peers/actix/main.rs \
+ && cargo build --release --locked -p authchat \
  && rm -rf src config target/release/authchat* target/release/deps/authchat* target/release/deps/libauthchat* \
            target/release/.fingerprint/authchat*
 # 2. The crate (config/default.toml is compiled in).
 COPY src ./src
 COPY config ./config
-RUN cargo build --release --locked && strip target/release/authchat
+RUN cargo build --release --locked -p authchat --bin authchat && strip target/release/authchat
 
 # No packages: the binary makes no outbound TLS to public CAs, and checks its own health.
 FROM debian:bookworm-slim AS runtime

@@ -2,15 +2,15 @@
 """The validation run of docs/scaling.md (section 6): authchat nodes on a 3-shard Redis Cluster,
 with Redis's own counters read per shard and compared with what the model predicts.
 
-    cargo build --release --bin authchat --example fanout_bench
+    cargo build --release -p authchat -p authchat-bench
     scripts/cluster-validation.py --nodes 6 --rooms 3 --members 600 --messages 300
 
 It starts, in a temporary directory, three `redis-server --cluster-enabled yes` (no replicas,
 loopback, free ports) formed into one cluster with `redis-cli --cluster create`, then `--nodes`
 authchat nodes (target/release/authchat, `redis.cluster_nodes` set, one worker each, log filter
 warn, rate limits out of the way). It picks `--rooms` room names whose hash slots fall on
-different shards, resets every shard's statistics, and runs one fanout_bench per room at once,
-each spreading its members over all the nodes and sending `--messages` messages. Then it reads
+different shards, resets every shard's statistics, and runs one `authchat-bench fanout` per room
+at once, each spreading its members over all the nodes and sending `--messages` messages. Then it reads
 `INFO commandstats` and `INFO stats` on each shard and prints, per shard: commands per send,
 the sharded publishes, the plain publishes, the bytes out per send, and what section 3's unit
 costs predict. Everything stops at the end; loopback only.
@@ -99,16 +99,16 @@ def slot_owner(ports, slot):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=6)
-    ap.add_argument("--rooms", type=int, default=3, help="one fanout_bench per room, each on its own shard")
+    ap.add_argument("--rooms", type=int, default=3, help="one `authchat-bench fanout` per room, each on its own shard")
     ap.add_argument("--members", type=int, default=600, help="members per room")
     ap.add_argument("--senders", type=int, default=10, help="senders per room")
     ap.add_argument("--messages", type=int, default=300, help="messages per room")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/authchat"))
-    ap.add_argument("--bench", default=os.path.join(ROOT, "target/release/examples/fanout_bench"))
+    ap.add_argument("--bench", default=os.path.join(ROOT, "target/release/authchat-bench"))
     args = ap.parse_args()
     for path in (args.bin, args.bench):
         if not os.path.exists(path):
-            raise SystemExit(f"{path} is missing: cargo build --release --bin authchat --example fanout_bench")
+            raise SystemExit(f"{path} is missing: cargo build --release -p authchat -p authchat-bench")
 
     work = tempfile.mkdtemp(prefix="authchat-validation-")
     procs, ok = [], False
@@ -190,7 +190,7 @@ def main():
             env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHCHAT")}
             env["AUTHCHAT__AUTH__SECRET"] = secret
             benches.append((room, out.name, subprocess.Popen(
-                [args.bench, "--nodes", urls, "--room", room, "--members", str(args.members),
+                [args.bench, "fanout", "--nodes", urls, "--room", room, "--members", str(args.members),
                  "--senders", str(args.senders), "--messages", str(args.messages)],
                 env=env, stdout=out, stderr=subprocess.STDOUT)))
         for _, _, proc in benches:

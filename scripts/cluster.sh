@@ -201,7 +201,7 @@ authchat cluster running (Redis store, dev mode, no TLS)
   node n3   http://127.0.0.1:${ports[2]}/
   redis     redis://127.0.0.1:$redis_port  (AOF in $dir/redis)
   logs      $dir/{redis,n1,n2,n3,nginx}.log
-  secret    $dir/secret  (the nodes' auth.secret, e.g. for fanout_bench --secret-file)
+  secret    $dir/secret  (the nodes' auth.secret, e.g. for authchat-bench fanout --secret-file)
 Stop: Ctrl-C here, or scripts/cluster.sh stop --port $port
 EOF
 

@@ -10,7 +10,7 @@
 Both start their own processes in a temporary directory and stop them at the end: a private
 redis-server on a free loopback port (with --backend redis; `ops` always) and authchat nodes
 from target/release/authchat (--bin for another), with a random HS256 secret, log filter warn,
-and the handshake and message rate limits raised out of the way, as examples/fanout_bench.rs
+and the handshake and message rate limits raised out of the way, as the load tool (bench/)
 starts them. Loopback only. The WebSocket client is written here (stdlib only): HS256 tokens
 with kid hs1 signed with the run's secret, one user per socket, `?token=` on the upgrade.
 
@@ -25,7 +25,7 @@ sockets, the first join of a room, later joins, sends (with and without a ref), 
 the command calls (script-internal calls are counted under their own command), the bytes
 Redis read and wrote, and the calls per action after subtracting the idle rate.
 
-cpu: runs target/release/examples/fanout_bench with the arguments after `--` and reads, every
+cpu: runs `target/release/authchat-bench fanout` with the arguments after `--` and reads, every
 20 ms until each exits, utime + stime (/proc/PID/stat) of the node(s) it starts (authchat
 children), its redis-server and the load generator itself; prints each process's last reading
 and the deliveries the bench reports. Two runs that differ only in --messages give the CPU
@@ -492,7 +492,7 @@ async def ops(args, nodes, redis):
 
 def cpu(args):
     tick = os.sysconf("SC_CLK_TCK")
-    bench = subprocess.Popen([args.bench, *args.rest], stdout=subprocess.PIPE, text=True)
+    bench = subprocess.Popen([args.bench, "fanout", *args.rest], stdout=subprocess.PIPE, text=True)
     last = {}  # pid -> (name, cpu seconds)
 
     def read(pid):
@@ -566,8 +566,8 @@ def main():
     o.add_argument("--idle", type=float, default=10.0, help="seconds of the idle phase")
     c = sub.add_parser("cpu")
     c.add_argument("--bench", default=os.path.join(os.path.dirname(__file__), "..",
-                                                   "target/release/examples/fanout_bench"))
-    c.add_argument("rest", nargs=argparse.REMAINDER, help="-- then fanout_bench's arguments")
+                                                   "target/release/authchat-bench"))
+    c.add_argument("rest", nargs=argparse.REMAINDER, help="-- then `authchat-bench fanout`'s arguments")
     for p in (m, o):
         p.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target/release/authchat"))
         p.add_argument("--workers", type=int, default=0)

@@ -25,11 +25,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# Examples are built by `cargo clippy --all-targets` in CI; they are load tools, not tests.
+# --workspace: the load tool's (bench/) unit tests and its smoke (a few seconds of every
+# scenario against an in-process server) run with the rest; its benchmarks do not.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --lib --bins --tests "$@" 2>&1 | tee "$log"
+cargo test --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (cargo prints one per test binary).

@@ -24,6 +24,8 @@
 //! - [`healthcheck`]: `authchat healthcheck`, the server's own `/healthz` asked from outside.
 //! - [`principal`]: who a credential proves, as plain data below the stores.
 //! - [`metrics`], [`telemetry`], [`ratelimit`], [`ids`], [`time`], [`state`]: support.
+//! - `testkit` (feature `testkit`, for the tests and `bench/`): tokens signed as a client's
+//!   identity provider signs them.
 //!
 //! The modules form layers without cycles; the `layering` test below enforces the order.
 
@@ -45,6 +47,8 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod time;
 pub mod tls;
 pub mod ws;
@@ -54,7 +58,7 @@ pub mod ws;
 #[cfg(test)]
 mod layering {
     const LAYERS: &[&[&str]] = &[
-        &["ids", "time"],
+        &["ids", "time", "testkit"],
         &["config"],
         &["principal", "metrics", "telemetry", "tls"],
         &["ratelimit"],

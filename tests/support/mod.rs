@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use authchat::config::{LoadOptions, Settings};
 use authchat::startup::Application;
+use authchat::testkit::{access_claims, TokenSigner};
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -185,18 +185,14 @@ pub fn now_ms() -> u64 {
 
 /// Signs `claims` with the test secret (HS256, kid hs1).
 pub fn sign_claims(claims: Value) -> String {
-    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some("hs1".into());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap()).unwrap()
+    TokenSigner::hs256(SECRET.as_bytes(), "hs1").unwrap().sign(&claims)
 }
 
-/// A valid token for `user` that lives `ttl_s` seconds from now.
+/// A valid token for `user` that lives `ttl_s` seconds from now (a negative `ttl_s`: expired).
 pub fn sign(user: &str, ttl_s: i64, roles: &[&str]) -> String {
-    let now = now_s() as i64;
-    sign_claims(json!({
-        "sub": user, "exp": now + ttl_s, "iat": now, "iss": "authchat", "aud": "authchat",
-        "jti": format!("{user}-{}", now_ms()), "roles": roles,
-    }))
+    let now = now_s();
+    let exp = now.saturating_add_signed(ttl_s);
+    sign_claims(access_claims(user, now, exp, &format!("{user}-{}", now_ms()), roles))
 }
 
 /// What a socket received next.
