@@ -124,43 +124,19 @@ impl Engine {
             [self.access_key(room), self.room_key(room, "m"), self.room_key(room, "s"), self.room_key(room, "pu")];
         let epoch = crate::ids::random_id(8);
         let fields = access_fields(access);
-        let call = |pipe: &mut redis::Pipeline, command: &str, script: &str| {
-            pipe.cmd(command).arg(script).arg(keys.len()).arg(&keys[..]);
-            pipe.arg(expected).arg(u8::from(must_be_new)).arg(&epoch).arg(self.inner.room_ttl_ms);
-            pipe.arg(self.access_ttl_ms());
-            for (field, value) in &fields {
-                pipe.arg(field).arg(value);
-            }
-            // In the same pipeline, WAIT goes down the script's connection to the room's shard.
-            if self.inner.ack_replicas > 0 {
-                let wait_ms = (self.inner.response_timeout.as_millis() as u64 / 2).max(1);
-                pipe.cmd("WAIT").arg(self.inner.ack_replicas).arg(wait_ms);
-            }
-        };
-        let mut pipe = redis::pipe();
-        call(&mut pipe, "EVALSHA", &ACCESS_WRITE_HASH);
-        let answers: Vec<redis::Value> = match pipe.query_async(&mut self.conn()).await {
-            // That server has not seen the script (it restarted, or a replica took over).
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let mut pipe = redis::pipe();
-                call(&mut pipe, "EVAL", scripts::ACCESS_WRITE);
-                pipe.query_async(&mut self.conn()).await
-            }
-            answer => answer,
-        }
-        .map_err(unavailable)?;
-        let answer = |i: usize| answers.get(i).cloned().unwrap_or(redis::Value::Nil);
-        let malformed = |e: redis::ParsingError| Unavailable(format!("an unexpected answer from Redis: {e}"));
-        let (outcome, version): (i64, String) = redis::from_redis_value(answer(0)).map_err(malformed)?;
-        if outcome == 1 && self.inner.ack_replicas > 0 {
-            let replicas: u32 = redis::from_redis_value(answer(1)).map_err(malformed)?;
-            if replicas < self.inner.ack_replicas {
-                self.inner.metrics.cluster_unreplicated.inc();
-                return Err(Unavailable(format!(
-                    "the room's list reached {replicas} of redis.ack_replicas = {} replicas in time",
-                    self.inner.ack_replicas
-                )));
-            }
+        let (answer, replicas) = self
+            .invoke_replicated(scripts::ACCESS_WRITE, &ACCESS_WRITE_HASH, &keys, |call| {
+                call.arg(expected).arg(u8::from(must_be_new)).arg(&epoch).arg(self.inner.room_ttl_ms);
+                call.arg(self.access_ttl_ms());
+                for (field, value) in &fields {
+                    call.arg(field).arg(value);
+                }
+            })
+            .await?;
+        let (outcome, version): (i64, String) = redis::from_redis_value(answer).map_err(super::malformed)?;
+        // A conflict wrote nothing: only a written list must have reached the replicas.
+        if outcome == 1 {
+            self.check_replicas(replicas, "the room's list")?;
         }
         Ok((outcome, version))
     }

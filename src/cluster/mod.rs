@@ -72,6 +72,10 @@ fn unavailable(e: redis::RedisError) -> Unavailable {
     Unavailable(e.to_string())
 }
 
+fn malformed(e: redis::ParsingError) -> Unavailable {
+    Unavailable(format!("an unexpected answer from Redis: {e}"))
+}
+
 /// A room as Redis holds it.
 #[derive(Debug)]
 pub struct RoomState {
@@ -311,60 +315,79 @@ impl Engine {
             }
             None => meta.clone(),
         };
-        let stream = self.room_key(room, "s");
-        let channel = self.room_channel(room);
-        let call = |pipe: &mut redis::Pipeline, command: &str, script: &str| {
-            pipe.cmd(command)
-                .arg(script)
-                .arg(3)
-                .arg(&meta)
-                .arg(&stream)
-                .arg(&idem)
-                .arg(from.as_str())
-                .arg(text)
-                .arg(u8::from(client_ref.is_some()))
-                .arg(self.inner.history_size)
-                .arg(self.inner.room_ttl_ms)
-                .arg(crate::ids::random_id(8))
-                .arg(&channel)
-                .arg(crate::chat::REF_WINDOW_MS)
-                .arg(self.inner.publish_command);
-            // WAIT in the same pipeline goes down the script's connection to the room's shard,
-            // and counts the replicas that hold that connection's writes.
+        let keys = [meta, self.room_key(room, "s"), idem];
+        let (answer, replicas) = self
+            .invoke_replicated(scripts::PUBLISH, self.inner.publish.get_hash(), &keys, |call| {
+                call.arg(from.as_str())
+                    .arg(text)
+                    .arg(u8::from(client_ref.is_some()))
+                    .arg(self.inner.history_size)
+                    .arg(self.inner.room_ttl_ms)
+                    .arg(crate::ids::random_id(8))
+                    .arg(self.room_channel(room))
+                    .arg(crate::chat::REF_WINDOW_MS)
+                    .arg(self.inner.publish_command);
+            })
+            .await?;
+        let (id, _duplicate, _epoch): (u64, u8, String) = redis::from_redis_value(answer).map_err(malformed)?;
+        self.check_replicas(replicas, &format!("message {id}"))?;
+        Ok(id)
+    }
+
+    /// Runs a script whose writes must reach `redis.ack_replicas` replicas before they count:
+    /// `EVALSHA` (`EVAL` when that server has not seen the script: it restarted, or a replica
+    /// took over), and with replicas asked for, `WAIT` in the same pipeline, which goes down the
+    /// script's connection to the keys' shard and counts the replicas that hold its writes.
+    /// Answers the script's answer and, when asked for, how many replicas confirmed.
+    async fn invoke_replicated(
+        &self,
+        source: &str,
+        hash: &str,
+        keys: &[String],
+        args: impl Fn(&mut redis::Cmd),
+    ) -> Result<(redis::Value, Option<u32>), Unavailable> {
+        let pipeline = |command: &str, script: &str| {
+            let mut call = redis::cmd(command);
+            call.arg(script).arg(keys.len()).arg(keys);
+            args(&mut call);
+            let mut pipe = redis::pipe();
+            pipe.add_command(call);
             // Half the response timeout: WAIT answers (with fewer replicas) before the call
             // itself would time out.
             if self.inner.ack_replicas > 0 {
                 let wait_ms = (self.inner.response_timeout.as_millis() as u64 / 2).max(1);
                 pipe.cmd("WAIT").arg(self.inner.ack_replicas).arg(wait_ms);
             }
+            pipe
         };
-        let mut pipe = redis::pipe();
-        call(&mut pipe, "EVALSHA", self.inner.publish.get_hash());
-        let answers: Vec<redis::Value> = match pipe.query_async(&mut self.conn()).await {
-            // That server has not seen the script (it restarted, or a replica took over): EVAL
-            // runs it and caches it there.
+        let answers: Vec<redis::Value> = match pipeline("EVALSHA", hash).query_async(&mut self.conn()).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let mut pipe = redis::pipe();
-                call(&mut pipe, "EVAL", scripts::PUBLISH);
-                pipe.query_async(&mut self.conn()).await
+                pipeline("EVAL", source).query_async(&mut self.conn()).await
             }
             answer => answer,
         }
         .map_err(unavailable)?;
-        let answer = |i: usize| answers.get(i).cloned().unwrap_or(redis::Value::Nil);
-        let malformed = |e: redis::ParsingError| Unavailable(format!("an unexpected answer from Redis: {e}"));
-        let (id, _duplicate, _epoch): (u64, u8, String) = redis::from_redis_value(answer(0)).map_err(malformed)?;
-        if self.inner.ack_replicas > 0 {
-            let replicas: u32 = redis::from_redis_value(answer(1)).map_err(malformed)?;
-            if replicas < self.inner.ack_replicas {
+        let mut answers = answers.into_iter();
+        let answer = answers.next().unwrap_or(redis::Value::Nil);
+        let replicas = match answers.next() {
+            Some(count) => Some(redis::from_redis_value(count).map_err(malformed)?),
+            None => None,
+        };
+        Ok((answer, replicas))
+    }
+
+    /// `unavailable` (and counted) when fewer replicas than `redis.ack_replicas` confirmed `what`.
+    fn check_replicas(&self, replicas: Option<u32>, what: &str) -> Result<(), Unavailable> {
+        match replicas {
+            Some(replicas) if replicas < self.inner.ack_replicas => {
                 self.inner.metrics.cluster_unreplicated.inc();
-                return Err(Unavailable(format!(
-                    "message {id} reached {replicas} of redis.ack_replicas = {} replicas in time",
+                Err(Unavailable(format!(
+                    "{what} reached {replicas} of redis.ack_replicas = {} replicas in time",
                     self.inner.ack_replicas
-                )));
+                )))
             }
+            _ => Ok(()),
         }
-        Ok(id)
     }
 
     /// Starts following `room`: subscribes (and waits for Redis to confirm) before anything
