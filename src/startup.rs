@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use actix_web::dev::Server;
+use actix_http::HttpService;
+use actix_service::map_config;
+use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
@@ -26,6 +28,7 @@ use crate::config::{AuthMode, LoadOptions, Settings, StoreBackend, MIN_HS_SECRET
 use crate::fleet::Fleet;
 use crate::http::error::ApiError;
 use crate::http::token::TokenApi;
+use crate::http::Transport;
 use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
@@ -35,6 +38,7 @@ use crate::state::AppState;
 use crate::store::Stores;
 use crate::tls::CertStore;
 use crate::ws::session::{SocketConfig, SocketDeps};
+use crate::ws::takeover::Takeover;
 
 /// Re-reads reloadable inputs without dropping connections: the TLS files, the JWKS file, and
 /// (when it knows where the configuration comes from) the room rules.
@@ -436,6 +440,29 @@ fn serve_metrics(
     Ok((port, server))
 }
 
+/// How long an HTTP connection lingers after its answer to read the rest of a request body it
+/// did not need (actix-web's default), so that a refusal of a body too big to read still
+/// reaches the client.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// actix-http's HTTP/1 service over the application that `$app` builds for `$transport`, with
+/// WebSocket upgrades taken over by [`Takeover`]. A macro because the service's type cannot be
+/// named, and `.tcp()` and `.rustls_0_23()` each need it whole.
+macro_rules! http_service {
+    ($app:expr, $transport:expr, $addr:expr) => {{
+        let (app, transport) = ($app.clone(), $transport);
+        let upgrade_app = app.clone();
+        HttpService::build()
+            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+            // A WebSocket's frames go out as they come: Nagle's algorithm would hold a small
+            // frame behind the previous one's ACK (up to 40 ms with a delayed-ACK peer).
+            .tcp_nodelay(true)
+            .local_addr($addr)
+            .upgrade(Takeover::new(move || upgrade_app(transport)))
+            .finish(map_config(app(transport), |_| AppConfig::default()))
+    }};
+}
+
 /// Serving: the HTTP server with its middleware and routes, on `listener` (TLS when `certs`),
 /// plus the plain redirect port when configured. Started, not yet awaited.
 fn serve(
@@ -451,10 +478,11 @@ fn serve(
         n => n,
     };
     let proxies = crate::http::forwarded::TrustedProxies::new(settings.server.trusted_proxies.clone());
-    let server = HttpServer::new(move || {
+    let app = move |transport: Transport| {
         let Shared { state, settings, auth, tokens, stores, registry, fleet, metrics, token_api, sockets } =
             shared.clone();
         App::new()
+            .app_data(transport)
             .app_data(state.clone())
             .app_data(settings.clone())
             .app_data(auth)
@@ -485,24 +513,36 @@ fn serve(
             })
             .configure(|cfg| crate::http::routes(cfg, &state, &settings))
             .default_service(web::to(not_found))
-    })
-    .workers(workers)
-    // The hard TCP cap, per worker: room above server.max_connections WebSockets for HTTP
-    // requests, so the 503 `server_full` answers and the API keep flowing.
-    .max_connections((settings.server.max_connections + TCP_HEADROOM).div_ceil(workers))
-    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
-    .disable_signals();
+    };
+    let server = actix_server::Server::build()
+        .workers(workers)
+        // The hard TCP cap, per worker: room above server.max_connections WebSockets for HTTP
+        // requests, so the 503 `server_full` answers and the API keep flowing.
+        .max_concurrent_connections((settings.server.max_connections + TCP_HEADROOM).div_ceil(workers))
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+        .disable_signals();
+    let addr = listener.local_addr()?;
     let server = match certs {
-        Some(certs) => server.listen_rustls_0_23(listener, certs.server_config())?,
-        None => server.listen(listener)?,
+        Some(certs) => {
+            let (app, tls) = (app.clone(), certs.server_config());
+            server.listen("authchat-tls", listener, move || {
+                http_service!(app, Transport::Tls, addr).rustls_0_23(tls.clone())
+            })?
+        }
+        None => {
+            let app = app.clone();
+            server.listen("authchat", listener, move || http_service!(app, Transport::Plain, addr).tcp())?
+        }
     };
     let (server, redirect_port) = match settings.tls.redirect_port {
         0 => (server, None),
         wanted => {
             let plain = bind(host, wanted, user_timeout)
                 .with_context(|| format!("cannot listen on {host}:{wanted} (tls.redirect_port)"))?;
-            let bound = plain.local_addr()?.port();
-            (server.listen(plain)?, Some(bound))
+            let bound = plain.local_addr()?;
+            let server =
+                server.listen("authchat-redirect", plain, move || http_service!(app, Transport::Plain, bound).tcp())?;
+            (server, Some(bound.port()))
         }
     };
     Ok((server.run(), redirect_port))

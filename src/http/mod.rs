@@ -111,6 +111,13 @@ pub async fn request_deadline(
     }
 }
 
+/// Which listener a request came in on (application data of each listener's application).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tls,
+    Plain,
+}
+
 /// On a TLS server: a request that came in on the plain redirect port is sent to HTTPS (308,
 /// method and body kept) at `tls.redirect_origin`, and every TLS response carries
 /// `Strict-Transport-Security`.
@@ -122,7 +129,7 @@ pub async fn transport_security(
     if state.tls_port.is_none() {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    if !req.app_config().secure() {
+    if req.app_data::<Transport>() != Some(&Transport::Tls) {
         // The origin is configured: the request's Host is the client's to write.
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let path = if path.starts_with('/') { path } else { "/" };

@@ -8,7 +8,9 @@
 //! `GET /ws/echo` (only with `ws.echo = true`, for conformance runs) takes the same credentials
 //! except first-message auth, and runs the same socket in [`SocketMode::Echo`].
 
+pub mod pump;
 pub mod session;
+pub mod takeover;
 pub mod transport;
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use actix::{Actor, AsyncContext};
 use actix_http::ws::{hash_key, verify_handshake};
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
 use crate::auth::authenticator::Credential;
 use crate::auth::{AuthError, AuthMethod};
@@ -24,8 +26,10 @@ use crate::config::AuthMode;
 use crate::http::error::ApiError;
 use crate::registry::{Refusal, Register};
 use crate::state::AppState;
+use pump::{Handoff, Wire};
 use session::{identity_of, Registration, SocketConfig, SocketDeps, SocketMode, WsSession};
-use transport::{Inbound, OutboundBody, Outbox};
+use takeover::UpgradePath;
+use transport::{Inbound, Outbox};
 
 /// The application subprotocol; the server answers with it when the client offers it.
 pub const PROTOCOL: &str = "authchat.v1";
@@ -38,31 +42,28 @@ pub const ECHO_PATH: &str = "/ws/echo";
 /// `GET /ws`: a chat socket.
 pub async fn upgrade(
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
     sockets: web::Data<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
-    upgrade_to(SocketMode::Chat, req, stream, state, sockets).await
+    upgrade_to(SocketMode::Chat, req, state, sockets).await
 }
 
 /// `GET /ws/echo`: an echo socket, for conformance runs.
 pub async fn echo(
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
     sockets: web::Data<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
-    upgrade_to(SocketMode::Echo, req, stream, state, sockets).await
+    upgrade_to(SocketMode::Echo, req, state, sockets).await
 }
 
 async fn upgrade_to(
     mode: SocketMode,
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
     sockets: web::Data<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = accept(mode, &req, stream, &state, sockets.clone().into_inner()).await;
+    let result = accept(mode, &req, &state, sockets.clone().into_inner()).await;
     if let Err(e) = &result {
         sockets.metrics.upgrades_refused.with_label_values(&[e.code()]).inc();
         tracing::info!(reason = e.code(), peer = ?req.peer_addr(), "websocket upgrade refused");
@@ -73,7 +74,6 @@ async fn upgrade_to(
 async fn accept(
     mode: SocketMode,
     req: &HttpRequest,
-    stream: web::Payload,
     state: &AppState,
     sockets: Arc<SocketDeps>,
 ) -> Result<HttpResponse, ApiError> {
@@ -85,6 +85,9 @@ async fn accept(
     check_origin(req, state)?;
     check_version(req)?;
     verify_handshake(req.head()).map_err(|e| ApiError::bad_request("bad_handshake", e.to_string()))?;
+    if req.extensions().get::<UpgradePath>().is_none() {
+        return Err(ApiError::bad_request("bad_handshake", "a WebSocket handshake cannot carry a chunked body"));
+    }
     let principal = match presented(req, sockets.auth.mode(), &sockets.config)? {
         Some((value, method)) => Some((sockets.auth.authenticate(credential(&value, method)).await?, method)),
         // An echo socket echoes its first message too: it cannot authenticate with it.
@@ -97,14 +100,15 @@ async fn accept(
     let method = principal.as_ref().map_or(AuthMethod::FirstMessage, |(_, m)| *m);
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
     let outbox = Outbox::new(sockets.config.max_outbound_bytes);
-    let inbound = Inbound::new(stream, sockets.config.max_message_size);
+    let (wire, reader) = Wire::new();
+    let inbound = Inbound::new(reader, sockets.config.max_message_size);
     let session = WsSession::new(conn_id, sockets.clone(), principal, outbox.clone(), mode);
     let addr = WsSession::create(|ctx| {
         ctx.add_stream(inbound);
         session
     });
     // Registered before the response goes out, so nothing the socket sends can overtake it.
-    // When refused, the response and its body are dropped: the actor's input ends and it stops.
+    // When refused, the handoff is dropped: the actor's input ends and it stops.
     let register = Register { conn_id, outbox: addr.recipient(), ip, identity };
     let registration = Registration { conn_id, registry: sockets.registry.clone() };
     match sockets.registry.send(register).await {
@@ -120,7 +124,8 @@ async fn accept(
         Ok(Err(Refusal::ServerFull)) => return Err(ApiError::ServerFull),
         Ok(Err(Refusal::UnknownConnection)) | Err(_) => return Err(ApiError::ShuttingDown),
     }
-    let response = switching_protocols(req).streaming(OutboundBody::new(outbox, registration));
+    let mut response = switching_protocols(req).finish();
+    response.extensions_mut().insert(Handoff::new(wire, outbox, registration));
     if user.is_some() {
         sockets.metrics.upgrades_accepted.with_label_values(&[method.as_str()]).inc();
     }

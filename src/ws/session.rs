@@ -100,8 +100,8 @@ impl SocketConfig {
     }
 }
 
-/// Unregisters the connection when its TCP connection is done with (it rides in the response
-/// body, which actix-http drops then), even if the actor never started. Until then the
+/// Unregisters the connection when its TCP connection is done with (it rides in the socket's
+/// [`super::pump::Handoff`], dropped with the connection), even if the actor never started. Until then the
 /// connection counts against the per-user, per-IP and global caps, however it was closed.
 pub struct Registration {
     pub conn_id: ConnId,

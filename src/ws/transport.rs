@@ -8,16 +8,15 @@
 //!   buffered: a socket holds at most `max_message` plus one read of the peer's bytes. Text is
 //!   checked for UTF-8 as its bytes arrive, fragments and parts of a frame alike, so an invalid
 //!   sequence fails at once rather than when the message is whole (RFC 6455 §8.1).
-//! - [`Outbox`] holds encoded frames until the HTTP layer takes them, refusing any frame that
-//!   would take it past its byte limit; [`OutboundBody`] is the response body that drains it.
-//!   After a close frame, the body waits `close_timeout` for the peer's answer and then fails,
-//!   which makes actix-http drop the TCP connection whatever the peer does.
+//! - [`Outbox`] holds encoded frames until the connection's [`super::pump::Pump`] takes them,
+//!   refusing any frame that would take it past its byte limit. After a close frame, the pump
+//!   waits `close_timeout` for the peer's answer and then drops the TCP connection whatever the
+//!   peer does.
 //!
-//! The actor and the body run on the same worker thread (an actor started in a handler lives on
+//! The actor and the pump run on the same worker thread (an actor started in a handler lives on
 //! that worker's arbiter), so they share the outbox through `Rc<RefCell<…>>`, without locks.
 
 use std::cell::RefCell;
-use std::future::Future as _;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -28,7 +27,7 @@ use actix_http::ws::{CloseReason, Codec, Frame, Item, Message, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// One complete thing from the peer.
 #[derive(Debug)]
@@ -338,7 +337,18 @@ struct OutboxState {
     waker: Option<Waker>,
 }
 
-/// Encoded frames waiting for the HTTP layer, at most `limit` bytes of them.
+/// What [`Outbox::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Encoded frames, in order.
+    Frames(Bytes),
+    /// Nothing yet: the caller is woken when something is queued.
+    Nothing,
+    /// Nothing, and nothing more will be queued.
+    Finished,
+}
+
+/// Encoded frames waiting for the connection, at most `limit` bytes of them.
 #[derive(Clone)]
 pub struct Outbox(Rc<RefCell<OutboxState>>);
 
@@ -401,6 +411,28 @@ impl Outbox {
     pub fn is_closing(&self) -> bool {
         self.0.borrow().phase != Phase::Open
     }
+
+    /// Takes every queued frame; with none queued, the task of `cx` is woken when one is.
+    pub fn take(&self, cx: &mut Context<'_>) -> Taken {
+        let mut state = self.0.borrow_mut();
+        if !state.queued.is_empty() {
+            return Taken::Frames(state.queued.split().freeze());
+        }
+        if state.phase == Phase::Finished {
+            return Taken::Finished;
+        }
+        state.waker = Some(cx.waker().clone());
+        Taken::Nothing
+    }
+
+    /// When the peer's answer to the queued close frame is due, if one is queued and the
+    /// handshake is not over.
+    pub fn close_deadline(&self) -> Option<Instant> {
+        match self.0.borrow().phase {
+            Phase::Closing { deadline } => Some(deadline),
+            Phase::Open | Phase::Finished => None,
+        }
+    }
 }
 
 impl OutboxState {
@@ -408,48 +440,6 @@ impl OutboxState {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
-    }
-}
-
-/// The 101 response's body: the outbox's frames as the HTTP layer asks for them. `G` rides
-/// along and is dropped with the body, that is, when the connection is done with.
-pub struct OutboundBody<G> {
-    outbox: Outbox,
-    close_timer: Option<Pin<Box<Sleep>>>,
-    _guard: G,
-}
-
-impl<G> OutboundBody<G> {
-    pub fn new(outbox: Outbox, guard: G) -> Self {
-        Self { outbox, close_timer: None, _guard: guard }
-    }
-}
-
-impl<G: Unpin> Stream for OutboundBody<G> {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let mut state = this.outbox.0.borrow_mut();
-        if !state.queued.is_empty() {
-            return Poll::Ready(Some(Ok(state.queued.split().freeze())));
-        }
-        match state.phase {
-            Phase::Finished => return Poll::Ready(None),
-            Phase::Open => {}
-            Phase::Closing { deadline } => {
-                let timer = this.close_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    // Failing the body makes actix-http drop the connection at once.
-                    return Poll::Ready(Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "WebSocket peer did not answer the close frame within ws.close_timeout; connection dropped",
-                    ))));
-                }
-            }
-        }
-        state.waker = Some(cx.waker().clone());
-        Poll::Pending
     }
 }
 
@@ -581,27 +571,22 @@ mod tests {
         assert!(matches!(stream.next().await, Some(Ok(Incoming::Text(t))) if &t[..] == "split me"));
     }
 
-    #[actix_rt::test]
-    async fn the_outbox_refuses_past_its_limit_and_close_discards_the_backlog() {
+    #[test]
+    fn the_outbox_refuses_past_its_limit_and_close_discards_the_backlog() {
+        let mut cx = Context::from_waker(Waker::noop());
         let outbox = Outbox::new(100);
         assert_eq!(outbox.send(Message::Text("x".repeat(60).into())), Ok(()));
         assert_eq!(outbox.send(Message::Text("y".repeat(60).into())), Err(Full));
         outbox.close(None, Duration::from_secs(1), true);
-        let mut body = OutboundBody::new(outbox.clone(), ());
-        let sent = body.next().await.unwrap().unwrap();
-        assert_eq!(&sent[..], &[0x88, 0x00], "only the close frame is left");
+        assert!(outbox.close_deadline().is_some());
+        assert_eq!(
+            outbox.take(&mut cx),
+            Taken::Frames(Bytes::from_static(&[0x88, 0x00])),
+            "only the close frame is left"
+        );
+        assert_eq!(outbox.take(&mut cx), Taken::Nothing);
         outbox.finish();
-        assert!(body.next().await.is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unanswered_close_fails_the_body_at_the_deadline() {
-        let outbox = Outbox::new(100);
-        let mut body = OutboundBody::new(outbox.clone(), ());
-        outbox.close(None, Duration::from_secs(3), false);
-        assert!(body.next().await.unwrap().is_ok());
-        let started = Instant::now();
-        assert!(body.next().await.unwrap().is_err());
-        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(outbox.take(&mut cx), Taken::Finished);
+        assert_eq!(outbox.close_deadline(), None, "the handshake is over");
     }
 }

@@ -235,7 +235,8 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_room_goes_on() {
         eventually(Duration::from_secs(10), || !server_side_established(app.port, bob.local)).await,
         "the server still holds bob's TCP connection"
     );
-    assert!(app.metrics().await.contains("authchat_closes_total{code=\"4009\"} 1"));
+    let m = app.metrics().await;
+    assert!(m.contains("authchat_closes_total{code=\"4009\"} 1"), "{m}");
     let admin = sign("root", 60, &["admin"]);
     let (_, body) = app.get_json("/admin/connections?user=bob", Some(&admin)).await;
     assert_eq!(body["connections"], json!([]));

@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod chat;
+mod connection;
 mod echo;
 mod edges;
 mod expiry;
