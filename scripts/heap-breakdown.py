@@ -29,6 +29,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 # (name, predicate over the cleaned stack, root first): the first that matches owns the stack.
 CATEGORIES = [
+    ("the socket's pump: the upgrade service's future, which owns the connection (src/ws/pump.rs)",
+     lambda s: "InnerDispatcher<T,S,B,X,U>::upgrade" in s),
     ("actix-http HTTP/1 dispatcher: read and write buffers (BytesMut, 8 KiB each) and its state",
      lambda s: "h1::dispatcher::Dispatcher<T,S,B,X,U>::new" in s),
     ("the connection's tokio task (actix-server spawns it; it holds the dispatcher future)",
@@ -47,8 +49,8 @@ CATEGORIES = [
      lambda s: "Handler<authchat::registry::messages::Register>" in s),
     ("the token's claims kept with the socket (user, token id)",
      lambda s: "TokenService::verify" in s or "identity_of" in s),
-    ("outbound queue (Outbox: frames encoded for the body, e.g. the welcome)",
-     lambda s: "Outbox::send" in s or "OutboundBody" in s),
+    ("outbound queue (Outbox: frames encoded for the pump, e.g. the welcome)",
+     lambda s: "Outbox::send" in s),
     ("actor context items (heartbeat interval)",
      lambda s: "WsSession as actix::actor::Actor>::started" in s),
     ("the upgrade request's head, and request and response objects still referenced",

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::Duration;
 
-use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -471,10 +470,37 @@ fn validation(algorithm: Algorithm, leeway: u64, issuer: Option<&str>, audience:
 /// of these lets one token take many spellings, which defeats blocklists and caches keyed by
 /// the token text; checking here keeps the guarantee whatever jsonwebtoken decodes with.
 fn is_canonical_compact(token: &str) -> bool {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let canonical = |segment: &str| URL_SAFE_NO_PAD.decode(segment).is_ok_and(|b| URL_SAFE_NO_PAD.encode(b) == segment);
-    let segments: Vec<&str> = token.split('.').collect();
-    segments.len() == 3 && segments.into_iter().all(canonical)
+    let mut segments = token.split('.');
+    let three = [segments.next(), segments.next(), segments.next()];
+    segments.next().is_none() && three.iter().all(|segment| segment.is_some_and(is_canonical_base64url))
+}
+
+/// Whether `segment` is the one unpadded base64url encoding of some bytes (RFC 7515 §2): only
+/// the URL-safe alphabet, no padding, a length a byte sequence can have, and the bits the last
+/// character carries past the last byte all zero. Checked without decoding: the signature
+/// check decodes every segment anyway.
+fn is_canonical_base64url(segment: &str) -> bool {
+    let sextet = |byte: u8| match byte {
+        b'A'..=b'Z' => Some(byte - b'A'),
+        b'a'..=b'z' => Some(byte - b'a' + 26),
+        b'0'..=b'9' => Some(byte - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    };
+    let bytes = segment.as_bytes();
+    if !bytes.iter().all(|&b| sextet(b).is_some()) {
+        return false;
+    }
+    // The bits of the last character past the last whole byte: 4 of them after 2 characters
+    // (one byte), 2 after 3 (two bytes); no length leaves 1 character.
+    let spare_bits = match bytes.len() % 4 {
+        0 => 0,
+        2 => 4,
+        3 => 2,
+        _ => return false,
+    };
+    bytes.last().and_then(|&b| sextet(b)).is_none_or(|last| last & ((1 << spare_bits) - 1) == 0)
 }
 
 fn jwt_algorithm(algorithm: KeyAlgorithm) -> Algorithm {
@@ -528,6 +554,7 @@ fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
 mod tests {
     use super::*;
     use crate::config::{LoadOptions, Settings};
+    use base64::Engine as _;
 
     fn service(overrides: &str) -> TokenService {
         let settings = Settings::load(&LoadOptions {
@@ -629,6 +656,25 @@ mod tests {
         assert!(!is_canonical_compact(&trailing), "trailing bits");
         assert!(!is_canonical_compact(message), "two segments");
         assert!(!is_canonical_compact(&format!("{token}.{signature}")), "four segments");
+    }
+
+    #[test]
+    fn a_segment_is_canonical_exactly_when_decoding_and_encoding_it_again_gives_it_back() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // Every string of up to 3 characters of the alphabet and its neighbours, and every
+        // 4-character one ending in each of them: each length class and every trailing-bits case.
+        let chars: Vec<char> =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=. é".chars().collect();
+        let mut segments = vec![String::new()];
+        for length in 1..=3 {
+            let shorter: Vec<String> = segments.iter().filter(|s| s.chars().count() == length - 1).cloned().collect();
+            segments.extend(shorter.iter().flat_map(|s| chars.iter().map(move |c| format!("{s}{c}"))));
+        }
+        segments.extend(chars.iter().map(|c| format!("QUJ{c}")));
+        for segment in &segments {
+            let decodes_back = URL_SAFE_NO_PAD.decode(segment).is_ok_and(|b| URL_SAFE_NO_PAD.encode(b) == *segment);
+            assert_eq!(is_canonical_base64url(segment), decodes_back, "{segment:?}");
+        }
     }
 
     #[test]

@@ -250,11 +250,39 @@ fn credential(value: &str, method: AuthMethod) -> Credential<'_> {
     }
 }
 
-/// The first value of `name` in a query string, percent-decoded.
+/// The first value of `name` in a query string (`application/x-www-form-urlencoded`: `+` is a
+/// space, `%XX` a byte). Only keys are decoded until one matches: a query carrying a JWT is
+/// long, and a JWT needs no decoding.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    web::Query::<Vec<(String, String)>>::from_query(query)
-        .ok()?
-        .into_inner()
-        .into_iter()
-        .find_map(|(k, v)| (k == name).then_some(v))
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(key) == name).then(|| form_decode(value).into_owned())
+    })
+}
+
+fn form_decode(component: &str) -> std::borrow::Cow<'_, str> {
+    if !component.bytes().any(|b| b == b'%' || b == b'+') {
+        return component.into();
+    }
+    let spaced = component.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn query_params_are_form_decoded_and_the_first_wins() {
+        let query = "a=1&tok%65n=x%2By+z&token=second&empty&ticket=";
+        assert_eq!(query_param(query, "token").as_deref(), Some("x+y z"), "the key is decoded too");
+        assert_eq!(query_param(query, "empty").as_deref(), Some(""));
+        assert_eq!(query_param(query, "ticket").as_deref(), Some(""));
+        assert_eq!(query_param(query, "missing"), None);
+        assert_eq!(
+            query_param("token=%FF%FE", "token").as_deref(),
+            Some("\u{fffd}\u{fffd}"),
+            "invalid UTF-8 is replaced"
+        );
+    }
 }

@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
@@ -132,8 +133,9 @@ impl<G> Handoff<G> {
         Self { wire, outbox, guard }
     }
 
-    /// Starts pumping `io`; `early` are bytes the peer sent right behind its handshake.
-    pub fn pump<T>(self, io: T, early: Bytes) -> Pump<T, G> {
+    /// Starts pumping `io`: `head` (the 101) goes out first, with whatever the socket has
+    /// queued by then; `early` are bytes the peer sent right behind its handshake.
+    pub fn pump<T>(self, io: T, head: Bytes, early: Bytes) -> Pump<T, G> {
         if !early.is_empty() {
             let mut state = self.wire.0.borrow_mut();
             state.incoming = early;
@@ -145,8 +147,8 @@ impl<G> Handoff<G> {
         Pump {
             io,
             wire: self.wire,
+            writing: self.outbox.join_queued(head),
             outbox: self.outbox,
-            writing: Bytes::new(),
             unflushed: false,
             phase: PumpPhase::Running,
             _guard: self.guard,
@@ -183,8 +185,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin, G: Unpin> Pump<T, G> {
         if !state.wants_read || state.ended != Ended::Open || !state.incoming.is_empty() {
             return;
         }
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut buf = ReadBuf::new(&mut chunk);
+        // Not zeroed: a read overwrites what it reports, and ReadBuf hands out nothing else.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
         let ended = match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
             Poll::Pending => return,
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Ended::Eof,
@@ -290,15 +293,22 @@ mod tests {
     async fn the_pump_reads_on_demand_and_shuts_down_once_the_outbox_is_finished() {
         let (ours, mut peer) = tokio::io::duplex(64 * 1024);
         let ((wire, mut reader), outbox) = (Wire::new(), Outbox::new(1024));
-        let pump = actix_rt::spawn(Handoff::new(wire, outbox.clone(), ()).pump(ours, Bytes::from_static(b"early")));
+        outbox.send(Message::Text("hi".into())).unwrap();
+        let head = Bytes::from_static(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        let pump = actix_rt::spawn(Handoff::new(wire, outbox.clone(), ()).pump(ours, head.clone(), "early".into()));
+        let mut first = vec![0u8; head.len() + 4];
+        peer.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[..head.len()], head[..], "the 101 first");
+        assert_eq!(first[head.len()..], [0x81, 0x02, b'h', b'i'], "then what was queued meanwhile");
+
         assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"early", "bytes behind the handshake come first");
         peer.write_all(b"later").await.unwrap();
         assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"later");
 
-        outbox.send(Message::Text("hi".into())).unwrap();
+        outbox.send(Message::Text("yo".into())).unwrap();
         let mut frame = [0u8; 4];
         peer.read_exact(&mut frame).await.unwrap();
-        assert_eq!(frame, [0x81, 0x02, b'h', b'i']);
+        assert_eq!(frame, [0x81, 0x02, b'y', b'o']);
 
         outbox.finish();
         let mut rest = Vec::new();
@@ -312,7 +322,7 @@ mod tests {
     async fn the_peer_closing_its_side_ends_the_reader() {
         let (ours, peer) = tokio::io::duplex(1024);
         let ((wire, mut reader), outbox) = (Wire::new(), Outbox::new(1024));
-        let pump = actix_rt::spawn(Handoff::new(wire, outbox.clone(), ()).pump(ours, Bytes::new()));
+        let pump = actix_rt::spawn(Handoff::new(wire, outbox.clone(), ()).pump(ours, Bytes::new(), Bytes::new()));
         drop(peer);
         assert!(reader.next().await.is_none());
         outbox.finish();
@@ -331,7 +341,8 @@ mod tests {
         tokio::time::pause();
         let (ours, mut peer) = tokio::io::duplex(1024);
         let outbox = Outbox::new(1024);
-        let pump = actix_rt::spawn(Handoff::new(Wire::new().0, outbox.clone(), ()).pump(ours, Bytes::new()));
+        let pump =
+            actix_rt::spawn(Handoff::new(Wire::new().0, outbox.clone(), ()).pump(ours, Bytes::new(), Bytes::new()));
         outbox.close(None, Duration::from_secs(3), false);
         let mut frame = [0u8; 2];
         peer.read_exact(&mut frame).await.unwrap();

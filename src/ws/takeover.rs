@@ -25,8 +25,9 @@ use tokio::io::AsyncWriteExt;
 use super::pump::{Handoff, Pump};
 use super::session::Registration;
 
-/// How long writing a response may take before the connection is dropped (a client that sends
-/// a handshake and reads nothing holds nothing for long).
+/// How long writing a refusal may take before the connection is dropped (a client that sends
+/// a handshake and reads nothing holds nothing for long; an accepted socket's pump has the
+/// heartbeat and the close deadline for that).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The upgrade path's marker in the request's extensions: a handshake that arrives without it
@@ -107,8 +108,8 @@ where
             };
             drop(app);
             // Only the pump lives on: the request, the response and actix-http's buffers are
-            // gone before it starts.
-            if let Some(pump) = answer(response, framed).await {
+            // gone before it starts, and the answer's state (boxed) does not size this future.
+            if let Some(pump) = Box::pin(answer(response, framed)).await {
                 pump.await;
             }
             Ok(())
@@ -132,18 +133,8 @@ async fn answer<T: AsyncRead + AsyncWrite + Unpin>(
     match handoff {
         Some(handoff) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
             codec.encode(Message::Item((head, BodySize::None)), &mut out).ok()?;
-            match tokio::time::timeout(WRITE_TIMEOUT, write(&mut io, &out)).await {
-                Ok(Ok(())) => Some(handoff.pump(io, read_buf.freeze())),
-                // The handoff is dropped: the socket's actor stops and the socket unregisters.
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "the WebSocket's 101 could not be written");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!("the WebSocket's 101 was not taken in time");
-                    None
-                }
-            }
+            // The pump writes the 101 with the socket's first frames (the welcome), in one go.
+            Some(handoff.pump(io, out.freeze(), read_buf.freeze()))
         }
         _ => {
             // A refusal ends the connection: whatever the client sent behind its handshake was

@@ -425,6 +425,19 @@ impl Outbox {
         Taken::Nothing
     }
 
+    /// `first`, followed by every queued frame, as one buffer to write (the 101 and the frames
+    /// queued while it was being decided go out in one write).
+    pub fn join_queued(&self, first: Bytes) -> Bytes {
+        let mut state = self.0.borrow_mut();
+        if state.queued.is_empty() {
+            return first;
+        }
+        let mut joined = BytesMut::with_capacity(first.len() + state.queued.len());
+        joined.extend_from_slice(&first);
+        joined.extend_from_slice(&state.queued.split());
+        joined.freeze()
+    }
+
     /// When the peer's answer to the queued close frame is due, if one is queued and the
     /// handshake is not over.
     pub fn close_deadline(&self) -> Option<Instant> {
