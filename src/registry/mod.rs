@@ -266,7 +266,10 @@ impl Registry {
     /// members' tokens expire together a frame per pair of them (10,000 members of one room: about
     /// 5 million frames, queued ahead of their closes).
     ///
-    /// One node only: with several, Redis announces departures (see [`Registry::left_room`]).
+    /// A member whose renewal lands between two turns of the burst that was to close it (a
+    /// `reauth` racing its own `exp`) stays open without these frames; its next `joined` lists
+    /// the room's members. One node only: with several, Redis announces departures (see
+    /// [`Registry::left_room`]).
     fn announce_departures(&self, departures: &[(RoomId, UserId)], now: u64) {
         let mut audiences: HashMap<&RoomId, Vec<&Recipient<Outbound>>> = HashMap::new();
         for (room, user) in departures {
