@@ -257,6 +257,7 @@ fn once(which: Which, kind: Kind, client: &ClientArgs, o: &Options) -> anyhow::R
                 exp_in: None,
                 close_timeout: 10,
                 poll_metrics_ms: 0,
+                join: None,
             };
             let r = expiry::run(&server, &secret, kid, client, &options)?;
             let summary = format!(

@@ -52,6 +52,7 @@ fn expiry_sees_every_socket_closed_with_4001_at_exp() {
         exp_in: Some(2),
         close_timeout: 5,
         poll_metrics_ms: 0,
+        join: Some("expiry".into()),
     };
     let report = expiry::run(&server, SECRET, "hs1", &client(), &options).unwrap();
     server.stop();

@@ -70,6 +70,11 @@ impl Deadlines {
         due
     }
 
+    /// Whether `conn`'s expiry is due by `at` (and not handled yet).
+    pub fn expires_by(&self, conn: ConnId, at: u64) -> bool {
+        self.by_conn.get(&conn).is_some_and(|(_, expire_at)| *expire_at <= at)
+    }
+
     pub fn len(&self) -> usize {
         self.by_conn.len()
     }
@@ -104,6 +109,17 @@ mod tests {
         assert_eq!(d.pop_due(10, 2).len(), 2);
         assert_eq!(d.next_at(), Some(10), "the rest are still due");
         assert_eq!(d.pop_due(10, 10).len(), 3);
+    }
+
+    #[test]
+    fn expires_by_answers_for_pending_expiries_only() {
+        let mut d = Deadlines::default();
+        d.schedule(ConnId(1), Some(5), 10);
+        assert!(!d.expires_by(ConnId(1), 9));
+        assert!(d.expires_by(ConnId(1), 10), "a warning still pending does not matter");
+        assert!(!d.expires_by(ConnId(2), 10), "unknown");
+        d.pop_due(10, 10);
+        assert!(!d.expires_by(ConnId(1), 10), "handled already");
     }
 
     #[test]

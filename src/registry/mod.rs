@@ -117,6 +117,9 @@ pub struct Registry {
     closing: HashMap<ConnId, Held>,
     closing_by_user: HashMap<UserId, usize>,
     deadlines: Deadlines,
+    /// Only while a turn of deadlines is handled: the room departures its expiries caused, in
+    /// order, announced when the turn is done ([`Registry::announce_departures`]).
+    departures: Option<Vec<(RoomId, UserId)>>,
     /// The one armed timer: when it fires (Unix ms) and its handle.
     timer: Option<(u64, SpawnHandle)>,
     rooms: Rooms,
@@ -153,6 +156,7 @@ impl Registry {
             closing: HashMap::new(),
             closing_by_user: HashMap::new(),
             deadlines: Deadlines::default(),
+            departures: None,
             timer: None,
             rooms,
             engine: None,
@@ -227,6 +231,7 @@ impl Registry {
         // Decided by the wall clock, which `exp` is measured in; if it stepped back since the
         // timer was armed, nothing is due yet and the timer is simply re-armed.
         let now = self.clock.now_ms();
+        self.departures = Some(Vec::new());
         for (conn_id, due) in self.deadlines.pop_due(now, DEADLINE_BATCH) {
             let Some(identity) = self.conns.get(&conn_id).and_then(|c| c.identity.as_ref()) else {
                 continue;
@@ -249,7 +254,38 @@ impl Registry {
                 }
             }
         }
+        if let Some(departures) = self.departures.take() {
+            self.announce_departures(&departures, now);
+        }
         self.arm_timer(ctx);
+    }
+
+    /// Announces the room departures of a turn of expiries, in the order they happened, to the
+    /// members still there, except those whose own token expires by `now`: they are closed in
+    /// this turn or the next, and telling each of them about the others would cost a room whose
+    /// members' tokens expire together a frame per pair of them (10,000 members of one room: about
+    /// 5 million frames, queued ahead of their closes).
+    ///
+    /// A member whose renewal lands between two turns of the burst that was to close it (a
+    /// `reauth` racing its own `exp`) stays open without these frames; its next `joined` lists
+    /// the room's members. One node only: with several, Redis announces departures (see
+    /// [`Registry::left_room`]).
+    fn announce_departures(&self, departures: &[(RoomId, UserId)], now: u64) {
+        let mut audiences: HashMap<&RoomId, Vec<&Recipient<Outbound>>> = HashMap::new();
+        for (room, user) in departures {
+            let audience = audiences.entry(room).or_insert_with(|| {
+                self.rooms
+                    .members(room)
+                    .filter(|member| !self.deadlines.expires_by(*member, now))
+                    .filter_map(|member| self.conns.get(&member).map(|c| &c.outbox))
+                    .collect()
+            });
+            let event = ServerMessage::Presence { room: room.clone(), user: user.clone(), event: PresenceEvent::Leave };
+            let frame = event.to_json();
+            for outbox in audience {
+                outbox.do_send(Outbound::Frame(frame.clone()));
+            }
+        }
     }
 
     /// Tells the socket to close and forgets it at once, so nothing more is sent to it.
@@ -309,9 +345,17 @@ impl Registry {
     fn left_room(&mut self, room: &RoomId, user: &UserId, user_left: bool) {
         let Some(engine) = self.engine.clone() else {
             if user_left {
-                let event =
-                    ServerMessage::Presence { room: room.clone(), user: user.clone(), event: PresenceEvent::Leave };
-                self.broadcast(room, &event);
+                match &mut self.departures {
+                    Some(departures) => departures.push((room.clone(), user.clone())),
+                    None => {
+                        let event = ServerMessage::Presence {
+                            room: room.clone(),
+                            user: user.clone(),
+                            event: PresenceEvent::Leave,
+                        };
+                        self.broadcast(room, &event);
+                    }
+                }
             }
             return;
         };
@@ -788,5 +832,29 @@ mod tests {
         // and expiry takes a member out of its rooms the same way
         tokio::time::advance(Duration::from_secs(3601)).await;
         assert_eq!(received(&registry, &bob).await, ["expiring:", "close:4001"]);
+    }
+
+    #[actix::test]
+    async fn members_whose_tokens_expire_together_are_not_told_of_each_others_departure() {
+        let (registry, clock) = paused_registry(4);
+        // Under warn_before: each is warned at once, so the expiry turn sends only closes.
+        let soon = Duration::from_secs(30);
+        let alice = connect(&registry, &clock, 1, "alice", soon).await.unwrap();
+        let bob = connect(&registry, &clock, 2, "bob", soon).await.unwrap();
+        let carol = connect(&registry, &clock, 3, "carol", Duration::from_secs(3600)).await.unwrap();
+        let room = RoomId::parse("r").unwrap();
+        for id in [1, 2, 3] {
+            let join =
+                Join { conn_id: ConnId(id), room: room.clone(), since: None, epoch: None, echo: Echo::default() };
+            registry.do_send(join);
+        }
+        for socket in [&alice, &bob, &carol] {
+            received(&registry, socket).await;
+        }
+        // `exp` is a whole second, so up to a second past `soon`
+        tokio::time::advance(soon + Duration::from_secs(1)).await;
+        assert_eq!(received(&registry, &alice).await, ["close:4001"]);
+        assert_eq!(received(&registry, &bob).await, ["close:4001"], "no word of alice, closed in the same turn");
+        assert_eq!(received(&registry, &carol).await, ["presence:leave", "presence:leave"]);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use authchat::testkit::access_claims;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -85,4 +86,43 @@ async fn a_bad_or_foreign_reauth_fails_and_the_old_expiry_stays() {
     let (code, _) = ws.expect_close().await;
     assert_eq!(code, 4001);
     assert!(now_ms() >= exp_ms);
+}
+
+#[actix_web::test]
+async fn sockets_expiring_together_hear_nothing_of_each_others_departure() {
+    let app = spawn_app().await;
+    // one `exp` for both, whatever second boundary passes while they connect
+    let (now, exp) = (now_s(), now_s() + 2);
+    let together = |user: &str| sign_claims(access_claims(user, now, exp, &format!("{user}-{now}"), &[]));
+    let mut alice = app.connect(&together("alice")).await;
+    let mut bob = app.connect(&together("bob")).await;
+    let mut carol = app.connect(&sign("carol", 120, &[])).await;
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        ws.send(json!({"type":"join","room":"lobby"})).await;
+        ws.next_of("joined").await;
+    }
+
+    for (who, ws) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let mut heard = Vec::new();
+        let code = loop {
+            match ws.recv().await {
+                Event::Json(v) => heard.push(v),
+                Event::Close(code, _) => break code,
+                Event::Ended => panic!("{who}: ended without a close frame"),
+            }
+        };
+        assert_eq!(code, 4001);
+        let departures: Vec<_> = heard.iter().filter(|v| v["type"] == "presence" && v["event"] == "leave").collect();
+        assert!(departures.is_empty(), "{who} was told of a departure before its own close: {departures:?}");
+    }
+    // the member staying hears of both
+    let mut left = Vec::new();
+    while left.len() < 2 {
+        let presence = carol.next_of("presence").await;
+        if presence["event"] == "leave" {
+            left.push(presence["user"].as_str().unwrap().to_owned());
+        }
+    }
+    left.sort();
+    assert_eq!(left, ["alice", "bob"]);
 }

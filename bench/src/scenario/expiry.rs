@@ -1,8 +1,8 @@
 //! Expiry: how precisely a server closes sockets with 4001 at their token's `exp`, when many
 //! expire in the same second (the default) or spread evenly over `--spread` seconds.
 //!
-//! It opens N sockets (`?token=`, `--per-user` sockets per `sub`), every token expiring a few
-//! seconds after the last socket is open, and on each records when the close frame arrives and
+//! It opens N sockets (`?token=`, `--per-user` sockets per `sub`; with `--join`, each also joins
+//! one room), every token expiring a few seconds after the last socket is open, and on each records when the close frame arrives and
 //! when the server then ends the TCP connection, once this client has answered the close. It
 //! reports, against each socket's own `exp`:
 //! - how many got 4001, closed early, got another code, ended without a close, or timed out;
@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{connect, reasons, Crowd};
+use super::{connect, join, reasons, Crowd};
 use crate::client::{close_code, close_label, now_us, Carrier, ClientArgs, Dialer, Tokens};
 use crate::stats::Dist;
 use crate::sys::{cpu_snapshot, cpu_used, CpuSnapshot, CpuUse, ThreadCpu};
@@ -64,6 +64,10 @@ pub struct Options {
     /// timeline (its registry's open count, sockets stopped with 4001); 0 = off.
     #[arg(long, default_value_t = 0)]
     pub poll_metrics_ms: u64,
+    /// Also join this room on every socket once it is open, so every expiry is also a departure
+    /// from it (the room's presence traffic is then part of what the closes wait for).
+    #[arg(long)]
+    pub join: Option<String>,
 }
 
 /// How one connection ended.
@@ -88,6 +92,7 @@ struct Plan {
     close_timeout: Duration,
     handshakes: Vec<Semaphore>,
     threads: usize,
+    join: Option<String>,
     opened: AtomicUsize,
     failed: AtomicUsize,
     /// Open sockets whose close frame (or end, or timeout) has arrived.
@@ -97,10 +102,13 @@ struct Plan {
 /// One socket: open it, then wait for the close and note when it comes and when TCP ends.
 async fn connection(plan: Arc<Plan>, i: usize) -> End {
     let permit = plan.handshakes[i % plan.threads].acquire().await.expect("never closed");
-    let opened = plan.dialer.open(i, Carrier::Query, &plan.tokens[i]).await;
+    let opened = match (plan.dialer.open(i, Carrier::Query, &plan.tokens[i]).await, &plan.join) {
+        (Ok((mut ws, _)), Some(room)) => join(&mut ws, room).await.map(|()| ws),
+        (opened, _) => opened.map(|(ws, _)| ws),
+    };
     drop(permit);
     let mut ws = match opened {
-        Ok((ws, _)) => ws,
+        Ok(ws) => ws,
         Err(why) => {
             plan.failed.fetch_add(1, Ordering::Relaxed);
             return End::NotOpened(why);
@@ -257,6 +265,7 @@ pub fn run(server: &Server, secret: &str, kid: &str, client: &ClientArgs, option
         close_timeout: Duration::from_secs(options.close_timeout),
         handshakes: (0..threads).map(|_| Semaphore::new(options.concurrency.div_ceil(threads).max(1))).collect(),
         threads,
+        join: options.join.clone(),
         opened: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         settled: AtomicUsize::new(0),

@@ -14,12 +14,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{watch, Semaphore};
-use tokio_tungstenite::tungstenite::Message;
 
-use super::{reasons, wait_for, Crowd};
-use crate::client::{now_s, Carrier, ClientArgs, Dialer, ServerFrame, Tokens};
+use super::{join, reasons, wait_for, Crowd};
+use crate::client::{now_s, Carrier, ClientArgs, Dialer, Tokens};
 use crate::sys::{settled_memory, Memory};
 use crate::target::Server;
 
@@ -126,22 +124,6 @@ fn open_and_hold(plan: &Arc<Plan>, n: usize, released: &watch::Receiver<bool>) -
             Ok(())
         }
     })
-}
-
-async fn join(ws: &mut crate::client::Ws, room: &str) -> Result<(), String> {
-    let frame = serde_json::json!({"type": "join", "room": room}).to_string();
-    ws.send(Message::text(frame)).await.map_err(|e| e.to_string())?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(text.as_str()) {
-                Ok(frame) if frame.kind == "joined" => return Ok(()),
-                Ok(frame) if frame.kind == "error" => return Err(format!("join refused: {:?}", frame.code)),
-                _ => {}
-            },
-            Some(Ok(_)) => {}
-            _ => return Err("the connection ended before joined".into()),
-        }
-    }
 }
 
 pub fn run(server: &Server, secret: &str, kid: &str, client: &ClientArgs, options: &Options) -> anyhow::Result<Report> {

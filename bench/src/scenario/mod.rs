@@ -21,6 +21,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::ServerFrame;
+
 /// `n` tasks spread over `threads` threads, each thread a single-threaded tokio runtime
 /// running tasks `t, t + threads, …`; the results come back in task order.
 pub struct Crowd<T> {
@@ -90,6 +95,24 @@ pub fn wait_for(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
 /// How a count of reasons prints: `3 × HTTP 429 …` lines.
 pub fn reasons(counts: &std::collections::BTreeMap<String, usize>) -> String {
     counts.iter().map(|(why, n)| format!("\n    {n} × {why}")).collect()
+}
+
+/// Joins `room` on an open socket and waits for its `joined` (presence and other frames are
+/// skipped).
+pub async fn join(ws: &mut crate::client::Ws, room: &str) -> Result<(), String> {
+    let frame = serde_json::json!({"type": "join", "room": room}).to_string();
+    ws.send(Message::text(frame)).await.map_err(|e| e.to_string())?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                Ok(frame) if frame.kind == "joined" => return Ok(()),
+                Ok(frame) if frame.kind == "error" => return Err(format!("join refused: {:?}", frame.code)),
+                _ => {}
+            },
+            Some(Ok(_)) => {}
+            _ => return Err("the connection ended before joined".into()),
+        }
+    }
 }
 
 #[cfg(test)]
