@@ -265,7 +265,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Pump<T, G> {
         match this.poll_write(cx) {
             Poll::Ready(Ok(())) => {
                 this.phase = PumpPhase::ShuttingDown(Box::pin(tokio::time::sleep(SHUTDOWN_TIMEOUT)));
-                Pin::new(this).poll(cx)
+                // Behind whatever else this worker has to run now (in a burst of closes, the
+                // close frames still to send come before tearing down those already answered).
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             Poll::Ready(Err(e)) => {
                 tracing::debug!(error = %e, "WebSocket connection failed while writing");

@@ -186,16 +186,25 @@ impl WsSession {
             return;
         }
         self.closing(code);
+        self.send_close(code, reason, discard);
+    }
+
+    /// Queues the close frame; the close handshake is bounded by `ws.close_timeout`.
+    fn send_close(&self, code: u16, reason: &str, discard: bool) {
         let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
         self.outbox.close(Some(reason), self.deps.config.close_timeout, discard);
     }
 
-    /// Records how the connection ends (the `closes_total` metric) and tells the registry to
-    /// stop delivering to it.
+    /// Records how the connection ends and tells the registry to stop delivering to it.
     fn closing(&mut self, code: u16) {
+        self.record_close(code);
+        self.deps.registry.do_send(registry::Closing { conn_id: self.conn_id });
+    }
+
+    /// Records how the connection ends (the `closes_total` metric).
+    fn record_close(&mut self, code: u16) {
         self.close_code = Some(code);
         self.deps.metrics.closes.with_label_values(&[&code.to_string()]).inc();
-        self.deps.registry.do_send(registry::Closing { conn_id: self.conn_id });
     }
 
     fn welcome(&mut self, ctx: &mut Context<Self>) {
@@ -593,7 +602,12 @@ impl Handler<Outbound> for WsSession {
                     let lag = crate::time::now_unix_ms().saturating_sub(deadline);
                     self.deps.metrics.expiry_lag.observe(lag as f64 / 1000.0);
                 }
-                self.close(ctx, code, reason)
+                // The registry let go of this socket when it sent this: no `Closing` back (in a
+                // burst of expiries, that was a wake-up of the registry per socket).
+                if self.close_code.is_none() {
+                    self.record_close(code);
+                    self.send_close(code, reason, false);
+                }
             }
         }
     }
