@@ -15,30 +15,13 @@ use crate::helpers::*;
 /// microseconds; actix-http's HTTP/1 dispatcher used to linger 0.5 to 1 s here.
 const RELEASE_MARGIN: Duration = Duration::from_millis(400);
 
-/// Sends an upgrade request for `GET /ws` with these extra header lines, then `behind` in the
-/// same write, and reads the response head: (status, head).
+/// An upgrade request for `GET /ws` with these extra header lines, then `behind` in the same
+/// write: the connection, the response's status and its head.
 async fn handshake(port: u16, headers: &[(&str, &str)], behind: &[u8]) -> (TcpStream, u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut request = format!(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(behind);
-    stream.write_all(&bytes).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.expect("a response in time").unwrap();
-        assert_eq!(n, 1, "the server hung up during the handshake");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = headers.to_vec();
+    headers.push(("Sec-WebSocket-Version", "13"));
+    let (status, head) = raw_upgrade_on(&mut stream, port, &headers, behind).await;
     (stream, status, head)
 }
 

@@ -4,35 +4,18 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
 
-/// Sends `GET /ws` by hand with these header lines (repeated names stay separate lines, which
-/// no client library lets a test do) and returns the response head: status and headers.
+/// Sends `GET /ws` by hand with these header lines and returns the response head: status and
+/// headers.
 async fn raw_upgrade(port: u16, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut request = format!(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.expect("a response in time").unwrap();
-        assert_eq!(n, 1, "the server hung up during the handshake");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
+    let (status, head) = raw_upgrade_on(&mut stream, port, headers, b"").await;
+    let headers = head
+        .lines()
+        .skip(1)
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();

@@ -28,24 +28,10 @@ impl RawSocket {
         }
         socket.bind(SocketAddr::new(from, 0)).unwrap();
         let mut stream = socket.connect(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)).await.unwrap();
-        let mut request = format!(
-            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        // Read the response head byte by byte, so no frame after it is consumed.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            let n = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.expect("a response in time").unwrap();
-            assert_eq!(n, 1, "the server hung up during the handshake");
-            head.push(byte[0]);
-        }
-        let status = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+        let mut headers = headers.to_vec();
+        headers.push(("Sec-WebSocket-Version", "13"));
+        let (_, head) = raw_upgrade_on(&mut stream, port, &headers, b"").await;
+        let status = head.lines().next().unwrap_or_default().to_owned();
         let local = stream.local_addr().unwrap();
         (Self { stream, local }, status)
     }

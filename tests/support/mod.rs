@@ -241,6 +241,40 @@ pub async fn connect(
     }
 }
 
+/// Sends `GET {path}` as a WebSocket upgrade by hand on `stream`: the Host, Upgrade, Connection
+/// and Sec-WebSocket-Key lines, then `headers` as given (repeated names stay separate lines,
+/// which no client library lets a test do), then `behind` in the same write. Reads the response
+/// head byte by byte, so nothing after it is consumed, and returns it with its status.
+pub async fn raw_upgrade_on(
+    stream: &mut TcpStream,
+    port: u16,
+    headers: &[(&str, &str)],
+    behind: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(behind);
+    stream.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.expect("a response in time").unwrap();
+        assert_eq!(n, 1, "the server hung up during the handshake");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, head)
+}
+
 /// Expects a refusal with this status and `error` code.
 pub async fn expect_refused(url: &str, headers: &[(&str, &str)], status: u16, code: &str) {
     match connect(url, headers).await {
