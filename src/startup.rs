@@ -276,6 +276,7 @@ impl Application {
             config: SocketConfig::from_settings(&settings),
             auth: auth.clone(),
             registry: registry.clone(),
+            admissions: crate::registry::admission::Admissions::new(registry.clone()),
             metrics: metrics.clone(),
             limits: SharedLimits::from_settings(&settings.ws),
             node: node.clone(),
@@ -448,13 +449,13 @@ fn serve_metrics(
 /// reaches the client.
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// actix-http's HTTP/1 service over the application that `$app` builds for `$transport`, with
-/// WebSocket upgrades taken over by [`Takeover`]. A macro because the service's type cannot be
-/// named, and `.tcp()` and `.rustls_0_23()` each need it whole.
+/// actix-http's HTTP/1 service over the application that `$apps.0` builds for `$transport`,
+/// with WebSocket upgrades taken over by [`Takeover`] and answered by the application that
+/// `$apps.1` builds. A macro because the service's type cannot be named, and `.tcp()` and
+/// `.rustls_0_23()` each need it whole.
 macro_rules! http_service {
-    ($app:expr, $transport:expr, $addr:expr) => {{
-        let (app, transport) = ($app.clone(), $transport);
-        let upgrade_app = app.clone();
+    ($apps:expr, $transport:expr, $addr:expr) => {{
+        let ((app, upgrade_app), transport) = ($apps.clone(), $transport);
         HttpService::build()
             .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
             .local_addr($addr)
@@ -478,12 +479,11 @@ fn serve(
         n => n,
     };
     let proxies = crate::http::forwarded::TrustedProxies::new(settings.server.trusted_proxies.clone());
-    let app = move |transport: Transport| {
+    // What both applications share: application data and routes.
+    let configure = move |cfg: &mut web::ServiceConfig| {
         let Shared { state, settings, auth, tokens, stores, registry, fleet, metrics, token_api, sockets } =
             shared.clone();
-        App::new()
-            .app_data(transport)
-            .app_data(state.clone())
+        cfg.app_data(state.clone())
             .app_data(settings.clone())
             .app_data(auth)
             .app_data(tokens)
@@ -501,19 +501,37 @@ fn serve(
                 web::QueryConfig::default()
                     .error_handler(|e, _| ApiError::bad_request("bad_query", e.to_string()).into()),
             )
+            .route("/ws", web::get().to(crate::ws::upgrade));
+        if settings.ws.echo {
+            cfg.route(crate::ws::ECHO_PATH, web::get().to(crate::ws::echo));
+        }
+        crate::http::routes(cfg, &state, &settings);
+    };
+    let upgrade_configure = configure.clone();
+    let app = move |transport: Transport| {
+        App::new()
+            .app_data(transport)
+            .configure(configure.clone())
             .wrap(from_fn(crate::http::request_deadline))
             .wrap(from_fn(crate::http::transport_security))
             .wrap(crate::http::security_headers())
             .wrap(from_fn(crate::http::access_log))
-            .route("/ws", web::get().to(crate::ws::upgrade))
-            .configure(|cfg| {
-                if settings.ws.echo {
-                    cfg.route(crate::ws::ECHO_PATH, web::get().to(crate::ws::echo));
-                }
-            })
-            .configure(|cfg| crate::http::routes(cfg, &state, &settings))
             .default_service(web::to(not_found))
     };
+    // The application for requests that ask for a WebSocket: the same routes, without the two
+    // layers a handshake has no use for (a fifth of the handshake's routing cost): the request
+    // deadline, which does not apply to the socket, and the headers that tell a browser how to
+    // show a page (a browser's WebSocket shows none; a browser cannot send a page request with
+    // `Upgrade`).
+    let upgrade_app = move |transport: Transport| {
+        App::new()
+            .app_data(transport)
+            .configure(upgrade_configure.clone())
+            .wrap(from_fn(crate::http::transport_security))
+            .wrap(from_fn(crate::http::access_log))
+            .default_service(web::to(not_found))
+    };
+    let apps = (app, upgrade_app);
     let server = actix_server::Server::build()
         .workers(workers)
         // The hard TCP cap, per worker: room above server.max_connections WebSockets for HTTP
@@ -524,14 +542,14 @@ fn serve(
     let addr = listener.local_addr()?;
     let server = match certs {
         Some(certs) => {
-            let (app, tls) = (app.clone(), certs.server_config());
+            let (apps, tls) = (apps.clone(), certs.server_config());
             server.listen("authchat-tls", listener, move || {
-                http_service!(app, Transport::Tls, addr).rustls_0_23(tls.clone())
+                http_service!(apps, Transport::Tls, addr).rustls_0_23(tls.clone())
             })?
         }
         None => {
-            let app = app.clone();
-            server.listen("authchat", listener, move || http_service!(app, Transport::Plain, addr).tcp())?
+            let apps = apps.clone();
+            server.listen("authchat", listener, move || http_service!(apps, Transport::Plain, addr).tcp())?
         }
     };
     let (server, redirect_port) = match settings.tls.redirect_port {
@@ -540,8 +558,8 @@ fn serve(
             let plain = bind(host, wanted, user_timeout)
                 .with_context(|| format!("cannot listen on {host}:{wanted} (tls.redirect_port)"))?;
             let bound = plain.local_addr()?;
-            let server =
-                server.listen("authchat-redirect", plain, move || http_service!(app, Transport::Plain, bound).tcp())?;
+            let server = server
+                .listen("authchat-redirect", plain, move || http_service!(apps, Transport::Plain, bound).tcp())?;
             (server, Some(bound.port()))
         }
     };

@@ -15,6 +15,7 @@
 //! - [`deadlines`]: the ordered deadline queue; [`clock`]: the time it reads.
 
 mod access;
+pub mod admission;
 pub mod clock;
 pub mod deadlines;
 mod feeds;
@@ -477,8 +478,22 @@ impl StreamHandler<EngineEvent> for Registry {
 impl Handler<Register> for Registry {
     type Result = Result<(), Refusal>;
 
-    /// Admits a connection within the per-user and per-IP caps and arms its expiry.
     fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
+        self.register(msg, ctx)
+    }
+}
+
+impl Handler<admission::RegisterAll> for Registry {
+    type Result = Vec<Result<(), Refusal>>;
+
+    fn handle(&mut self, msg: admission::RegisterAll, ctx: &mut Context<Self>) -> Self::Result {
+        msg.0.into_iter().map(|register| self.register(register, ctx)).collect()
+    }
+}
+
+impl Registry {
+    /// Admits a connection within the per-user and per-IP caps and arms its expiry.
+    fn register(&mut self, msg: Register, ctx: &mut Context<Self>) -> Result<(), Refusal> {
         if self.conns.len() + self.closing.len() >= self.config.max_connections {
             return Err(Refusal::ServerFull);
         }
@@ -629,6 +644,38 @@ mod tests {
         let register =
             Register { conn_id: ConnId(conn_id), outbox, ip: IpAddr::from([127, 0, 0, 1]), identity: Some(identity) };
         registry.send(register).await.unwrap().unwrap();
+    }
+
+    #[actix::test]
+    async fn registrations_made_together_go_in_one_batch_and_each_gets_its_own_answer() {
+        let registry = registry();
+        let admissions = admission::Admissions::new(registry.clone());
+        // Six of alice's sockets at once, against a cap of 4 per user: the first four in
+        // are admitted, whichever batch they ride in.
+        let attempts = (1..=6).map(|conn_id| {
+            let identity = Identity {
+                user: UserId::new("alice"),
+                token_id: None,
+                expires_at: crate::time::now_unix_s() + 3600,
+                method: AuthMethod::Header,
+                session_id: None,
+                grants: Default::default(),
+            };
+            let register = Register {
+                conn_id: ConnId(conn_id),
+                outbox: Sink.start().recipient(),
+                ip: IpAddr::from([127, 0, 0, 1]),
+                identity: Some(identity),
+            };
+            let admissions = admissions.clone();
+            async move { admissions.register(register).await.unwrap() }
+        });
+        let verdicts = futures_util::future::join_all(attempts).await;
+        let admitted = verdicts.iter().filter(|v| v.is_ok()).count();
+        assert_eq!(admitted, 4, "{verdicts:?}");
+        assert!(verdicts[4..].iter().all(|v| *v == Err(Refusal::TooManyConnections)), "{verdicts:?}");
+        let snapshot = registry.send(ListConnections { user: None }).await.unwrap();
+        assert_eq!(snapshot.len(), 4);
     }
 
     fn renew(conn_id: u64, session_id: &str) -> Renew {

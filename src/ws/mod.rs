@@ -111,7 +111,7 @@ async fn accept(
     // When refused, the handoff is dropped: the actor's input ends and it stops.
     let register = Register { conn_id, outbox: addr.recipient(), ip, identity };
     let registration = Registration { conn_id, registry: sockets.registry.clone() };
-    match sockets.registry.send(register).await {
+    match sockets.admissions.register(register).await {
         Ok(Ok(())) => {}
         Ok(Err(Refusal::TooManyConnections)) => {
             let what = if user.is_some() {

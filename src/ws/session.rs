@@ -56,6 +56,8 @@ pub struct SocketDeps {
     pub config: SocketConfig,
     pub auth: Arc<Authenticator>,
     pub registry: Addr<registry::Registry>,
+    /// The registry's admission of new sockets, in batches.
+    pub admissions: Arc<registry::admission::Admissions>,
     pub metrics: Arc<Metrics>,
     /// Message and handshake limits shared by every socket of this node.
     pub limits: SharedLimits,

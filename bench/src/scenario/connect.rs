@@ -85,16 +85,17 @@ pub fn run(
     Ok(reports)
 }
 
-/// Waits until the server has let go of the last carrier's sockets (authchat's
-/// `authchat_connections_open` is 0; the peers get 2 s).
+/// Waits until the server has let go of the last batch's sockets (authchat's
+/// `authchat_connections_open` is 0), then the same 2 s for every server, so each next batch
+/// starts on a machine as quiet (the closed sockets' kernel work done, TIME_WAIT entries made).
+/// The peers report no count; 2 s is well past their last close here.
 pub(crate) fn settle(server: &Server) {
     if server.kind == Kind::Authchat {
         wait_for(Duration::from_secs(10), || {
             crate::http::metrics(server.addr).is_ok_and(|m| m.get("authchat_connections_open") == Some(&0.0))
         });
-    } else {
-        std::thread::sleep(Duration::from_secs(2));
     }
+    std::thread::sleep(Duration::from_secs(2));
 }
 
 struct Plan {
