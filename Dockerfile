@@ -23,7 +23,9 @@ COPY src ./src
 COPY config ./config
 RUN cargo build --release --locked -p authchat --bin authchat && strip target/release/authchat
 
-# No packages: the binary makes no outbound TLS to public CAs, and checks its own health.
+# No packages: the one outbound TLS (an identity provider's keys, auth.jwks_url) trusts the
+# Mozilla roots compiled into the binary (reqwest's rustls-tls) or auth.jwks_ca_file, and the
+# binary checks its own health.
 FROM debian:bookworm-slim AS runtime
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin authchat
 WORKDIR /app
