@@ -631,19 +631,23 @@ mod tests {
         Registry::new(config, Arc::new(Metrics::new())).start()
     }
 
-    async fn register(registry: &Addr<Registry>, conn_id: u64, session_id: &str, session_bound: bool) {
+    /// One of alice's sockets, of login session `session_id` when given (bound to it, as in
+    /// session mode, when `session_bound`).
+    fn alices_socket(conn_id: u64, session_id: Option<&str>, session_bound: bool) -> Register {
         let identity = Identity {
             user: UserId::new("alice"),
             token_id: None,
             expires_at: crate::time::now_unix_s() + 3600,
             method: if session_bound { AuthMethod::Session } else { AuthMethod::Header },
-            session_id: Some(SessionId::new(session_id)),
+            session_id: session_id.map(SessionId::new),
             grants: Default::default(),
         };
         let outbox = Sink.start().recipient();
-        let register =
-            Register { conn_id: ConnId(conn_id), outbox, ip: IpAddr::from([127, 0, 0, 1]), identity: Some(identity) };
-        registry.send(register).await.unwrap().unwrap();
+        Register { conn_id: ConnId(conn_id), outbox, ip: IpAddr::from([127, 0, 0, 1]), identity: Some(identity) }
+    }
+
+    async fn register(registry: &Addr<Registry>, conn_id: u64, session_id: &str, session_bound: bool) {
+        registry.send(alices_socket(conn_id, Some(session_id), session_bound)).await.unwrap().unwrap();
     }
 
     #[actix::test]
@@ -653,21 +657,7 @@ mod tests {
         // Six of alice's sockets at once, against a cap of 4 per user: the first four in
         // are admitted, whichever batch they ride in.
         let attempts = (1..=6).map(|conn_id| {
-            let identity = Identity {
-                user: UserId::new("alice"),
-                token_id: None,
-                expires_at: crate::time::now_unix_s() + 3600,
-                method: AuthMethod::Header,
-                session_id: None,
-                grants: Default::default(),
-            };
-            let register = Register {
-                conn_id: ConnId(conn_id),
-                outbox: Sink.start().recipient(),
-                ip: IpAddr::from([127, 0, 0, 1]),
-                identity: Some(identity),
-            };
-            let admissions = admissions.clone();
+            let (admissions, register) = (admissions.clone(), alices_socket(conn_id, None, false));
             async move { admissions.register(register).await.unwrap() }
         });
         let verdicts = futures_util::future::join_all(attempts).await;
