@@ -519,10 +519,10 @@ fn serve(
             .default_service(web::to(not_found))
     };
     // The application for requests that ask for a WebSocket: the same routes, without the two
-    // layers a handshake has no use for (a fifth of the handshake's routing cost): the request
-    // deadline, which does not apply to the socket, and the headers that tell a browser how to
-    // show a page (a browser's WebSocket shows none; a browser cannot send a page request with
-    // `Upgrade`).
+    // layers a handshake has no use for (3,500 of its 138,000 instructions, by callgrind): the
+    // request deadline, which does not apply to the socket, and the headers that tell a browser
+    // how to show a page (a browser's WebSocket shows none; a browser cannot send a page request
+    // with `Upgrade`).
     let upgrade_app = move |transport: Transport| {
         App::new()
             .app_data(transport)
