@@ -241,7 +241,7 @@ pub async fn connect(
     }
 }
 
-/// Sends `GET {path}` as a WebSocket upgrade by hand on `stream`: the Host, Upgrade, Connection
+/// Sends `GET /ws` as a WebSocket upgrade by hand on `stream`: the Host, Upgrade, Connection
 /// and Sec-WebSocket-Key lines, then `headers` as given (repeated names stay separate lines,
 /// which no client library lets a test do), then `behind` in the same write. Reads the response
 /// head byte by byte, so nothing after it is consumed, and returns it with its status.
