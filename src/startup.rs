@@ -33,6 +33,7 @@ use crate::ids::ConnIdAllocator;
 use crate::metrics::Metrics;
 use crate::protocol::{close, ServerMessage};
 use crate::ratelimit::SharedLimits;
+use crate::registry::admission::{Admission, Caps};
 use crate::registry::{CloseAll, Registry, RegistryConfig, SetRules};
 use crate::state::AppState;
 use crate::store::Stores;
@@ -276,7 +277,7 @@ impl Application {
             config: SocketConfig::from_settings(&settings),
             auth: auth.clone(),
             registry: registry.clone(),
-            admissions: crate::registry::admission::Admissions::new(registry.clone()),
+            admission: Admission::new(registry.clone(), Caps::from_settings(&settings)),
             metrics: metrics.clone(),
             limits: SharedLimits::from_settings(&settings.ws),
             node: node.clone(),

@@ -61,9 +61,9 @@ impl Identity {
     }
 }
 
-/// Add a connection. Refused when its user or (unauthenticated) IP is at its cap.
+/// Add a connection (its place under the caps is taken already: [`super::admission`]).
 #[derive(Message)]
-#[rtype(result = "Result<(), Refusal>")]
+#[rtype(result = "()")]
 pub struct Register {
     pub conn_id: ConnId,
     pub outbox: Recipient<Outbound>,
@@ -74,7 +74,7 @@ pub struct Register {
 
 /// A connection that was waiting for first-message auth has proven who it is.
 #[derive(Message)]
-#[rtype(result = "Result<(), Refusal>")]
+#[rtype(result = "()")]
 pub struct Authenticate {
     pub conn_id: ConnId,
     pub identity: Identity,

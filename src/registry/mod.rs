@@ -19,6 +19,7 @@ pub mod admission;
 pub mod clock;
 pub mod deadlines;
 mod feeds;
+pub mod lifecycle;
 pub mod messages;
 mod operator;
 mod rooms;
@@ -57,9 +58,6 @@ pub struct RegistryConfig {
     /// ids restart then. With several nodes each room's epoch comes from Redis instead.
     pub epoch: String,
     pub warn_before: Duration,
-    pub max_connections: usize,
-    pub max_unauthenticated_per_ip: usize,
-    pub max_connections_per_user: usize,
     pub max_rooms_per_connection: usize,
     pub history_size: usize,
     pub rooms: RoomLimits,
@@ -73,9 +71,6 @@ impl RegistryConfig {
             node,
             epoch,
             warn_before: settings.ws.warn_before,
-            max_connections: settings.server.max_connections,
-            max_unauthenticated_per_ip: settings.ws.max_unauthenticated_per_ip,
-            max_connections_per_user: settings.ws.max_connections_per_user,
             max_rooms_per_connection: settings.chat.max_rooms_per_connection,
             history_size: settings.chat.history_size,
             rooms: RoomLimits {
@@ -98,12 +93,6 @@ struct Connection {
     rooms: BTreeSet<RoomId>,
 }
 
-/// What a closed connection still holds until its TCP connection is gone.
-enum Held {
-    User(UserId),
-    Pending(IpAddr),
-}
-
 /// The actor.
 pub struct Registry {
     config: RegistryConfig,
@@ -111,12 +100,9 @@ pub struct Registry {
     conns: HashMap<ConnId, Connection>,
     by_user: HashMap<UserId, HashSet<ConnId>>,
     by_session: HashMap<SessionId, HashSet<ConnId>>,
-    /// Unauthenticated sockets per client IP (closing ones included).
-    pending_by_ip: HashMap<IpAddr, usize>,
-    /// Closed connections whose TCP connection is not gone yet: they count against the global,
-    /// per-user and per-IP caps, so a client cannot escape a cap by not answering a close.
-    closing: HashMap<ConnId, Held>,
-    closing_by_user: HashMap<UserId, usize>,
+    /// Closed connections whose TCP connection is not gone yet (they keep their place under
+    /// the caps, [`admission`], until then).
+    closing: HashSet<ConnId>,
     deadlines: Deadlines,
     /// Only while a turn of deadlines is handled: the room departures its expiries caused, in
     /// order, announced when the turn is done ([`Registry::announce_departures`]).
@@ -153,9 +139,7 @@ impl Registry {
             conns: HashMap::new(),
             by_user: HashMap::new(),
             by_session: HashMap::new(),
-            pending_by_ip: HashMap::new(),
-            closing: HashMap::new(),
-            closing_by_user: HashMap::new(),
+            closing: HashSet::new(),
             deadlines: Deadlines::default(),
             departures: None,
             timer: None,
@@ -308,33 +292,26 @@ impl Registry {
     }
 
     /// Drops a connection from rooms, deadlines and indexes, and announces its departure to
-    /// its rooms. With `still_open`, its TCP connection is not gone yet, so it keeps counting
-    /// against the caps until [`Unregister`].
+    /// its rooms. With `still_open`, its TCP connection is not gone yet: it is counted as
+    /// closing until [`Unregister`].
     fn remove(&mut self, conn_id: ConnId, still_open: bool) -> Option<Connection> {
         let conn = self.conns.remove(&conn_id)?;
         self.deadlines.cancel(conn_id);
         let now = self.clock.now_ms();
-        match &conn.identity {
-            Some(identity) => {
-                unindex(&mut self.by_user, &identity.user, conn_id);
-                if still_open {
-                    *self.closing_by_user.entry(identity.user.clone()).or_default() += 1;
-                    self.closing.insert(conn_id, Held::User(identity.user.clone()));
-                }
-                if let Some(sid) = &identity.session_id {
-                    unindex(&mut self.by_session, sid, conn_id);
-                }
-                for room in &conn.rooms {
-                    if let Some(user_left) = self.rooms.leave(room, conn_id, now) {
-                        self.left_room(room, &identity.user, user_left);
-                    }
-                }
-                self.posting.remove(&conn_id);
+        if still_open {
+            self.closing.insert(conn_id);
+        }
+        if let Some(identity) = &conn.identity {
+            unindex(&mut self.by_user, &identity.user, conn_id);
+            if let Some(sid) = &identity.session_id {
+                unindex(&mut self.by_session, sid, conn_id);
             }
-            None if still_open => {
-                self.closing.insert(conn_id, Held::Pending(conn.ip));
+            for room in &conn.rooms {
+                if let Some(user_left) = self.rooms.leave(room, conn_id, now) {
+                    self.left_room(room, &identity.user, user_left);
+                }
             }
-            None => self.release_pending(conn.ip),
+            self.posting.remove(&conn_id);
         }
         self.metrics.connections_open.set(self.conns.len() as i64);
         Some(conn)
@@ -365,37 +342,6 @@ impl Registry {
         }
         if self.rooms.members(room).next().is_none() {
             self.unfollow(room);
-        }
-    }
-
-    fn release_pending(&mut self, ip: IpAddr) {
-        if let Some(count) = self.pending_by_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                self.pending_by_ip.remove(&ip);
-            }
-        }
-    }
-
-    fn user_at_cap(&self, user: &UserId) -> bool {
-        let open = self.by_user.get(user).map_or(0, HashSet::len);
-        let closing = self.closing_by_user.get(user).copied().unwrap_or(0);
-        open + closing >= self.config.max_connections_per_user
-    }
-
-    /// The TCP connection of a closed connection is gone: release what it held.
-    fn release_closed(&mut self, conn_id: ConnId) {
-        match self.closing.remove(&conn_id) {
-            Some(Held::User(user)) => {
-                if let Some(count) = self.closing_by_user.get_mut(&user) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.closing_by_user.remove(&user);
-                    }
-                }
-            }
-            Some(Held::Pending(ip)) => self.release_pending(ip),
-            None => {}
         }
     }
 
@@ -476,37 +422,12 @@ impl StreamHandler<EngineEvent> for Registry {
 // ---------------------------------------------------------------------------------------------
 
 impl Handler<Register> for Registry {
-    type Result = Result<(), Refusal>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
-        self.register(msg, ctx)
-    }
-}
-
-impl Handler<admission::RegisterAll> for Registry {
-    type Result = Vec<Result<(), Refusal>>;
-
-    fn handle(&mut self, msg: admission::RegisterAll, ctx: &mut Context<Self>) -> Self::Result {
-        msg.0.into_iter().map(|register| self.register(register, ctx)).collect()
-    }
-}
-
-impl Registry {
-    /// Admits a connection within the per-user and per-IP caps and arms its expiry.
-    fn register(&mut self, msg: Register, ctx: &mut Context<Self>) -> Result<(), Refusal> {
-        if self.conns.len() + self.closing.len() >= self.config.max_connections {
-            return Err(Refusal::ServerFull);
-        }
-        match &msg.identity {
-            Some(identity) if self.user_at_cap(&identity.user) => return Err(Refusal::TooManyConnections),
-            Some(identity) => self.add_identity(msg.conn_id, identity, ctx),
-            None => {
-                let pending = self.pending_by_ip.entry(msg.ip).or_default();
-                if *pending >= self.config.max_unauthenticated_per_ip {
-                    return Err(Refusal::TooManyConnections);
-                }
-                *pending += 1;
-            }
+    /// Adds a connection ([`admission`] admitted it within the caps) and arms its expiry.
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) {
+        if let Some(identity) = &msg.identity {
+            self.add_identity(msg.conn_id, identity, ctx);
         }
         let conn = Connection {
             outbox: msg.outbox,
@@ -517,27 +438,21 @@ impl Registry {
         };
         self.conns.insert(msg.conn_id, conn);
         self.metrics.connections_open.set(self.conns.len() as i64);
-        Ok(())
     }
 }
 
 impl Handler<Authenticate> for Registry {
-    type Result = Result<(), Refusal>;
+    type Result = ();
 
-    /// Moves a connection from the per-IP pending count to its user.
-    fn handle(&mut self, msg: Authenticate, ctx: &mut Context<Self>) -> Self::Result {
-        if self.user_at_cap(&msg.identity.user) {
-            return Err(Refusal::TooManyConnections);
-        }
-        let conn = self.conns.get_mut(&msg.conn_id).ok_or(Refusal::UnknownConnection)?;
+    /// A connection that opened without a credential has authenticated with its first message
+    /// ([`admission`] moved its place to its user). One closed meanwhile stays closed.
+    fn handle(&mut self, msg: Authenticate, ctx: &mut Context<Self>) {
+        let Some(conn) = self.conns.get_mut(&msg.conn_id) else { return };
         if conn.identity.is_some() {
-            return Err(Refusal::UnknownConnection);
+            return;
         }
         conn.identity = Some(msg.identity.clone());
-        let ip = conn.ip;
-        self.release_pending(ip);
         self.add_identity(msg.conn_id, &msg.identity, ctx);
-        Ok(())
     }
 }
 
@@ -582,14 +497,30 @@ impl Handler<Unregister> for Registry {
         if self.remove(msg.conn_id, false).is_some() {
             self.arm_timer(ctx);
         }
-        self.release_closed(msg.conn_id);
+        self.closing.remove(&msg.conn_id);
+    }
+}
+
+impl Handler<lifecycle::Notes> for Registry {
+    type Result = ();
+
+    /// A worker's batch of lifecycle notes, applied in order.
+    fn handle(&mut self, notes: lifecycle::Notes, ctx: &mut Context<Self>) {
+        for note in notes.0 {
+            match note {
+                lifecycle::Note::Register(msg) => Handler::<Register>::handle(self, msg, ctx),
+                lifecycle::Note::Closing(msg) => Handler::<Closing>::handle(self, msg, ctx),
+                lifecycle::Note::Unregister(msg) => Handler::<Unregister>::handle(self, msg, ctx),
+            }
+        }
     }
 }
 
 impl Handler<Closing> for Registry {
     type Result = ();
 
-    /// Stops delivering to a connection that is closing; it keeps its place under the caps.
+    /// Stops delivering to a connection that is closing; it keeps its place under the caps
+    /// until its TCP connection is gone.
     fn handle(&mut self, msg: Closing, ctx: &mut Context<Self>) {
         if self.remove(msg.conn_id, true).is_some() {
             self.arm_timer(ctx);
@@ -603,7 +534,7 @@ mod tests {
     use crate::auth::AuthMethod;
 
     /// Stands in for a socket: takes what the registry sends and drops it.
-    struct Sink;
+    pub(super) struct Sink;
 
     impl Actor for Sink {
         type Context = Context<Self>;
@@ -615,16 +546,13 @@ mod tests {
         fn handle(&mut self, _: Outbound, _: &mut Context<Self>) {}
     }
 
-    fn registry() -> Addr<Registry> {
+    pub(super) fn registry() -> Addr<Registry> {
         let config = RegistryConfig {
             node: "test".into(),
             epoch: "e".into(),
             warn_before: Duration::from_secs(60),
-            max_unauthenticated_per_ip: 4,
-            max_connections_per_user: 4,
             max_rooms_per_connection: 4,
             history_size: 4,
-            max_connections: 16,
             rooms: RoomLimits { max_rooms: 4, max_created_per_user: 4, creations_per_minute: 4, idle_ttl_ms: 1000 },
             rules: Rules::default(),
         };
@@ -647,25 +575,7 @@ mod tests {
     }
 
     async fn register(registry: &Addr<Registry>, conn_id: u64, session_id: &str, session_bound: bool) {
-        registry.send(alices_socket(conn_id, Some(session_id), session_bound)).await.unwrap().unwrap();
-    }
-
-    #[actix::test]
-    async fn registrations_made_together_go_in_one_batch_and_each_gets_its_own_answer() {
-        let registry = registry();
-        let admissions = admission::Admissions::new(registry.clone());
-        // Six of alice's sockets at once, against a cap of 4 per user: the first four in
-        // are admitted, whichever batch they ride in.
-        let attempts = (1..=6).map(|conn_id| {
-            let (admissions, register) = (admissions.clone(), alices_socket(conn_id, None, false));
-            async move { admissions.register(register).await.unwrap() }
-        });
-        let verdicts = futures_util::future::join_all(attempts).await;
-        let admitted = verdicts.iter().filter(|v| v.is_ok()).count();
-        assert_eq!(admitted, 4, "{verdicts:?}");
-        assert!(verdicts[4..].iter().all(|v| *v == Err(Refusal::TooManyConnections)), "{verdicts:?}");
-        let snapshot = registry.send(ListConnections { user: None }).await.unwrap();
-        assert_eq!(snapshot.len(), 4);
+        registry.send(alices_socket(conn_id, Some(session_id), session_bound)).await.unwrap();
     }
 
     fn renew(conn_id: u64, session_id: &str) -> Renew {
@@ -743,18 +653,15 @@ mod tests {
     }
 
     /// A registry on tokio's clock, and that clock.
-    fn paused_registry(max_per_user: usize) -> (Addr<Registry>, Arc<clock::TokioClock>) {
+    fn paused_registry() -> (Addr<Registry>, Arc<clock::TokioClock>) {
         tokio::time::pause();
         let clock = Arc::new(clock::TokioClock::new());
         let config = RegistryConfig {
             node: "test".into(),
             epoch: "e".into(),
             warn_before: Duration::from_secs(60),
-            max_unauthenticated_per_ip: 4,
-            max_connections_per_user: max_per_user,
             max_rooms_per_connection: 4,
             history_size: 4,
-            max_connections: 16,
             rooms: RoomLimits { max_rooms: 4, max_created_per_user: 4, creations_per_minute: 4, idle_ttl_ms: 1000 },
             rules: Rules::default(),
         };
@@ -769,7 +676,7 @@ mod tests {
         id: u64,
         user: &str,
         ttl: Duration,
-    ) -> Result<Addr<Recorder>, Refusal> {
+    ) -> Addr<Recorder> {
         let recorder = Recorder::default().start();
         let identity = Identity {
             user: UserId::new(user),
@@ -785,7 +692,8 @@ mod tests {
             ip: IpAddr::from([127, 0, 0, 1]),
             identity: Some(identity),
         };
-        registry.send(register).await.unwrap().map(|()| recorder)
+        registry.send(register).await.unwrap();
+        recorder
     }
 
     /// Lets the registry run what is due, then takes what `socket` received.
@@ -802,8 +710,8 @@ mod tests {
 
     #[actix::test]
     async fn a_token_is_warned_about_then_closed_with_4001_at_exp_and_not_before() {
-        let (registry, clock) = paused_registry(4);
-        let socket = connect(&registry, &clock, 1, "alice", Duration::from_secs(120)).await.unwrap();
+        let (registry, clock) = paused_registry();
+        let socket = connect(&registry, &clock, 1, "alice", Duration::from_secs(120)).await;
         tokio::time::advance(Duration::from_secs(58)).await;
         assert_eq!(received(&registry, &socket).await, Vec::<String>::new(), "too early to warn");
         tokio::time::advance(Duration::from_secs(3)).await;
@@ -817,8 +725,8 @@ mod tests {
 
     #[actix::test]
     async fn a_renewal_moves_the_deadline_to_the_new_tokens_exp() {
-        let (registry, clock) = paused_registry(4);
-        let socket = connect(&registry, &clock, 1, "alice", Duration::from_secs(10)).await.unwrap();
+        let (registry, clock) = paused_registry();
+        let socket = connect(&registry, &clock, 1, "alice", Duration::from_secs(10)).await;
         assert_eq!(received(&registry, &socket).await, ["expiring:"], "less than warn_before left: warned at once");
         tokio::time::advance(Duration::from_secs(5)).await;
         let expires_at = (clock.now_ms() + 100_000).div_ceil(1000);
@@ -834,24 +742,11 @@ mod tests {
     }
 
     #[actix::test]
-    async fn a_closed_socket_holds_its_users_place_until_it_is_unregistered() {
-        let (registry, clock) = paused_registry(1);
-        let hour = Duration::from_secs(3600);
-        let first = connect(&registry, &clock, 1, "alice", hour).await.unwrap();
-        let close = CloseUser { user: UserId::new("alice"), code: 4004, reason: "disconnected" };
-        assert_eq!(registry.send(close).await.unwrap(), 1);
-        assert_eq!(received(&registry, &first).await, ["close:4004"]);
-        assert_eq!(connect(&registry, &clock, 2, "alice", hour).await.err(), Some(Refusal::TooManyConnections));
-        registry.send(Unregister { conn_id: ConnId(1) }).await.unwrap();
-        assert!(connect(&registry, &clock, 3, "alice", hour).await.is_ok(), "the place is free once it is gone");
-    }
-
-    #[actix::test]
     async fn the_others_in_a_room_see_a_member_leave_when_its_socket_goes() {
-        let (registry, clock) = paused_registry(4);
+        let (registry, clock) = paused_registry();
         let hour = Duration::from_secs(3600);
-        let alice = connect(&registry, &clock, 1, "alice", hour).await.unwrap();
-        let bob = connect(&registry, &clock, 2, "bob", hour).await.unwrap();
+        let alice = connect(&registry, &clock, 1, "alice", hour).await;
+        let bob = connect(&registry, &clock, 2, "bob", hour).await;
         let room = RoomId::parse("r").unwrap();
         for id in [1, 2] {
             registry.do_send(Join {
@@ -873,12 +768,12 @@ mod tests {
 
     #[actix::test]
     async fn members_whose_tokens_expire_together_are_not_told_of_each_others_departure() {
-        let (registry, clock) = paused_registry(4);
+        let (registry, clock) = paused_registry();
         // Under warn_before: each is warned at once, so the expiry turn sends only closes.
         let soon = Duration::from_secs(30);
-        let alice = connect(&registry, &clock, 1, "alice", soon).await.unwrap();
-        let bob = connect(&registry, &clock, 2, "bob", soon).await.unwrap();
-        let carol = connect(&registry, &clock, 3, "carol", Duration::from_secs(3600)).await.unwrap();
+        let alice = connect(&registry, &clock, 1, "alice", soon).await;
+        let bob = connect(&registry, &clock, 2, "bob", soon).await;
+        let carol = connect(&registry, &clock, 3, "carol", Duration::from_secs(3600)).await;
         let room = RoomId::parse("r").unwrap();
         for id in [1, 2, 3] {
             let join =

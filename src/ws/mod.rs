@@ -24,10 +24,10 @@ use crate::auth::authenticator::Credential;
 use crate::auth::{AuthError, AuthMethod};
 use crate::config::AuthMode;
 use crate::http::error::ApiError;
-use crate::registry::{Refusal, Register};
+use crate::registry::Refusal;
 use crate::state::AppState;
 use pump::{Handoff, Wire};
-use session::{identity_of, Registration, SocketConfig, SocketDeps, SocketMode, WsSession};
+use session::{identity_of, AuthState, SocketConfig, SocketDeps, SocketMode, WsSession};
 use takeover::UpgradePath;
 use transport::{Inbound, Outbox};
 
@@ -99,33 +99,34 @@ async fn accept(
     let identity = principal.as_ref().map(|(p, method)| identity_of(p, *method));
     let method = principal.as_ref().map_or(AuthMethod::FirstMessage, |(_, m)| *m);
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
+    let mut place = sockets.admission.admit(conn_id, ip, identity.as_ref()).map_err(|refusal| match refusal {
+        Refusal::TooManyConnections if user.is_some() => {
+            ApiError::TooManyConnections("this user has too many connections open")
+        }
+        Refusal::TooManyConnections => {
+            ApiError::TooManyConnections("too many unauthenticated connections from this address")
+        }
+        Refusal::ServerFull => ApiError::ServerFull,
+        Refusal::UnknownConnection => ApiError::ShuttingDown,
+    })?;
+    let auth = match principal {
+        Some((principal, method)) => AuthState::Ready { principal, method },
+        None => AuthState::Pending(place.unauthenticated()),
+    };
     let outbox = Outbox::new(sockets.config.max_outbound_bytes);
     let (wire, reader) = Wire::new();
     let inbound = Inbound::new(reader, sockets.config.max_message_size);
-    let session = WsSession::new(conn_id, sockets.clone(), principal, outbox.clone(), mode);
+    let session = WsSession::new(conn_id, sockets.clone(), auth, outbox.clone(), mode);
     let addr = WsSession::create(|ctx| {
         ctx.add_stream(inbound);
         session
     });
-    // Registered before the response goes out, so nothing the socket sends can overtake it.
-    // When refused, the handoff is dropped: the actor's input ends and it stops.
-    let register = Register { conn_id, outbox: addr.recipient(), ip, identity };
-    let registration = Registration { conn_id, registry: sockets.registry.clone() };
-    match sockets.admissions.register(register).await {
-        Ok(Ok(())) => {}
-        Ok(Err(Refusal::TooManyConnections)) => {
-            let what = if user.is_some() {
-                "this user has too many connections open"
-            } else {
-                "too many unauthenticated connections from this address"
-            };
-            return Err(ApiError::TooManyConnections(what));
-        }
-        Ok(Err(Refusal::ServerFull)) => return Err(ApiError::ServerFull),
-        Ok(Err(Refusal::UnknownConnection)) | Err(_) => return Err(ApiError::ShuttingDown),
-    }
+    // Goes in this worker's next batch of notes to the registry, which is sent before the 101
+    // goes out (`takeover` waits for it), so nothing the socket sends the registry can overtake
+    // it. The place rides with the socket until its TCP connection is gone.
+    place.register(addr.recipient(), identity);
     let mut response = switching_protocols(req).finish();
-    response.extensions_mut().insert(Handoff::new(wire, outbox, registration));
+    response.extensions_mut().insert(Handoff::new(wire, outbox, place));
     if user.is_some() {
         sockets.metrics.upgrades_accepted.with_label_values(&[method.as_str()]).inc();
     }

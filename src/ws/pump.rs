@@ -133,6 +133,11 @@ impl<G> Handoff<G> {
         Self { wire, outbox, guard }
     }
 
+    /// What is dropped with the connection.
+    pub fn guard(&self) -> &G {
+        &self.guard
+    }
+
     /// Starts pumping `io`: `head` (the 101) goes out first, with whatever the socket has
     /// queued by then; `early` are bytes the peer sent right behind its handshake.
     pub fn pump<T>(self, io: T, head: Bytes, early: Bytes) -> Pump<T, G> {

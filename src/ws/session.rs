@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{close, ClientMessage, ErrorCode, ServerMessage};
 use crate::ratelimit::SharedLimits;
 use crate::ratelimit::{RateLimiter, Verdict};
+use crate::registry::admission::{Admission, Unauthenticated};
 use crate::registry::{self, Identity, Outbound, Refusal};
 
 /// Most messages one `history` request returns.
@@ -34,9 +35,10 @@ const MAX_HISTORY_LIMIT: usize = 100;
 const DEFAULT_HISTORY_LIMIT: usize = 50;
 
 /// Where the socket stands with authentication.
-enum AuthState {
+pub enum AuthState {
     /// Opened without a credential: only `{"type":"auth"}` is accepted, until the deadline.
-    Pending,
+    /// Holds what moves its place under the caps to its user.
+    Pending(Unauthenticated),
     /// Authenticated; `principal` is the current token's.
     Ready { principal: Principal, method: AuthMethod },
 }
@@ -56,8 +58,8 @@ pub struct SocketDeps {
     pub config: SocketConfig,
     pub auth: Arc<Authenticator>,
     pub registry: Addr<registry::Registry>,
-    /// The registry's admission of new sockets, in batches.
-    pub admissions: Arc<registry::admission::Admissions>,
+    /// The caps on sockets, checked at the upgrade.
+    pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
     /// Message and handshake limits shared by every socket of this node.
     pub limits: SharedLimits,
@@ -102,20 +104,6 @@ impl SocketConfig {
     }
 }
 
-/// Unregisters the connection when its TCP connection is done with (it rides in the socket's
-/// [`super::pump::Handoff`], dropped with the connection), even if the actor never started. Until then the
-/// connection counts against the per-user, per-IP and global caps, however it was closed.
-pub struct Registration {
-    pub conn_id: ConnId,
-    pub registry: Addr<registry::Registry>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.registry.do_send(registry::Unregister { conn_id: self.conn_id });
-    }
-}
-
 /// The actor.
 pub struct WsSession {
     conn_id: ConnId,
@@ -130,23 +118,15 @@ pub struct WsSession {
     /// Session mode: when activity was last written to the session store (Unix ms).
     last_touch_ms: u64,
     outbox: Outbox,
+    /// The welcome was queued when the socket was made (see [`WsSession::new`]).
+    welcomed: bool,
 }
 
 impl WsSession {
-    pub fn new(
-        conn_id: ConnId,
-        deps: Arc<SocketDeps>,
-        principal: Option<(Principal, AuthMethod)>,
-        outbox: Outbox,
-        mode: SocketMode,
-    ) -> Self {
+    pub fn new(conn_id: ConnId, deps: Arc<SocketDeps>, auth: AuthState, outbox: Outbox, mode: SocketMode) -> Self {
         let rl = &deps.config.rate_limit;
         let limiter = RateLimiter::new(rl.per_second, rl.burst, rl.max_violations, Instant::now());
-        let auth = match principal {
-            Some((principal, method)) => AuthState::Ready { principal, method },
-            None => AuthState::Pending,
-        };
-        Self {
+        let mut session = Self {
             conn_id,
             deps,
             mode,
@@ -156,7 +136,21 @@ impl WsSession {
             close_code: None,
             last_touch_ms: crate::time::now_unix_ms(),
             outbox,
+            welcomed: false,
+        };
+        if session.mode == SocketMode::Chat {
+            // Queued before the connection's pump takes over, so the 101 and the welcome go out
+            // in one write (and the client wakes once for both). It always fits an empty outbox
+            // (at least 4096 bytes); if it did not, `started` would close the socket as for any
+            // frame that does not fit.
+            if let Some(welcome) = session.welcome_message() {
+                session.welcomed = session.outbox.send(Message::Text(welcome.to_json())).is_ok();
+                if session.welcomed {
+                    session.deps.metrics.messages_out.inc();
+                }
+            }
         }
+        session
     }
 
     /// Queues a frame; a peer too slow to take it is closed with 4009.
@@ -200,7 +194,8 @@ impl WsSession {
     /// Records how the connection ends and tells the registry to stop delivering to it.
     fn closing(&mut self, code: u16) {
         self.record_close(code);
-        self.deps.registry.do_send(registry::Closing { conn_id: self.conn_id });
+        let closing = registry::Closing { conn_id: self.conn_id };
+        registry::lifecycle::note(&self.deps.registry, registry::lifecycle::Note::Closing(closing));
     }
 
     /// Records how the connection ends (the `closes_total` metric).
@@ -210,17 +205,22 @@ impl WsSession {
     }
 
     fn welcome(&mut self, ctx: &mut Context<Self>) {
-        if let AuthState::Ready { principal, method } = &self.auth {
-            let welcome = ServerMessage::Welcome {
-                conn_id: self.conn_id,
-                user: principal.user.clone(),
-                auth: *method,
-                expires_at: principal.expires_at,
-                node: self.deps.node.clone(),
-                boot: self.deps.boot_id.clone(),
-            };
+        if let Some(welcome) = self.welcome_message() {
             self.send(ctx, &welcome);
         }
+    }
+
+    /// `welcome`, once authenticated.
+    fn welcome_message(&self) -> Option<ServerMessage> {
+        let AuthState::Ready { principal, method } = &self.auth else { return None };
+        Some(ServerMessage::Welcome {
+            conn_id: self.conn_id,
+            user: principal.user.clone(),
+            auth: *method,
+            expires_at: principal.expires_at,
+            node: self.deps.node.clone(),
+            boot: self.deps.boot_id.clone(),
+        })
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -258,7 +258,7 @@ impl WsSession {
         }
         let message = match parsed {
             Ok(message) => message,
-            Err(_) if matches!(self.auth, AuthState::Pending) => {
+            Err(_) if matches!(self.auth, AuthState::Pending(_)) => {
                 return self.close(
                     ctx,
                     close::AUTH_REQUIRED,
@@ -268,7 +268,7 @@ impl WsSession {
             Err(e) => return self.send_error(ctx, e.code, e.message),
         };
         self.keep_session_alive(ctx);
-        if matches!(self.auth, AuthState::Pending) {
+        if matches!(self.auth, AuthState::Pending(_)) {
             return match message {
                 ClientMessage::Auth { token } => self.authenticate(token, ctx),
                 _ => self.close(
@@ -387,15 +387,14 @@ impl WsSession {
     /// First-message auth: verify, check revocation, register the identity, then welcome.
     /// `ctx.wait` holds back further frames until this is settled.
     fn authenticate(&mut self, token: SecretString, ctx: &mut Context<Self>) {
-        let deps = self.deps.clone();
-        let conn_id = self.conn_id;
+        let AuthState::Pending(place) = &self.auth else { return };
+        let (deps, place) = (self.deps.clone(), place.clone());
         let work = async move {
             let principal = deps.auth.authenticate(Credential::Token(token.expose_secret())).await?;
-            let identity = identity_of(&principal, AuthMethod::FirstMessage);
-            match deps.registry.send(registry::Authenticate { conn_id, identity }).await {
-                Ok(Ok(())) => Ok(principal),
-                Ok(Err(Refusal::TooManyConnections | Refusal::ServerFull)) => Err(FirstAuthFailure::TooMany),
-                Ok(Err(Refusal::UnknownConnection)) | Err(_) => Err(FirstAuthFailure::Gone),
+            match place.authenticate(identity_of(&principal, AuthMethod::FirstMessage)) {
+                Ok(()) => Ok(principal),
+                Err(Refusal::TooManyConnections | Refusal::ServerFull) => Err(FirstAuthFailure::TooMany),
+                Err(Refusal::UnknownConnection) => Err(FirstAuthFailure::Gone),
             }
         };
         ctx.wait(actix::fut::wrap_future(work).map(|result, session: &mut Self, ctx| match result {
@@ -527,7 +526,7 @@ enum FirstAuthFailure {
     Auth(AuthError),
     StoreUnavailable,
     TooMany,
-    /// The connection closed (or the registry stopped) meanwhile.
+    /// The connection's TCP connection is gone meanwhile.
     Gone,
 }
 
@@ -562,12 +561,12 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.heartbeat(ctx);
         match self.auth {
-            AuthState::Ready { .. } if self.mode == SocketMode::Echo => {}
+            AuthState::Ready { .. } if self.mode == SocketMode::Echo || self.welcomed => {}
             AuthState::Ready { .. } => self.welcome(ctx),
-            AuthState::Pending => {
+            AuthState::Pending(_) => {
                 let timeout: Duration = self.deps.config.auth_timeout;
                 ctx.run_later(timeout, |session, ctx| {
-                    if matches!(session.auth, AuthState::Pending) {
+                    if matches!(session.auth, AuthState::Pending(_)) {
                         session.deps.metrics.upgrades_refused.with_label_values(&["auth_timeout"]).inc();
                         session.close(ctx, close::AUTH_REQUIRED, "authentication required: no auth message in time");
                     }

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::pump::{Handoff, Pump};
-use super::session::Registration;
+use crate::registry::admission::Place;
 
 /// How long writing a refusal may take before the connection is dropped (a client that sends
 /// a handshake and reads nothing holds nothing for long; an accepted socket's pump has the
@@ -122,9 +122,9 @@ where
 async fn answer<T: AsyncRead + AsyncWrite + Unpin>(
     response: Response<BoxBody>,
     framed: Framed<T, Codec>,
-) -> Option<Pump<T, Registration>> {
+) -> Option<Pump<T, Place>> {
     let (mut head, body) = response.into_parts();
-    let handoff = head.extensions_mut().remove::<Handoff<Registration>>();
+    let handoff = head.extensions_mut().remove::<Handoff<Place>>();
     // actix-http's write buffer (8 KiB) goes now; its read buffer holds what the client sent
     // behind its handshake, if anything.
     let FramedParts { mut io, mut codec, read_buf, write_buf, .. } = framed.into_parts();
@@ -133,6 +133,8 @@ async fn answer<T: AsyncRead + AsyncWrite + Unpin>(
     match handoff {
         Some(handoff) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
             codec.encode(Message::Item((head, BodySize::None)), &mut out).ok()?;
+            // The registry hears of the socket before its client does.
+            handoff.guard().sent().await;
             // The pump writes the 101 with the socket's first frames (the welcome), in one go.
             Some(handoff.pump(io, out.freeze(), read_buf.freeze()))
         }

@@ -427,3 +427,25 @@ async fn handshakes_are_rate_limited_per_address() {
     let (_, status) = RawSocket::open(app.port, from(3), &[("Authorization", &bearer)], false).await;
     assert!(status.contains(" 101 "), "{status}");
 }
+
+#[actix_web::test]
+async fn first_message_auth_of_a_user_at_the_cap_closes_4008_and_frees_the_address() {
+    let app = spawn_app_with("[ws]\nmax_connections_per_user = 1\nmax_unauthenticated_per_ip = 1").await;
+    let (mut alice, _) = app.connect_as("alice").await;
+    let url = app.ws_url("/ws");
+    let (mut pending, _) = connect(&url, &[]).await.expect("opens unauthenticated");
+    pending.send(json!({"type":"auth","token": sign("alice", 300, &[])})).await;
+    assert_eq!(pending.expect_close().await, (4008, "too many connections for this user".to_owned()));
+    alice.assert_alive().await;
+    // Once that socket is gone, its address may open another, which bob authenticates.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut next = loop {
+        match connect(&url, &[]).await {
+            Ok((ws, _)) => break ws,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(refused) => panic!("the address's place was not freed: {refused:?}"),
+        }
+    };
+    next.send(json!({"type":"auth","token": sign("bob", 300, &[])})).await;
+    assert_eq!(next.next_of("welcome").await["user"], "bob");
+}
