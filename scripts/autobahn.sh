@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Autobahn conformance: runs the Autobahn TestSuite's cases with kosoku (PyPI, a Python 3 runner
-# of the Autobahn case files) against `GET /ws/echo` of the release binary, prints a table per
-# case group, and fails unless every case 1.* to 10.* is OK, NON-STRICT or INFORMATIONAL (both
-# the exchange and the close) and no handshake negotiated permessage-deflate (12.*/13.*, the
-# compression cases, are then UNIMPLEMENTED, which is expected). See docs/conformance.md.
+# of the Autobahn case files) against `GET /ws/echo` of the server (the release build, or
+# $AUTHCHAT_BIN), prints a table per case group, and fails unless every case 1.* to 10.* is OK,
+# NON-STRICT or INFORMATIONAL (both the exchange and the close) and no handshake negotiated
+# permessage-deflate (12.*/13.*, the compression cases, are then UNIMPLEMENTED, which is
+# expected). See docs/conformance.md.
 #
 # The echo route and the limits the cases need (16 MiB messages for 9.*, bursts of 1,000
 # messages, a handshake per case) are set for this run only, through the environment.
@@ -32,8 +33,12 @@ if [ ! -x "$venv/bin/kosoku" ]; then
   "$venv/bin/pip" install --quiet "kosoku==$KOSOKU_VERSION"
 fi
 
-cargo build --release --locked --bin authchat
-bin=target/release/authchat
+# $AUTHCHAT_BIN when given (CI passes the one its test run built), else the release build.
+bin=${AUTHCHAT_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked --bin authchat
+  bin=target/release/authchat
+fi
 out=target/autobahn
 rm -rf "$out"
 mkdir -p "$out"
