@@ -56,13 +56,13 @@ struct Held {
 }
 
 impl Held {
-    fn take(&mut self, caps: &Caps, holder: &Holder) -> Result<(), Refusal> {
+    fn take(&mut self, caps: &Caps, holder: HolderRef<'_>) -> Result<(), Refusal> {
         if self.total >= caps.max_connections {
             return Err(Refusal::ServerFull);
         }
         match holder {
-            Holder::User(user) => take_one(&mut self.by_user, user, caps.max_connections_per_user)?,
-            Holder::Unauthenticated(ip) => {
+            HolderRef::User(user) => take_one(&mut self.by_user, user, caps.max_connections_per_user)?,
+            HolderRef::Unauthenticated(ip) => {
                 take_one(&mut self.unauthenticated_by_ip, ip, caps.max_unauthenticated_per_ip)?;
             }
         }
@@ -70,13 +70,20 @@ impl Held {
         Ok(())
     }
 
-    fn release(&mut self, holder: &Holder) {
+    fn release(&mut self, holder: HolderRef<'_>) {
         match holder {
-            Holder::User(user) => release_one(&mut self.by_user, user),
-            Holder::Unauthenticated(ip) => release_one(&mut self.unauthenticated_by_ip, ip),
+            HolderRef::User(user) => release_one(&mut self.by_user, user),
+            HolderRef::Unauthenticated(ip) => release_one(&mut self.unauthenticated_by_ip, ip),
         }
         self.total -= 1;
     }
+}
+
+/// Whose count a place is in.
+#[derive(Clone, Copy)]
+enum HolderRef<'a> {
+    User(&'a UserId),
+    Unauthenticated(&'a IpAddr),
 }
 
 fn take_one<K: std::hash::Hash + Eq + Clone>(
@@ -105,11 +112,23 @@ fn release_one<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K)
     }
 }
 
-/// Whose count a place is in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Holder {
+/// Whose count a socket that opened without a credential is in: its address's until it
+/// authenticates, then its user's; `Gone` once its place is freed. Shared by its [`Place`] and
+/// its [`Unauthenticated`], and changed only while the counts are locked.
+enum Pending {
+    Address(IpAddr),
     User(UserId),
-    Unauthenticated(IpAddr),
+    Gone,
+}
+
+impl Pending {
+    fn holder(&self) -> Option<HolderRef<'_>> {
+        match self {
+            Pending::Address(ip) => Some(HolderRef::Unauthenticated(ip)),
+            Pending::User(user) => Some(HolderRef::User(user)),
+            Pending::Gone => None,
+        }
+    }
 }
 
 impl Admission {
@@ -121,16 +140,28 @@ impl Admission {
         self.held.lock().expect("no panic while holding the counts")
     }
 
-    /// Takes a place for a socket within the caps: `identity`'s user's, or, for a socket that
-    /// will authenticate with its first message, its address's. The registry hears of it only
-    /// with [`Place::register`].
-    pub fn admit(self: &Arc<Self>, conn_id: ConnId, ip: IpAddr, identity: Option<&Identity>) -> Result<Place, Refusal> {
-        let holder = match identity {
-            Some(identity) => Holder::User(identity.user.clone()),
-            None => Holder::Unauthenticated(ip),
-        };
-        self.held().take(&self.caps, &holder)?;
-        Ok(Place { admission: self.clone(), conn_id, ip, holder: Arc::new(Mutex::new(Some(holder))), registered: None })
+    /// Takes a place for an authenticated socket within the caps (the node's, its user's). The
+    /// registry hears of it only with [`Place::register`].
+    pub fn admit(self: &Arc<Self>, conn_id: ConnId, user: &UserId) -> Result<Place, Refusal> {
+        self.held().take(&self.caps, HolderRef::User(user))?;
+        Ok(self.place(conn_id, Holding::User(user.clone())))
+    }
+
+    /// Takes a place for a socket that will authenticate with its first message, within the
+    /// node's cap and its address's; the [`Unauthenticated`] moves it to its user.
+    pub fn admit_unauthenticated(
+        self: &Arc<Self>,
+        conn_id: ConnId,
+        ip: IpAddr,
+    ) -> Result<(Place, Unauthenticated), Refusal> {
+        self.held().take(&self.caps, HolderRef::Unauthenticated(&ip))?;
+        let pending = Arc::new(Mutex::new(Pending::Address(ip)));
+        let unauthenticated = Unauthenticated { admission: self.clone(), conn_id, pending: pending.clone() };
+        Ok((self.place(conn_id, Holding::Pending(pending)), unauthenticated))
+    }
+
+    fn place(self: &Arc<Self>, conn_id: ConnId, holding: Holding) -> Place {
+        Place { admission: self.clone(), conn_id, holding, registered: None }
     }
 
     /// Sockets holding a place (open or closing), and the number of users and addresses with one.
@@ -146,19 +177,22 @@ impl Admission {
 pub struct Place {
     admission: Arc<Admission>,
     conn_id: ConnId,
-    ip: IpAddr,
-    /// Shared with [`Unauthenticated`], which moves it to a user; `None` once released. Only
-    /// changed while the counts are locked.
-    holder: Arc<Mutex<Option<Holder>>>,
+    holding: Holding,
     /// Once registered: the batch of this worker's notes the registration went in.
     registered: Option<Ticket>,
+}
+
+/// Whose count a [`Place`] is in.
+enum Holding {
+    User(UserId),
+    Pending(Arc<Mutex<Pending>>),
 }
 
 impl Place {
     /// Tells the registry of the socket, in this worker's next batch of notes (not waiting for
     /// the registry).
-    pub fn register(&mut self, outbox: Recipient<Outbound>, identity: Option<Identity>) {
-        let register = Register { conn_id: self.conn_id, outbox, ip: self.ip, identity };
+    pub fn register(&mut self, outbox: Recipient<Outbound>, ip: IpAddr, identity: Option<Identity>) {
+        let register = Register { conn_id: self.conn_id, outbox, ip, identity };
         self.registered = Some(lifecycle::note(&self.admission.registry, Note::Register(register)));
     }
 
@@ -182,18 +216,20 @@ impl Place {
             lifecycle::send_now();
         }
     }
-
-    /// For a socket to authenticate with its first message: what moves its place to its user.
-    pub fn unauthenticated(&self) -> Unauthenticated {
-        Unauthenticated { admission: self.admission.clone(), conn_id: self.conn_id, holder: self.holder.clone() }
-    }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         let mut held = self.admission.held();
-        if let Some(holder) = lock(&self.holder).take() {
-            held.release(&holder);
+        match &self.holding {
+            Holding::User(user) => held.release(HolderRef::User(user)),
+            Holding::Pending(pending) => {
+                let mut pending = lock(pending);
+                if let Some(holder) = pending.holder() {
+                    held.release(holder);
+                }
+                *pending = Pending::Gone;
+            }
         }
         drop(held);
         if self.registered.is_some() {
@@ -213,7 +249,7 @@ impl std::fmt::Debug for Place {
 pub struct Unauthenticated {
     admission: Arc<Admission>,
     conn_id: ConnId,
-    holder: Arc<Mutex<Option<Holder>>>,
+    pending: Arc<Mutex<Pending>>,
 }
 
 impl Unauthenticated {
@@ -222,18 +258,15 @@ impl Unauthenticated {
     pub fn authenticate(&self, identity: Identity) -> Result<(), Refusal> {
         let admission = &self.admission;
         let mut held = admission.held();
-        let mut holder = lock(&self.holder);
-        let Some(ip) = (match &*holder {
-            Some(Holder::Unauthenticated(ip)) => Some(*ip),
-            Some(Holder::User(_)) | None => None,
-        }) else {
+        let mut pending = lock(&self.pending);
+        let Pending::Address(ip) = *pending else {
             // Authenticated already, or its TCP connection is gone.
             return Err(Refusal::UnknownConnection);
         };
         take_one(&mut held.by_user, &identity.user, admission.caps.max_connections_per_user)?;
         release_one(&mut held.unauthenticated_by_ip, &ip);
-        *holder = Some(Holder::User(identity.user.clone()));
-        drop((holder, held));
+        *pending = Pending::User(identity.user.clone());
+        drop((pending, held));
         admission.registry.do_send(Authenticate { conn_id: self.conn_id, identity });
         Ok(())
     }
@@ -267,25 +300,28 @@ mod tests {
 
     const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    fn user(name: &str) -> UserId {
+        UserId::new(name)
+    }
+
     #[actix::test]
     async fn a_user_at_the_cap_is_refused_until_one_of_its_places_is_freed() {
         let admission = Admission::new(registry(), caps(10, 2, 2));
-        let alice = identity("alice");
-        let first = admission.admit(ConnId(1), HOME, Some(&alice)).unwrap();
-        let _second = admission.admit(ConnId(2), HOME, Some(&alice)).unwrap();
-        assert_eq!(admission.admit(ConnId(3), HOME, Some(&alice)).err(), Some(Refusal::TooManyConnections));
-        assert!(admission.admit(ConnId(4), HOME, Some(&identity("bob"))).is_ok(), "bob is not affected");
+        let first = admission.admit(ConnId(1), &user("alice")).unwrap();
+        let _second = admission.admit(ConnId(2), &user("alice")).unwrap();
+        assert_eq!(admission.admit(ConnId(3), &user("alice")).err(), Some(Refusal::TooManyConnections));
+        assert!(admission.admit(ConnId(4), &user("bob")).is_ok(), "bob is not affected");
         drop(first);
-        assert!(admission.admit(ConnId(5), HOME, Some(&alice)).is_ok(), "alice's freed place is hers again");
+        assert!(admission.admit(ConnId(5), &user("alice")).is_ok(), "alice's freed place is hers again");
     }
 
     #[actix::test]
     async fn the_node_is_full_at_max_connections_and_a_refusal_takes_nothing() {
         let admission = Admission::new(registry(), caps(2, 5, 5));
         let places: Vec<Place> =
-            (1..=2).map(|id| admission.admit(ConnId(id), HOME, Some(&identity(&format!("u{id}")))).unwrap()).collect();
-        assert_eq!(admission.admit(ConnId(3), HOME, Some(&identity("u3"))).err(), Some(Refusal::ServerFull));
-        assert_eq!(admission.admit(ConnId(4), HOME, None).err(), Some(Refusal::ServerFull));
+            (1..=2).map(|id| admission.admit(ConnId(id), &user(&format!("u{id}"))).unwrap()).collect();
+        assert_eq!(admission.admit(ConnId(3), &user("u3")).err(), Some(Refusal::ServerFull));
+        assert_eq!(admission.admit_unauthenticated(ConnId(4), HOME).err(), Some(Refusal::ServerFull));
         assert_eq!(admission.counts(), (2, 2, 0), "the refused took no place and left no entry");
         drop(places);
         assert_eq!(admission.counts(), (0, 0, 0), "every count is back to nothing");
@@ -294,31 +330,27 @@ mod tests {
     #[actix::test]
     async fn authenticating_moves_the_place_from_the_address_to_the_user_within_the_users_cap() {
         let admission = Admission::new(registry(), caps(10, 1, 1));
-        let pending = admission.admit(ConnId(1), HOME, None).unwrap();
-        assert_eq!(admission.admit(ConnId(2), HOME, None).err(), Some(Refusal::TooManyConnections), "one per address");
-        let alice = admission.admit(ConnId(3), HOME, Some(&identity("alice"))).unwrap();
+        let (place, pending) = admission.admit_unauthenticated(ConnId(1), HOME).unwrap();
+        let refused = admission.admit_unauthenticated(ConnId(2), HOME).err();
+        assert_eq!(refused, Some(Refusal::TooManyConnections), "one per address");
+        let alice = admission.admit(ConnId(3), &user("alice")).unwrap();
         // alice is at her cap: the unauthenticated socket cannot become hers, and keeps its place.
-        assert_eq!(pending.unauthenticated().authenticate(identity("alice")), Err(Refusal::TooManyConnections));
+        assert_eq!(pending.authenticate(identity("alice")), Err(Refusal::TooManyConnections));
         assert_eq!(admission.counts(), (2, 1, 1));
-        assert_eq!(pending.unauthenticated().authenticate(identity("bob")), Ok(()));
+        assert_eq!(pending.authenticate(identity("bob")), Ok(()));
         assert_eq!(admission.counts(), (2, 2, 0), "the address's place went to bob");
-        let _fourth = admission.admit(ConnId(4), HOME, None).expect("so the address may open another");
-        assert_eq!(
-            pending.unauthenticated().authenticate(identity("carol")),
-            Err(Refusal::UnknownConnection),
-            "a socket authenticates once"
-        );
-        drop((pending, alice));
+        let _fourth = admission.admit_unauthenticated(ConnId(4), HOME).expect("so the address may open another");
+        assert_eq!(pending.authenticate(identity("carol")), Err(Refusal::UnknownConnection), "once only");
+        drop((place, alice));
         assert_eq!(admission.counts(), (1, 0, 1), "bob's and alice's places are freed");
     }
 
     #[actix::test]
     async fn a_socket_gone_before_its_first_message_is_not_authenticated() {
         let admission = Admission::new(registry(), caps(10, 1, 1));
-        let place = admission.admit(ConnId(1), HOME, None).unwrap();
-        let handle = place.unauthenticated();
+        let (place, pending) = admission.admit_unauthenticated(ConnId(1), HOME).unwrap();
         drop(place);
-        assert_eq!(handle.authenticate(identity("alice")), Err(Refusal::UnknownConnection));
+        assert_eq!(pending.authenticate(identity("alice")), Err(Refusal::UnknownConnection));
         assert_eq!(admission.counts(), (0, 0, 0), "nothing is counted for it");
     }
 
@@ -326,8 +358,8 @@ mod tests {
     async fn the_registry_hears_of_a_registered_place_and_of_its_end() {
         let registry = registry();
         let admission = Admission::new(registry.clone(), caps(10, 1, 1));
-        let mut place = admission.admit(ConnId(1), HOME, Some(&identity("alice"))).unwrap();
-        place.register(Sink.start().recipient(), Some(identity("alice")));
+        let mut place = admission.admit(ConnId(1), &user("alice")).unwrap();
+        place.register(Sink.start().recipient(), HOME, Some(identity("alice")));
         place.sent().await;
         assert_eq!(registry.send(GetStats).await.unwrap().connections, 1, "registered by the time it is sent");
         drop(place);
@@ -339,21 +371,19 @@ mod tests {
     async fn the_notes_made_in_one_turn_go_in_one_batch_and_keep_their_order() {
         let registry = registry();
         let admission = Admission::new(registry.clone(), caps(10, 10, 10));
-        let mut places: Vec<Place> = (1..=3)
-            .map(|id| {
-                let mut place = admission.admit(ConnId(id), HOME, Some(&identity("alice"))).unwrap();
-                place.register(Sink.start().recipient(), Some(identity("alice")));
-                place
-            })
-            .collect();
+        let register = |id| {
+            let mut place = admission.admit(ConnId(id), &user("alice")).unwrap();
+            place.register(Sink.start().recipient(), HOME, Some(identity("alice")));
+            place
+        };
+        let mut places: Vec<Place> = (1..=3).map(register).collect();
         let tickets: Vec<_> = places.iter().map(|p| p.registered).collect();
         assert!(tickets.windows(2).all(|w| w[0] == w[1]), "one batch: {tickets:?}");
         // Gone before its registration was sent: the registry must see it come, then go.
         drop(places.pop());
         places[0].sent().await;
         assert_eq!(registry.send(GetStats).await.unwrap().connections, 2);
-        let mut later = admission.admit(ConnId(4), HOME, Some(&identity("alice"))).unwrap();
-        later.register(Sink.start().recipient(), Some(identity("alice")));
+        let later = register(4);
         assert_ne!(later.registered, tickets[0], "a later turn's note goes in the next batch");
     }
 }

@@ -28,7 +28,8 @@ pub enum Note {
 pub struct Notes(pub Vec<Note>);
 
 /// The notes not sent yet on this thread, and for which registry (one per server; a thread
-/// that talks to another one sends what it holds first).
+/// that talks to another one sends what it holds first). The registry's address is held only
+/// while notes wait, so a thread keeps no stopped server's registry alive.
 #[derive(Default)]
 struct Batch {
     registry: Option<Addr<Registry>>,
@@ -44,7 +45,7 @@ impl Batch {
         }
         self.sent += 1;
         let notes = std::mem::take(&mut self.notes);
-        if let Some(registry) = &self.registry {
+        if let Some(registry) = self.registry.take() {
             registry.do_send(Notes(notes));
         }
     }
@@ -68,7 +69,9 @@ pub fn note(registry: &Addr<Registry>, note: Note) -> Ticket {
             batch.send();
         }
         let first = batch.notes.is_empty();
-        batch.registry = Some(registry.clone());
+        if first {
+            batch.registry = Some(registry.clone());
+        }
         batch.notes.extend(note.take());
         // Through the arbiter, which never fails: a worker being torn down sends at once.
         if first && !Arbiter::try_current().is_some_and(|arbiter| arbiter.spawn(async { send_now() })) {

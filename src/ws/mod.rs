@@ -99,19 +99,16 @@ async fn accept(
     let identity = principal.as_ref().map(|(p, method)| identity_of(p, *method));
     let method = principal.as_ref().map_or(AuthMethod::FirstMessage, |(_, m)| *m);
     let user = principal.as_ref().map(|(p, _)| p.user.clone());
-    let mut place = sockets.admission.admit(conn_id, ip, identity.as_ref()).map_err(|refusal| match refusal {
-        Refusal::TooManyConnections if user.is_some() => {
-            ApiError::TooManyConnections("this user has too many connections open")
+    let (mut place, auth) = match principal {
+        Some((principal, method)) => {
+            let place = sockets.admission.admit(conn_id, &principal.user).map_err(|r| refused(r, true))?;
+            (place, AuthState::Ready { principal, method })
         }
-        Refusal::TooManyConnections => {
-            ApiError::TooManyConnections("too many unauthenticated connections from this address")
+        None => {
+            let (place, pending) =
+                sockets.admission.admit_unauthenticated(conn_id, ip).map_err(|r| refused(r, false))?;
+            (place, AuthState::Pending(pending))
         }
-        Refusal::ServerFull => ApiError::ServerFull,
-        Refusal::UnknownConnection => ApiError::ShuttingDown,
-    })?;
-    let auth = match principal {
-        Some((principal, method)) => AuthState::Ready { principal, method },
-        None => AuthState::Pending(place.unauthenticated()),
     };
     let outbox = Outbox::new(sockets.config.max_outbound_bytes);
     let (wire, reader) = Wire::new();
@@ -124,7 +121,7 @@ async fn accept(
     // Goes in this worker's next batch of notes to the registry, which is sent before the 101
     // goes out (`takeover` waits for it), so nothing the socket sends the registry can overtake
     // it. The place rides with the socket until its TCP connection is gone.
-    place.register(addr.recipient(), identity);
+    place.register(addr.recipient(), ip, identity);
     let mut response = switching_protocols(req).finish();
     response.extensions_mut().insert(Handoff::new(wire, outbox, place));
     if user.is_some() {
@@ -132,6 +129,20 @@ async fn accept(
     }
     tracing::info!(%conn_id, user = user.as_ref().map(|u| u.as_str()), method = method.as_str(), "websocket accepted");
     Ok(response)
+}
+
+/// Why a socket was not admitted, as the upgrade's answer.
+fn refused(refusal: Refusal, authenticated: bool) -> ApiError {
+    match refusal {
+        Refusal::TooManyConnections if authenticated => {
+            ApiError::TooManyConnections("this user has too many connections open")
+        }
+        Refusal::TooManyConnections => {
+            ApiError::TooManyConnections("too many unauthenticated connections from this address")
+        }
+        Refusal::ServerFull => ApiError::ServerFull,
+        Refusal::UnknownConnection => ApiError::ShuttingDown,
+    }
 }
 
 /// The 101 answer (RFC 6455 §4.2.2), naming [`PROTOCOL`] when the client offered it. The
