@@ -8,6 +8,8 @@
 //! - [`messages`]: what sockets and the HTTP layer send it, and what it answers.
 //! - this file: its state, and the connection lifecycle (register, authenticate, renew,
 //!   closing, unregister) with token expiry.
+//! - [`admission`]: the caps on sockets, checked by the workers before the registry hears of
+//!   a socket; [`lifecycle`]: the sockets' lifecycle notes, sent to it in batches.
 //! - `rooms`: join, leave, publish and history, and the fan-out.
 //! - `access`: who may be in a room, checked at every join and again at every change.
 //! - `operator`: listing and closing connections for the admin API, and counts.
