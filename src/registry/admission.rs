@@ -202,15 +202,7 @@ impl Place {
         let Some(ticket) = self.registered else { return };
         if !lifecycle::is_sent(ticket) {
             // Behind the tasks runnable now, the batch's sending among them.
-            let mut yielded = false;
-            std::future::poll_fn(|cx| {
-                if std::mem::replace(&mut yielded, true) {
-                    return std::task::Poll::Ready(());
-                }
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
-            })
-            .await;
+            tokio::task::yield_now().await;
         }
         if !lifecycle::is_sent(ticket) {
             lifecycle::send_now();
