@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use actix::prelude::*;
 
 use super::lifecycle::{self, Note, Ticket};
+use super::post::SocketOutbox;
 use super::{Authenticate, Identity, Outbound, Refusal, Register, Registry, Unregister};
 use crate::config::Settings;
 use crate::ids::{ConnId, UserId};
@@ -192,7 +193,7 @@ impl Place {
     /// Tells the registry of the socket, in this worker's next batch of notes (not waiting for
     /// the registry).
     pub fn register(&mut self, outbox: Recipient<Outbound>, ip: IpAddr, identity: Option<Identity>) {
-        let register = Register { conn_id: self.conn_id, outbox, ip, identity };
+        let register = Register { conn_id: self.conn_id, outbox: SocketOutbox::new(outbox), ip, identity };
         self.registered = Some(lifecycle::note(&self.admission.registry, Note::Register(register)));
     }
 

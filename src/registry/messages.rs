@@ -6,6 +6,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use serde::Serialize;
 
+use super::post::SocketOutbox;
 use crate::auth::AuthMethod;
 use crate::chat::access::{Change, ChangeRefusal, Grants, Rules};
 use crate::ids::{ConnId, RoomId, SessionId, UserId};
@@ -66,7 +67,7 @@ impl Identity {
 #[rtype(result = "()")]
 pub struct Register {
     pub conn_id: ConnId,
-    pub outbox: Recipient<Outbound>,
+    pub outbox: SocketOutbox,
     pub ip: IpAddr,
     /// `None` while waiting for first-message auth.
     pub identity: Option<Identity>,

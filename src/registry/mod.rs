@@ -2,14 +2,16 @@
 //!
 //! It warns a connection `warn_before` ahead of `exp`, closes it with 4001 at `exp` (one timer,
 //! armed for the earliest deadline in [`deadlines::Deadlines`]), fans chat messages out to
-//! room members, and serves the admin API. It holds each socket as a `Recipient<Outbound>`,
-//! never as the socket type, so it does not depend on the WebSocket transport.
+//! room members, and serves the admin API. It holds each socket as a [`post::SocketOutbox`] (the
+//! socket actor's `Recipient<Outbound>` and its worker thread), never as the socket type, so it
+//! does not depend on the WebSocket transport.
 //!
 //! - [`messages`]: what sockets and the HTTP layer send it, and what it answers.
 //! - this file: its state, and the connection lifecycle (register, authenticate, renew,
 //!   closing, unregister) with token expiry.
 //! - [`admission`]: the caps on sockets, checked by the workers before the registry hears of
-//!   a socket; [`lifecycle`]: the sockets' lifecycle notes, sent to it in batches.
+//!   a socket; [`lifecycle`]: the sockets' lifecycle notes, sent to it in batches; [`post`]:
+//!   what it sends the sockets, handed to their workers in batches.
 //! - `rooms`: join, leave, publish and history, and the fan-out.
 //! - `access`: who may be in a room, checked at every join and again at every change.
 //! - `operator`: listing and closing connections for the admin API, and counts.
@@ -24,6 +26,7 @@ mod feeds;
 pub mod lifecycle;
 pub mod messages;
 mod operator;
+pub mod post;
 mod rooms;
 pub mod sessions;
 
@@ -44,6 +47,7 @@ use crate::protocol::{close, Echo, ErrorCode, PresenceEvent, ServerMessage};
 use clock::Clock;
 use deadlines::{Deadlines, Due};
 pub use messages::*;
+use post::SocketOutbox;
 
 // ---------------------------------------------------------------------------------------------
 // State
@@ -88,7 +92,7 @@ impl RegistryConfig {
 
 /// One live connection.
 struct Connection {
-    outbox: Recipient<Outbound>,
+    outbox: SocketOutbox,
     ip: IpAddr,
     connected_at: u64,
     identity: Option<Identity>,
@@ -258,7 +262,7 @@ impl Registry {
     /// the room's members. One node only: with several, Redis announces departures (see
     /// [`Registry::left_room`]).
     fn announce_departures(&self, departures: &[(RoomId, UserId)], now: u64) {
-        let mut audiences: HashMap<&RoomId, Vec<&Recipient<Outbound>>> = HashMap::new();
+        let mut audiences: HashMap<&RoomId, Vec<&SocketOutbox>> = HashMap::new();
         for (room, user) in departures {
             let audience = audiences.entry(room).or_insert_with(|| {
                 self.rooms
@@ -572,7 +576,7 @@ mod tests {
             session_id: session_id.map(SessionId::new),
             grants: Default::default(),
         };
-        let outbox = Sink.start().recipient();
+        let outbox = SocketOutbox::new(Sink.start().recipient());
         Register { conn_id: ConnId(conn_id), outbox, ip: IpAddr::from([127, 0, 0, 1]), identity: Some(identity) }
     }
 
@@ -690,7 +694,7 @@ mod tests {
         };
         let register = Register {
             conn_id: ConnId(id),
-            outbox: recorder.clone().recipient(),
+            outbox: SocketOutbox::new(recorder.clone().recipient()),
             ip: IpAddr::from([127, 0, 0, 1]),
             identity: Some(identity),
         };
