@@ -73,8 +73,7 @@ pub fn note(registry: &Addr<Registry>, note: Note) -> Ticket {
             batch.registry = Some(registry.clone());
         }
         batch.notes.extend(note.take());
-        // Through the arbiter, which never fails: a worker being torn down sends at once.
-        if first && !Arbiter::try_current().is_some_and(|arbiter| arbiter.spawn(async { send_now() })) {
+        if first && !after_this_turn(send_now) {
             batch.send();
             return Ticket(batch.sent);
         }
@@ -85,6 +84,13 @@ pub fn note(registry: &Addr<Registry>, note: Note) -> Ticket {
         registry.do_send(Notes(note.into_iter().collect()));
         Ticket(0)
     })
+}
+
+/// Runs `send` behind what this thread has to run now, through its arbiter; `false` off an
+/// actix thread or on one being torn down, where the caller sends at once. Shared with
+/// [`super::post`], which batches the other way.
+pub(super) fn after_this_turn(send: fn()) -> bool {
+    Arbiter::try_current().is_some_and(|arbiter| arbiter.spawn(async move { send() }))
 }
 
 /// Sends what this thread holds now.

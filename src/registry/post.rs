@@ -20,7 +20,7 @@ use std::thread::ThreadId;
 
 use actix::prelude::*;
 
-use super::Outbound;
+use super::{lifecycle, Outbound};
 
 /// The most messages a batch holds: its task hands them over without yielding, so a fan-out to
 /// a large room goes in several.
@@ -45,11 +45,11 @@ impl SocketOutbox {
 
     /// Sends `message` in this thread's next batch for the socket's worker.
     pub fn do_send(&self, message: Outbound) {
-        if self.0.worker.is_none() {
+        let Some((worker, arbiter)) = &self.0.worker else {
             return self.0.recipient.do_send(message);
-        }
+        };
         let mut message = Some(message);
-        let _ = BATCHES.try_with(|batches| batches.borrow_mut().queue(self, &mut message));
+        let _ = BATCHES.try_with(|batches| batches.borrow_mut().queue(self, *worker, arbiter, &mut message));
         if let Some(message) = message {
             // This thread is exiting and its batches are gone: the message goes alone.
             self.0.recipient.do_send(message);
@@ -84,15 +84,21 @@ struct Batches {
 }
 
 impl Batches {
-    /// Queues the message (taking it out of `message`); the first of a turn schedules the
-    /// sending, behind what this thread runs now. Off an actix thread, it goes at once.
-    fn queue(&mut self, outbox: &SocketOutbox, message: &mut Option<Outbound>) {
-        let Some((worker, arbiter)) = &outbox.0.worker else { return };
+    /// Queues the message for `worker` (taking it out of `message`); the first of a turn
+    /// schedules the sending, behind what this thread runs now. Off an actix thread, it goes at
+    /// once.
+    fn queue(
+        &mut self,
+        outbox: &SocketOutbox,
+        worker: ThreadId,
+        arbiter: &ArbiterHandle,
+        message: &mut Option<Outbound>,
+    ) {
         let first = self.waiting.is_empty();
-        let index = match self.waiting.iter().position(|batch| batch.worker == *worker) {
+        let index = match self.waiting.iter().position(|batch| batch.worker == worker) {
             Some(index) => index,
             None => {
-                self.waiting.push(Batch { worker: *worker, arbiter: arbiter.clone(), messages: Vec::new() });
+                self.waiting.push(Batch { worker, arbiter: arbiter.clone(), messages: Vec::new() });
                 self.waiting.len() - 1
             }
         };
@@ -100,7 +106,7 @@ impl Batches {
         if self.waiting[index].messages.len() >= MAX_BATCH {
             self.waiting.swap_remove(index).send();
         }
-        if first && !Arbiter::try_current().is_some_and(|arbiter| arbiter.spawn(async { send_now() })) {
+        if first && !lifecycle::after_this_turn(send_now) {
             self.send();
         }
     }
@@ -121,8 +127,7 @@ pub fn send_now() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-    use std::thread::ThreadId;
+    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;
