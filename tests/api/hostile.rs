@@ -436,6 +436,9 @@ async fn first_message_auth_of_a_user_at_the_cap_closes_4008_and_frees_the_addre
     let (mut pending, _) = connect(&url, &[]).await.expect("opens unauthenticated");
     pending.send(json!({"type":"auth","token": sign("alice", 300, &[])})).await;
     assert_eq!(pending.expect_close().await, (4008, "too many connections for this user".to_owned()));
+    // Gone: without this the server waits ws.close_timeout (5 s) for an answer, the whole of
+    // the deadline below.
+    drop(pending);
     alice.assert_alive().await;
     // Once that socket is gone, its address may open another, which bob authenticates.
     let deadline = Instant::now() + Duration::from_secs(5);
