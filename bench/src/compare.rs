@@ -70,6 +70,7 @@ pub struct Options {
 enum Metric {
     Handshakes,
     HandshakesAgain,
+    HandshakeCpu,
     FanoutRate,
     FanoutP99,
     IdleKib,
@@ -87,6 +88,7 @@ impl Metric {
                 o.connect_concurrency
             ),
             Metric::HandshakesAgain => "… the same again, once those have closed".into(),
+            Metric::HandshakeCpu => "… server CPU per handshake, both batches (µs; lower is better)".into(),
             Metric::FanoutRate => format!(
                 "fan-out deliveries/s (1 room × {}, {} messages from {} senders, back to back)",
                 thousands(o.fanout_members as f64),
@@ -203,13 +205,22 @@ fn once(which: Which, kind: Kind, client: &ClientArgs, o: &Options) -> anyhow::R
             connect::settle(&server);
             let again = connect::once(&server, &secret, kid, client, &options, Carrier::Query)?;
             let failed: usize = first.failed.values().chain(again.failed.values()).sum();
+            let cpu = |us: Option<f64>| us.map_or("?".into(), |us| format!("{us:.0}"));
             let summary = format!(
-                "{:.0} then {:.0} handshakes/s, p99 {:.1} and {:.1} ms",
-                first.per_second, again.per_second, first.latency.p99, again.latency.p99
+                "{:.0} then {:.0} handshakes/s, p99 {:.1} and {:.1} ms, server CPU {} and {} µs each",
+                first.per_second,
+                again.per_second,
+                first.latency.p99,
+                again.latency.p99,
+                cpu(first.server_cpu_us),
+                cpu(again.server_cpu_us)
             );
             let problem =
                 (failed > 0).then(|| format!("{failed} handshakes failed: {:?} {:?}", first.failed, again.failed));
-            let figures = vec![(Metric::Handshakes, first.per_second), (Metric::HandshakesAgain, again.per_second)];
+            let mut figures = vec![(Metric::Handshakes, first.per_second), (Metric::HandshakesAgain, again.per_second)];
+            if let (Some(a), Some(b)) = (first.server_cpu_us, again.server_cpu_us) {
+                figures.push((Metric::HandshakeCpu, (a + b) / 2.0));
+            }
             Ok(Outcome { figures, summary, problem })
         }
         Which::Fanout => {

@@ -214,7 +214,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, G: Unpin> Pump<T, G> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let finished = loop {
             if self.writing.is_empty() {
-                match self.outbox.take(cx) {
+                match self.outbox.take() {
                     Taken::Frames(frames) => self.writing = frames,
                     Taken::Nothing => break false,
                     Taken::Finished => break true,
@@ -266,6 +266,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Pump<T, G> {
             return if done { Poll::Ready(()) } else { Poll::Pending };
         }
         this.wire.0.borrow_mut().pump = Some(cx.waker().clone());
+        this.outbox.wake_on_change(cx.waker());
         this.poll_read(cx);
         match this.poll_write(cx) {
             Poll::Ready(Ok(())) => {
@@ -357,6 +358,26 @@ mod tests {
         assert_eq!(frame, [0x88, 0x00]);
         let deadline = outbox.close_deadline().expect("closing");
         pump.await.unwrap();
+        let late = tokio::time::Instant::now().checked_duration_since(deadline).expect("not before the deadline");
+        assert!(late <= Duration::from_millis(1), "dropped {late:?} after the deadline (timers tick in ms)");
+    }
+
+    #[actix_rt::test]
+    async fn a_close_while_the_peer_reads_nothing_drops_the_connection_at_the_deadline() {
+        tokio::time::pause();
+        // The peer never reads: the pump fills the pipe and is left waiting to write the rest.
+        let (ours, _peer) = tokio::io::duplex(1024);
+        let outbox = Outbox::new(64 * 1024);
+        let pump =
+            actix_rt::spawn(Handoff::new(Wire::new().0, outbox.clone(), ()).pump(ours, Bytes::new(), Bytes::new()));
+        outbox.send(Message::Text("x".repeat(8 * 1024).into())).unwrap();
+        tokio::task::yield_now().await;
+        outbox.close(None, Duration::from_secs(3), true);
+        let deadline = outbox.close_deadline().expect("closing");
+        tokio::time::timeout(Duration::from_secs(60), pump)
+            .await
+            .expect("the connection is dropped although its write never completes")
+            .unwrap();
         let late = tokio::time::Instant::now().checked_duration_since(deadline).expect("not before the deadline");
         assert!(late <= Duration::from_millis(1), "dropped {late:?} after the deadline (timers tick in ms)");
     }

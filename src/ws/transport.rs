@@ -342,7 +342,8 @@ struct OutboxState {
 pub enum Taken {
     /// Encoded frames, in order.
     Frames(Bytes),
-    /// Nothing yet: the caller is woken when something is queued.
+    /// Nothing yet (the waker given to [`Outbox::wake_on_change`] is woken when something is
+    /// queued).
     Nothing,
     /// Nothing, and nothing more will be queued.
     Finished,
@@ -412,8 +413,20 @@ impl Outbox {
         self.0.borrow().phase != Phase::Open
     }
 
-    /// Takes every queued frame; with none queued, the task of `cx` is woken when one is.
-    pub fn take(&self, cx: &mut Context<'_>) -> Taken {
+    /// `waker` is woken once on the next change: a frame queued, the close handshake started,
+    /// or the end. The pump registers on every turn, not only when it has nothing to write: a
+    /// close must reach it while it waits on a write the peer is not reading, or the close
+    /// deadline is never armed (on TCP the kernel's `TCP_USER_TIMEOUT` ends such a connection
+    /// too; the pump does not count on what its connection is).
+    pub fn wake_on_change(&self, waker: &Waker) {
+        let mut state = self.0.borrow_mut();
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.waker = Some(waker.clone());
+        }
+    }
+
+    /// Takes every queued frame.
+    pub fn take(&self) -> Taken {
         let mut state = self.0.borrow_mut();
         if !state.queued.is_empty() {
             return Taken::Frames(state.queued.split().freeze());
@@ -421,7 +434,6 @@ impl Outbox {
         if state.phase == Phase::Finished {
             return Taken::Finished;
         }
-        state.waker = Some(cx.waker().clone());
         Taken::Nothing
     }
 
@@ -586,20 +598,15 @@ mod tests {
 
     #[test]
     fn the_outbox_refuses_past_its_limit_and_close_discards_the_backlog() {
-        let mut cx = Context::from_waker(Waker::noop());
         let outbox = Outbox::new(100);
         assert_eq!(outbox.send(Message::Text("x".repeat(60).into())), Ok(()));
         assert_eq!(outbox.send(Message::Text("y".repeat(60).into())), Err(Full));
         outbox.close(None, Duration::from_secs(1), true);
         assert!(outbox.close_deadline().is_some());
-        assert_eq!(
-            outbox.take(&mut cx),
-            Taken::Frames(Bytes::from_static(&[0x88, 0x00])),
-            "only the close frame is left"
-        );
-        assert_eq!(outbox.take(&mut cx), Taken::Nothing);
+        assert_eq!(outbox.take(), Taken::Frames(Bytes::from_static(&[0x88, 0x00])), "only the close frame is left");
+        assert_eq!(outbox.take(), Taken::Nothing);
         outbox.finish();
-        assert_eq!(outbox.take(&mut cx), Taken::Finished);
+        assert_eq!(outbox.take(), Taken::Finished);
         assert_eq!(outbox.close_deadline(), None, "the handshake is over");
     }
 }

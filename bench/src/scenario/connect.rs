@@ -15,6 +15,7 @@ use tokio::sync::{watch, Semaphore};
 use super::{reasons, wait_for, Crowd};
 use crate::client::{now_s, now_us, Carrier, ClientArgs, Dialer, Tokens};
 use crate::stats::Dist;
+use crate::sys::{cpu_snapshot, cpu_used};
 use crate::target::{Kind, Server};
 
 #[derive(Args, Debug, Clone)]
@@ -41,6 +42,11 @@ pub struct Report {
     pub per_second: f64,
     /// Connect to `welcome`, ms.
     pub latency: Dist,
+    /// The server's CPU time (every thread, user and system) from the first connect to the
+    /// last `welcome`, per socket opened, µs; `None` when its process is not visible here or
+    /// is this one. Unlike the rate, it does not depend on how much of the two cores the load
+    /// generator takes.
+    pub server_cpu_us: Option<f64>,
 }
 
 impl fmt::Display for Report {
@@ -56,7 +62,11 @@ impl fmt::Display for Report {
             reasons(&self.failed),
             "",
             self.latency
-        )
+        )?;
+        if let Some(us) = self.server_cpu_us {
+            write!(f, "\n{:<14} server CPU per handshake: {us:.1} µs", "")?;
+        }
+        Ok(())
     }
 }
 
@@ -153,6 +163,8 @@ pub(crate) fn batch(
         last_welcome_us: AtomicU64::new(0),
     });
     let (release, released) = watch::channel(false);
+    let server_pid = server.pid.filter(|_| !server.in_process());
+    let cpu_before = server_pid.map(|pid| cpu_snapshot(&[pid]));
     let start_us = now_us();
     let crowd = {
         let plan = plan.clone();
@@ -178,6 +190,10 @@ pub(crate) fn batch(
     };
     let limit = Duration::from_secs(60) + plan.dialer.open_timeout;
     wait_for(limit, || plan.settled.load(Ordering::Relaxed) >= n);
+    let cpu_ms = cpu_before.zip(server_pid).map(|(before, pid)| {
+        let used = cpu_used(&before, &cpu_snapshot(&[pid]));
+        used.threads.iter().map(|t| t.ms).sum::<f64>()
+    });
     let _ = release.send(true);
     let results = crowd.join();
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
@@ -197,5 +213,6 @@ pub(crate) fn batch(
         seconds,
         per_second: if seconds > 0.0 { opened as f64 / seconds } else { 0.0 },
         latency: Dist::of(latencies),
+        server_cpu_us: cpu_ms.filter(|_| opened > 0).map(|ms| ms * 1000.0 / opened as f64),
     })
 }
