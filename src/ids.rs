@@ -1,5 +1,6 @@
 //! Newtype identifiers, so a connection id can never be passed where a message id is expected.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +17,15 @@ impl fmt::Display for ConnId {
         self.0.fmt(f)
     }
 }
+
+/// A map keyed by connection id. The ids are the server's own (a counter, never a client's
+/// choice), so they are hashed with a fast unkeyed hash rather than SipHash, whose resistance to
+/// chosen keys only matters for keys a client picks (user names, addresses). The registry looks
+/// connections up several times per handshake, message and close.
+pub type ConnMap<V> = HashMap<ConnId, V, rustc_hash::FxBuildHasher>;
+
+/// A set of connection ids, hashed as [`ConnMap`]'s keys are.
+pub type ConnSet = HashSet<ConnId, rustc_hash::FxBuildHasher>;
 
 /// Hands out connection ids; shared by every worker thread.
 #[derive(Debug, Default)]

@@ -12,14 +12,14 @@ pub mod text;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::ids::{ConnId, RoomId, UserId};
+use crate::ids::{ConnId, ConnMap, RoomId, UserId};
 use crate::protocol::ChatMessage;
 use access::RoomAccess;
 
 /// One room.
 #[derive(Debug, Default)]
 struct Room {
-    members: HashMap<ConnId, UserId>,
+    members: ConnMap<UserId>,
     /// Sockets per user in this room, for per-user presence.
     user_counts: HashMap<UserId, usize>,
     /// Id of the last message posted (0: none yet).

@@ -1,9 +1,9 @@
 //! Token deadlines of every connection, ordered by time, so the registry arms one timer for
 //! the earliest and never scans all connections.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use crate::ids::ConnId;
+use crate::ids::{ConnId, ConnMap};
 
 /// What happens at a deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -18,7 +18,7 @@ pub enum Due {
 #[derive(Debug, Default)]
 pub struct Deadlines {
     queue: BTreeSet<(u64, ConnId, Due)>,
-    by_conn: HashMap<ConnId, (Option<u64>, u64)>,
+    by_conn: ConnMap<(Option<u64>, u64)>,
 }
 
 impl Deadlines {

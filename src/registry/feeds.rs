@@ -12,7 +12,7 @@
 //! - An epoch change means Redis lost the room and ids restarted: the mirror starts again and
 //!   every local member gets a fresh `joined` with `recovered: false`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use bytestring::ByteString;
 use super::{Join, Outbound, Registry};
 use crate::chat::access::RoomAccess;
 use crate::cluster::{Engine, EngineEvent, RoomState, Unavailable};
-use crate::ids::{ConnId, RoomId, UserId};
+use crate::ids::{ConnId, ConnMap, ConnSet, RoomId, UserId};
 use crate::protocol::{ChatMessage, ErrorCode, PresenceEvent, ServerMessage};
 
 /// How long a failed refill waits before the next try.
@@ -49,7 +49,7 @@ pub(super) struct Feed {
     /// Members whose `joined` waits for their user's presence to be written, so that whoever
     /// joins after them on any node sees them: nothing is sent to them meanwhile (their
     /// `joined` then carries the history up to that moment).
-    pub(super) unanswered: std::collections::HashMap<ConnId, Join>,
+    pub(super) unanswered: ConnMap<Join>,
 }
 
 impl Registry {
@@ -154,7 +154,7 @@ impl Registry {
         }
         // What this node missed goes to the members it already had, in order; the joiners
         // (members from now on, so that the room exists to hold it) find it in their history.
-        let had: HashSet<ConnId> = self.rooms.members(&room).collect();
+        let had: ConnSet = self.rooms.members(&room).collect();
         let admitted: Vec<_> = waiting.into_iter().filter_map(|join| self.admit(join)).collect();
         let last = self.rooms.last_id(&room);
         let now = self.clock.now_ms();
@@ -165,7 +165,7 @@ impl Registry {
             }
         }
         for (user, event) in changes {
-            let others: HashSet<ConnId> = had.iter().copied().filter(|id| !self.is_users(*id, &user)).collect();
+            let others: ConnSet = had.iter().copied().filter(|id| !self.is_users(*id, &user)).collect();
             self.deliver_to(&room, &others, &ServerMessage::Presence { room: room.clone(), user, event });
         }
         if reset {
@@ -213,7 +213,7 @@ impl Registry {
     }
 
     /// Sends one frame to these connections of `room` (not to those whose `joined` waits).
-    fn deliver_to(&self, room: &RoomId, conns: &HashSet<ConnId>, message: &ServerMessage) {
+    fn deliver_to(&self, room: &RoomId, conns: &ConnSet, message: &ServerMessage) {
         let frame = message.to_json();
         let unanswered = self.feeds.get(room).map(|f| &f.unanswered);
         for conn_id in conns.iter().filter(|id| !unanswered.is_some_and(|u| u.contains_key(id))) {
@@ -331,7 +331,7 @@ impl Registry {
             return;
         }
         // The user's own sockets know already.
-        let others: HashSet<ConnId> = self.rooms.members(&room).filter(|id| !self.is_users(*id, &user)).collect();
+        let others: ConnSet = self.rooms.members(&room).filter(|id| !self.is_users(*id, &user)).collect();
         self.deliver_to(&room, &others, &ServerMessage::Presence { room: room.clone(), user, event });
     }
 }

@@ -30,7 +30,7 @@ pub mod post;
 mod rooms;
 pub mod sessions;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +41,7 @@ use crate::chat::access::Rules;
 use crate::chat::{RoomLimits, Rooms};
 use crate::cluster::{Engine, EngineEvent};
 use crate::config::Settings;
-use crate::ids::{ConnId, RoomId, SessionId, UserId};
+use crate::ids::{ConnId, ConnMap, ConnSet, RoomId, SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{close, Echo, ErrorCode, PresenceEvent, ServerMessage};
 use clock::Clock;
@@ -103,12 +103,12 @@ struct Connection {
 pub struct Registry {
     config: RegistryConfig,
     metrics: Arc<Metrics>,
-    conns: HashMap<ConnId, Connection>,
-    by_user: HashMap<UserId, HashSet<ConnId>>,
-    by_session: HashMap<SessionId, HashSet<ConnId>>,
+    conns: ConnMap<Connection>,
+    by_user: HashMap<UserId, ConnSet>,
+    by_session: HashMap<SessionId, ConnSet>,
     /// Closed connections whose TCP connection is not gone yet (they keep their place under
     /// the caps, [`admission`], until then).
-    closing: HashSet<ConnId>,
+    closing: ConnSet,
     deadlines: Deadlines,
     /// Only while a turn of deadlines is handled: the room departures its expiries caused, in
     /// order, announced when the turn is done ([`Registry::announce_departures`]).
@@ -127,7 +127,7 @@ pub struct Registry {
     feeds: HashMap<RoomId, feeds::Feed>,
     /// Several nodes: posts waiting per connection, the first one in flight, so that one
     /// sender's messages keep their order.
-    posting: HashMap<ConnId, VecDeque<Publish>>,
+    posting: ConnMap<VecDeque<Publish>>,
 }
 
 impl Registry {
@@ -142,10 +142,10 @@ impl Registry {
             clock,
             config,
             metrics,
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             by_user: HashMap::new(),
             by_session: HashMap::new(),
-            closing: HashSet::new(),
+            closing: ConnSet::default(),
             deadlines: Deadlines::default(),
             departures: None,
             timer: None,
@@ -153,7 +153,7 @@ impl Registry {
             engine: None,
             engine_events: None,
             feeds: HashMap::new(),
-            posting: HashMap::new(),
+            posting: ConnMap::default(),
         }
     }
 
@@ -376,7 +376,7 @@ impl Registry {
 }
 
 /// Removes `conn_id` from an index entry, dropping the entry when it empties.
-fn unindex<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<ConnId>>, key: &K, conn_id: ConnId) {
+fn unindex<K: std::hash::Hash + Eq>(index: &mut HashMap<K, ConnSet>, key: &K, conn_id: ConnId) {
     if let Some(set) = index.get_mut(key) {
         set.remove(&conn_id);
         if set.is_empty() {

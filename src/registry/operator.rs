@@ -1,7 +1,5 @@
 //! What operators ask of the registry: list connections, close them, counts.
 
-use std::collections::HashSet;
-
 use actix::prelude::*;
 
 use super::*;
@@ -167,7 +165,7 @@ impl Handler<ListSessionIds> for Registry {
     type Result = MessageResult<ListSessionIds>;
 
     fn handle(&mut self, _: ListSessionIds, _: &mut Context<Self>) -> Self::Result {
-        let session_bound = |ids: &HashSet<ConnId>| {
+        let session_bound = |ids: &ConnSet| {
             ids.iter()
                 .any(|id| self.conns.get(id).and_then(|c| c.identity.as_ref()).is_some_and(Identity::session_bound))
         };
