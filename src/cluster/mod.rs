@@ -18,7 +18,7 @@
 //! is a sharded one (`SPUBLISH`/`SSUBSCRIBE`), so a message crosses only that shard and the
 //! nodes that follow the room. The cluster's own keys share `{c}` and a node's `{n:<node>}`.
 //!
-//! - [`scripts`]: the Lua scripts;
+//! - `scripts`: the Lua scripts.
 //! - `subscriber`: the one subscription connection, its probe and its reconnection.
 //! - [`control`]: operator requests across nodes.
 
