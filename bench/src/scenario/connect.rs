@@ -163,8 +163,7 @@ pub(crate) fn batch(
         last_welcome_us: AtomicU64::new(0),
     });
     let (release, released) = watch::channel(false);
-    let server_pid = server.pid.filter(|_| !server.in_process());
-    let cpu_before = server_pid.map(|pid| cpu_snapshot(&[pid]));
+    let cpu_before = server.pid.filter(|_| !server.in_process()).map(|pid| (pid, cpu_snapshot(&[pid])));
     let start_us = now_us();
     let crowd = {
         let plan = plan.clone();
@@ -190,7 +189,7 @@ pub(crate) fn batch(
     };
     let limit = Duration::from_secs(60) + plan.dialer.open_timeout;
     wait_for(limit, || plan.settled.load(Ordering::Relaxed) >= n);
-    let cpu_ms = cpu_before.zip(server_pid).map(|(before, pid)| {
+    let cpu_ms = cpu_before.map(|(pid, before)| {
         let used = cpu_used(&before, &cpu_snapshot(&[pid]));
         used.threads.iter().map(|t| t.ms).sum::<f64>()
     });
