@@ -17,7 +17,7 @@ use actix::prelude::*;
 
 use super::lifecycle::{self, Note, Ticket};
 use super::post::SocketOutbox;
-use super::{Authenticate, Identity, Outbound, Refusal, Register, Registry, Unregister};
+use super::{Authenticate, Identity, Refusal, Register, Registry, Unregister};
 use crate::config::Settings;
 use crate::ids::{ConnId, UserId};
 
@@ -192,8 +192,8 @@ enum Holding {
 impl Place {
     /// Tells the registry of the socket, in this worker's next batch of notes (not waiting for
     /// the registry).
-    pub fn register(&mut self, outbox: Recipient<Outbound>, ip: IpAddr, identity: Option<Identity>) {
-        let register = Register { conn_id: self.conn_id, outbox: SocketOutbox::new(outbox), ip, identity };
+    pub fn register(&mut self, outbox: SocketOutbox, ip: IpAddr, identity: Option<Identity>) {
+        let register = Register { conn_id: self.conn_id, outbox, ip, identity };
         self.registered = Some(lifecycle::note(&self.admission.registry, Note::Register(register)));
     }
 
@@ -352,7 +352,7 @@ mod tests {
         let registry = registry();
         let admission = Admission::new(registry.clone(), caps(10, 1, 1));
         let mut place = admission.admit(ConnId(1), &user("alice")).unwrap();
-        place.register(Sink.start().recipient(), HOME, Some(identity("alice")));
+        place.register(SocketOutbox::new(Sink.start().recipient()), HOME, Some(identity("alice")));
         place.sent().await;
         assert_eq!(registry.send(GetStats).await.unwrap().connections, 1, "registered by the time it is sent");
         drop(place);
@@ -366,7 +366,7 @@ mod tests {
         let admission = Admission::new(registry.clone(), caps(10, 10, 10));
         let register = |id| {
             let mut place = admission.admit(ConnId(id), &user("alice")).unwrap();
-            place.register(Sink.start().recipient(), HOME, Some(identity("alice")));
+            place.register(SocketOutbox::new(Sink.start().recipient()), HOME, Some(identity("alice")));
             place
         };
         let mut places: Vec<Place> = (1..=3).map(register).collect();

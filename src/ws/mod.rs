@@ -8,11 +8,13 @@
 //! `GET /ws/echo` (only with `ws.echo = true`, for conformance runs) takes the same credentials
 //! except first-message auth, and runs the same socket in [`SocketMode::Echo`].
 
+pub mod output;
 pub mod pump;
 pub mod session;
 pub mod takeover;
 pub mod transport;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext};
@@ -24,8 +26,10 @@ use crate::auth::authenticator::Credential;
 use crate::auth::{AuthError, AuthMethod};
 use crate::config::AuthMode;
 use crate::http::error::ApiError;
+use crate::registry::post::SocketOutbox;
 use crate::registry::Refusal;
 use crate::state::AppState;
+use output::Output;
 use pump::{Handoff, Wire};
 use session::{identity_of, AuthState, SocketConfig, SocketDeps, SocketMode, WsSession};
 use takeover::UpgradePath;
@@ -113,15 +117,17 @@ async fn accept(
     let outbox = Outbox::new(sockets.config.max_outbound_bytes);
     let (wire, reader) = Wire::new();
     let inbound = Inbound::new(reader, sockets.config.max_message_size);
-    let session = WsSession::new(conn_id, sockets.clone(), auth, outbox.clone(), mode);
-    let addr = WsSession::create(|ctx| {
+    let output = Rc::new(Output::new(conn_id, mode, sockets.clone(), outbox.clone()));
+    let (delivered, delivery) = SocketOutbox::local(output.clone());
+    let session = WsSession::new(conn_id, sockets.clone(), auth, output, delivery, mode);
+    WsSession::create(|ctx| {
         ctx.add_stream(inbound);
         session
     });
     // Goes in this worker's next batch of notes to the registry, which is sent before the 101
     // goes out (`takeover` waits for it), so nothing the socket sends the registry can overtake
     // it. The place rides with the socket until its TCP connection is gone.
-    place.register(addr.recipient(), ip, identity);
+    place.register(delivered, ip, identity);
     let mut response = switching_protocols(req).finish();
     response.extensions_mut().insert(Handoff::new(wire, outbox, place));
     if user.is_some() {

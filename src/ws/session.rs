@@ -2,20 +2,23 @@
 //!
 //! The session keeps the heartbeat, applies the rate limits to every frame, parses client
 //! messages, does the token work for `auth` and `reauth`, and forwards chat requests to the
-//! registry. Whatever the registry sends back arrives as [`Outbound`] and is queued as is; a
-//! peer that lets more than `ws.max_outbound_bytes` pile up is closed with 4009.
+//! registry. Whatever the registry sends back is queued as is by the socket's [`Output`], without
+//! waking the actor; a peer that lets more than `ws.max_outbound_bytes` pile up is closed with
+//! 4009.
 //!
 //! In [`SocketMode::Echo`] (`GET /ws/echo`, conformance runs) everything but the chat protocol
 //! stays: each complete text or binary message goes back as it came, and nothing else is sent.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_http::ws::{CloseCode, CloseReason, Message};
+use actix_http::ws::{CloseReason, Message};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::transport::{Full, Incoming, Outbox, WireError};
+use super::output::Output;
+use super::transport::{Incoming, WireError};
 use crate::auth::authenticator::{AuthFailure, Authenticator, Credential};
 use crate::auth::AuthMethod;
 use crate::auth::{AuthError, Principal};
@@ -27,7 +30,8 @@ use crate::protocol::{close, ClientMessage, ErrorCode, ServerMessage};
 use crate::ratelimit::SharedLimits;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::registry::admission::{Admission, Unauthenticated};
-use crate::registry::{self, Identity, Outbound, Refusal};
+use crate::registry::post::Delivery;
+use crate::registry::{self, Identity, Refusal};
 
 /// Most messages one `history` request returns.
 const MAX_HISTORY_LIMIT: usize = 100;
@@ -113,17 +117,25 @@ pub struct WsSession {
     /// Last time anything arrived from the peer; the heartbeat closes it after `client_timeout`.
     last_heard: Instant,
     limiter: RateLimiter,
-    /// The close code this connection ended with, for the `closes_total` metric.
-    close_code: Option<u16>,
     /// Session mode: when activity was last written to the session store (Unix ms).
     last_touch_ms: u64,
-    outbox: Outbox,
+    /// Its sending side, shared with the registry's deliveries.
+    output: Rc<Output>,
+    /// Keeps those deliveries coming while the actor lives.
+    _delivery: Delivery,
     /// The welcome was queued when the socket was made (see [`WsSession::new`]).
     welcomed: bool,
 }
 
 impl WsSession {
-    pub fn new(conn_id: ConnId, deps: Arc<SocketDeps>, auth: AuthState, outbox: Outbox, mode: SocketMode) -> Self {
+    pub fn new(
+        conn_id: ConnId,
+        deps: Arc<SocketDeps>,
+        auth: AuthState,
+        output: Rc<Output>,
+        delivery: Delivery,
+        mode: SocketMode,
+    ) -> Self {
         let rl = &deps.config.rate_limit;
         let limiter = RateLimiter::new(rl.per_second, rl.burst, rl.max_violations, Instant::now());
         let mut session = Self {
@@ -133,9 +145,9 @@ impl WsSession {
             auth,
             last_heard: Instant::now(),
             limiter,
-            close_code: None,
             last_touch_ms: crate::time::now_unix_ms(),
-            outbox,
+            output,
+            _delivery: delivery,
             welcomed: false,
         };
         if session.mode == SocketMode::Chat {
@@ -144,7 +156,7 @@ impl WsSession {
             // (at least 4096 bytes); if it did not, `started` would close the socket as for any
             // frame that does not fit.
             if let Some(welcome) = session.welcome_message() {
-                session.welcomed = session.outbox.send(Message::Text(welcome.to_json())).is_ok();
+                session.welcomed = session.output.outbox().send(Message::Text(welcome.to_json())).is_ok();
                 if session.welcomed {
                     session.deps.metrics.messages_out.inc();
                 }
@@ -154,54 +166,21 @@ impl WsSession {
     }
 
     /// Queues a frame; a peer too slow to take it is closed with 4009.
-    fn push(&mut self, ctx: &mut Context<Self>, frame: Message) {
-        if let Err(Full) = self.outbox.send(frame) {
-            tracing::info!(conn_id = %self.conn_id, "closing a peer that does not read what it is sent");
-            self.close_with(ctx, close::TOO_SLOW, "too slow: messages were not read in time", true);
-        }
+    fn push(&mut self, _: &mut Context<Self>, frame: Message) {
+        self.output.push(frame);
     }
 
-    fn send(&mut self, ctx: &mut Context<Self>, message: &ServerMessage) {
-        self.deps.metrics.messages_out.inc();
-        self.push(ctx, Message::Text(message.to_json()));
+    fn send(&mut self, _: &mut Context<Self>, message: &ServerMessage) {
+        self.output.send(message);
     }
 
     fn send_error(&mut self, ctx: &mut Context<Self>, code: ErrorCode, message: impl Into<String>) {
         self.send(ctx, &ServerMessage::error(code, message));
     }
 
-    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
-        self.close_with(ctx, code, reason, false);
-    }
-
-    /// Starts the close handshake: the close frame goes out (after what is queued, unless
-    /// `discard`), further input is ignored, and the actor stops when the peer answers or the
-    /// connection is dropped `ws.close_timeout` later.
-    fn close_with(&mut self, _: &mut Context<Self>, code: u16, reason: &str, discard: bool) {
-        if self.close_code.is_some() {
-            return;
-        }
-        self.closing(code);
-        self.send_close(code, reason, discard);
-    }
-
-    /// Queues the close frame; the close handshake is bounded by `ws.close_timeout`.
-    fn send_close(&self, code: u16, reason: &str, discard: bool) {
-        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
-        self.outbox.close(Some(reason), self.deps.config.close_timeout, discard);
-    }
-
-    /// Records how the connection ends and tells the registry to stop delivering to it.
-    fn closing(&mut self, code: u16) {
-        self.record_close(code);
-        let closing = registry::Closing { conn_id: self.conn_id };
-        registry::lifecycle::note(&self.deps.registry, registry::lifecycle::Note::Closing(closing));
-    }
-
-    /// Records how the connection ends (the `closes_total` metric).
-    fn record_close(&mut self, code: u16) {
-        self.close_code = Some(code);
-        self.deps.metrics.closes.with_label_values(&[&code.to_string()]).inc();
+    /// Starts the close handshake ([`Output::close_with`]).
+    fn close(&mut self, _: &mut Context<Self>, code: u16, reason: &str) {
+        self.output.close_with(code, reason, false);
     }
 
     fn welcome(&mut self, ctx: &mut Context<Self>) {
@@ -226,7 +205,7 @@ impl WsSession {
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let timeout = self.deps.config.client_timeout;
         ctx.run_interval(self.deps.config.heartbeat_interval, move |session, ctx| {
-            if session.close_code.is_some() {
+            if session.output.close_code().is_some() {
                 return;
             }
             if session.last_heard.elapsed() > timeout {
@@ -577,40 +556,12 @@ impl Actor for WsSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         // Whatever is queued (a close frame at least) still goes out; then the body ends.
-        self.outbox.finish();
-        if self.close_code.is_none() {
+        self.output.outbox().finish();
+        if self.output.close_code().is_none() {
             // Gone without a close frame either way.
-            self.closing(1006);
+            self.output.closing(1006);
         }
-        tracing::debug!(conn_id = %self.conn_id, code = self.close_code, "connection closed");
-    }
-}
-
-impl Handler<Outbound> for WsSession {
-    type Result = ();
-
-    /// Writes what the registry sends.
-    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        match msg {
-            // An echo socket sends only its echoes (the registry's `expiring`, for one).
-            Outbound::Frame(_) if self.mode == SocketMode::Echo => {}
-            Outbound::Frame(text) => {
-                self.deps.metrics.messages_out.inc();
-                self.push(ctx, Message::Text(text));
-            }
-            Outbound::Close { code, reason, deadline_ms } => {
-                if let Some(deadline) = deadline_ms {
-                    let lag = crate::time::now_unix_ms().saturating_sub(deadline);
-                    self.deps.metrics.expiry_lag.observe(lag as f64 / 1000.0);
-                }
-                // The registry let go of this socket when it sent this: no `Closing` back (in a
-                // burst of expiries, that was a wake-up of the registry per socket).
-                if self.close_code.is_none() {
-                    self.record_close(code);
-                    self.send_close(code, reason, false);
-                }
-            }
-        }
+        tracing::debug!(conn_id = %self.conn_id, code = self.output.close_code(), "connection closed");
     }
 }
 
@@ -619,7 +570,7 @@ impl StreamHandler<Result<Incoming, WireError>> for WsSession {
         let incoming = match incoming {
             Ok(incoming) => incoming,
             Err(WireError::Gone) => return ctx.stop(),
-            Err(e) if self.close_code.is_some() => {
+            Err(e) if self.output.close_code().is_some() => {
                 tracing::debug!(conn_id = %self.conn_id, error = %e, "WebSocket error while closing");
                 return ctx.stop();
             }
@@ -633,15 +584,15 @@ impl StreamHandler<Result<Incoming, WireError>> for WsSession {
         if let Incoming::Close(reason) = incoming {
             // The peer's close: answered with the same code (unless ours went first), and the
             // connection ends once that is sent.
-            if self.close_code.is_none() {
-                self.closing(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
+            if self.output.close_code().is_none() {
+                self.output.closing(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
                 let echo = reason.map(|r| CloseReason { code: r.code, description: None });
-                self.outbox.close(echo, self.deps.config.close_timeout, false);
+                self.output.outbox().close(echo, self.deps.config.close_timeout, false);
             }
-            self.outbox.finish();
+            self.output.outbox().finish();
             return ctx.stop();
         }
-        if self.close_code.is_some() {
+        if self.output.close_code().is_some() {
             return;
         }
         self.last_heard = Instant::now();
