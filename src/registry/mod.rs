@@ -3,8 +3,8 @@
 //! It warns a connection `warn_before` ahead of `exp`, closes it with 4001 at `exp` (one timer,
 //! armed for the earliest deadline in [`deadlines::Deadlines`]), fans chat messages out to
 //! room members, and serves the admin API. It holds each socket as a [`post::SocketOutbox`] (the
-//! socket actor's `Recipient<Outbound>` and its worker thread), never as the socket type, so it
-//! does not depend on the WebSocket transport.
+//! socket's worker thread and its sending side there, or any actor's `Recipient<Outbound>`),
+//! never as the socket type, so it does not depend on the WebSocket transport.
 //!
 //! - [`messages`]: what sockets and the HTTP layer send it, and what it answers.
 //! - this file: its state, and the connection lifecycle (register, authenticate, renew,

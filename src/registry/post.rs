@@ -39,7 +39,7 @@ pub trait Deliver {
     fn deliver(&self, message: Outbound);
 }
 
-/// A socket's mailbox as the registry holds it. Cloning it is cheap.
+/// A socket as the registry holds it: where what it sends the socket goes. Cloning it is cheap.
 #[derive(Clone)]
 pub struct SocketOutbox(Arc<Inner>);
 
@@ -69,7 +69,8 @@ impl SocketOutbox {
     /// as a stopped actor's mailbox would).
     ///
     /// # Panics
-    /// Off an actix thread, as starting an actor does: the messages must reach this thread.
+    /// Off an actix `Arbiter` thread: the messages reach this thread through its arbiter.
+    /// authchat's HTTP workers are arbiters of its actix `System`.
     pub fn local(deliver: Rc<dyn Deliver>) -> (Self, Delivery) {
         let arbiter = Arbiter::try_current().expect("a socket is made on an actix thread");
         let key = LOCAL.with(|local| local.add(deliver));
@@ -143,7 +144,9 @@ impl LocalSockets {
     }
 
     fn remove(&self, key: u64) {
-        self.sockets.borrow_mut().remove(&key);
+        let gone = self.sockets.borrow_mut().remove(&key);
+        // Dropped once the table is no longer borrowed.
+        drop(gone);
     }
 }
 

@@ -364,7 +364,8 @@ impl WsSession {
     }
 
     /// First-message auth: verify, check revocation, register the identity, then welcome.
-    /// `ctx.wait` holds back further frames until this is settled.
+    /// `ctx.wait` holds back the client's further frames until this is settled (not what the
+    /// registry sends: the socket's [`Output`] queues that without the actor).
     fn authenticate(&mut self, token: SecretString, ctx: &mut Context<Self>) {
         let AuthState::Pending(place) = &self.auth else { return };
         let (deps, place) = (self.deps.clone(), place.clone());
@@ -377,6 +378,8 @@ impl WsSession {
             }
         };
         ctx.wait(actix::fut::wrap_future(work).map(|result, session: &mut Self, ctx| match result {
+            // Closed meanwhile (the registry's close does not wait for this): no welcome.
+            Ok(_) if session.output.close_code().is_some() => {}
             Ok(principal) => {
                 session.deps.metrics.upgrades_accepted.with_label_values(&[AuthMethod::FirstMessage.as_str()]).inc();
                 session.auth = AuthState::Ready { principal, method: AuthMethod::FirstMessage };

@@ -35,6 +35,22 @@ async fn each_message_comes_back_as_it_came_and_nothing_else_is_sent() {
 }
 
 #[actix_web::test]
+async fn an_echo_socket_is_sent_none_of_the_registrys_frames_but_is_closed_at_exp() {
+    let app = spawn_app_with(ECHO).await;
+    // warn_before (60 s) is longer than the token's life: the registry sends `expiring` at once
+    let url = app.ws_url(&format!("/ws/echo?token={}", sign("alice", 2, &[])));
+    let mut ws = connect(&url, &[]).await.expect("echo upgrade accepted").0;
+    ws.send_text("first").await;
+    assert_eq!(ws.next_message_within(WAIT).await, Some(Message::text("first")), "its echo, no `expiring`");
+    match ws.next_message_within(Duration::from_secs(5)).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4001),
+        other => panic!("expected the 4001 close and nothing before it, got {other:?}"),
+    }
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("authchat_closes_total{code=\"4001\"} 1"), "{metrics}");
+}
+
+#[actix_web::test]
 async fn the_echo_route_exists_only_with_ws_echo_and_needs_a_credential() {
     let app = spawn_app().await;
     let token = sign("alice", 300, &[]);
