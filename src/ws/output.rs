@@ -50,6 +50,11 @@ impl Output {
         self.push(Message::Text(message.to_json()));
     }
 
+    /// Starts the close handshake ([`Output::close_with`], what is queued going out first).
+    pub fn close(&self, code: u16, reason: &str) {
+        self.close_with(code, reason, false);
+    }
+
     /// Starts the close handshake: the close frame goes out (after what is queued, unless
     /// `discard`), further input is ignored, and the actor stops when the peer answers or the
     /// connection is dropped `ws.close_timeout` later.

@@ -165,27 +165,13 @@ impl WsSession {
         session
     }
 
-    /// Queues a frame; a peer too slow to take it is closed with 4009.
-    fn push(&mut self, _: &mut Context<Self>, frame: Message) {
-        self.output.push(frame);
+    fn send_error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.output.send(&ServerMessage::error(code, message));
     }
 
-    fn send(&mut self, _: &mut Context<Self>, message: &ServerMessage) {
-        self.output.send(message);
-    }
-
-    fn send_error(&mut self, ctx: &mut Context<Self>, code: ErrorCode, message: impl Into<String>) {
-        self.send(ctx, &ServerMessage::error(code, message));
-    }
-
-    /// Starts the close handshake ([`Output::close_with`]).
-    fn close(&mut self, _: &mut Context<Self>, code: u16, reason: &str) {
-        self.output.close_with(code, reason, false);
-    }
-
-    fn welcome(&mut self, ctx: &mut Context<Self>) {
+    fn welcome(&mut self) {
         if let Some(welcome) = self.welcome_message() {
-            self.send(ctx, &welcome);
+            self.output.send(&welcome);
         }
     }
 
@@ -204,15 +190,15 @@ impl WsSession {
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let timeout = self.deps.config.client_timeout;
-        ctx.run_interval(self.deps.config.heartbeat_interval, move |session, ctx| {
+        ctx.run_interval(self.deps.config.heartbeat_interval, move |session, _| {
             if session.output.close_code().is_some() {
                 return;
             }
             if session.last_heard.elapsed() > timeout {
                 tracing::info!(conn_id = %session.conn_id, "closing a peer that stopped answering pings");
-                session.close(ctx, close::NORMAL, "heartbeat timeout");
+                session.output.close(close::NORMAL, "heartbeat timeout");
             } else {
-                session.push(ctx, Message::Ping(bytes::Bytes::new()));
+                session.output.push(Message::Ping(bytes::Bytes::new()));
             }
         });
     }
@@ -227,34 +213,30 @@ impl WsSession {
             Verdict::Allow => {}
             Verdict::Refuse => {
                 let refusal = ServerMessage::refused(ErrorCode::RateLimited, "too many messages; slow down", echo);
-                return self.send(ctx, &refusal);
+                return self.output.send(&refusal);
             }
             Verdict::Disconnect => {
                 let refusal = ServerMessage::refused(ErrorCode::RateLimited, "too many messages; closing", echo);
-                self.send(ctx, &refusal);
-                return self.close(ctx, close::RATE_LIMITED, "rate limited");
+                self.output.send(&refusal);
+                return self.output.close(close::RATE_LIMITED, "rate limited");
             }
         }
         let message = match parsed {
             Ok(message) => message,
             Err(_) if matches!(self.auth, AuthState::Pending(_)) => {
-                return self.close(
-                    ctx,
-                    close::AUTH_REQUIRED,
-                    "authentication required: send {\"type\":\"auth\",\"token\":…}",
-                );
+                return self
+                    .output
+                    .close(close::AUTH_REQUIRED, "authentication required: send {\"type\":\"auth\",\"token\":…}");
             }
-            Err(e) => return self.send_error(ctx, e.code, e.message),
+            Err(e) => return self.send_error(e.code, e.message),
         };
         self.keep_session_alive(ctx);
         if matches!(self.auth, AuthState::Pending(_)) {
             return match message {
                 ClientMessage::Auth { token } => self.authenticate(token, ctx),
-                _ => self.close(
-                    ctx,
-                    close::AUTH_REQUIRED,
-                    "authentication required: send {\"type\":\"auth\",\"token\":…}",
-                ),
+                _ => self
+                    .output
+                    .close(close::AUTH_REQUIRED, "authentication required: send {\"type\":\"auth\",\"token\":…}"),
             };
         }
         let conn_id = self.conn_id;
@@ -323,7 +305,7 @@ impl WsSession {
             }
         };
         if let Err(refusal) = outcome {
-            self.send(ctx, &refusal);
+            self.output.send(&refusal);
         }
     }
 
@@ -352,9 +334,9 @@ impl WsSession {
         let Some(id) = principal.session_id.clone() else { return };
         self.last_touch_ms = crate::time::now_unix_ms();
         let touch = async move { sessions.touch(&id).await };
-        ctx.spawn(actix::fut::wrap_future(touch).map(|alive, session: &mut Self, ctx| match alive {
+        ctx.spawn(actix::fut::wrap_future(touch).map(|alive, session: &mut Self, _| match alive {
             Ok(true) => {}
-            Ok(false) => session.close(ctx, close::SESSION_ENDED, "session ended"),
+            Ok(false) => session.output.close(close::SESSION_ENDED, "session ended"),
             // The store is down: the socket keeps working, and the next message tries again.
             Err(e) => {
                 tracing::debug!(error = %e, "could not record session activity");
@@ -383,28 +365,28 @@ impl WsSession {
             Ok(principal) => {
                 session.deps.metrics.upgrades_accepted.with_label_values(&[AuthMethod::FirstMessage.as_str()]).inc();
                 session.auth = AuthState::Ready { principal, method: AuthMethod::FirstMessage };
-                session.welcome(ctx);
+                session.welcome();
             }
-            Err(FirstAuthFailure::Auth(e)) => session.refuse_auth(e, ctx),
+            Err(FirstAuthFailure::Auth(e)) => session.refuse_auth(e),
             Err(FirstAuthFailure::StoreUnavailable) => {
-                session.close(ctx, close::INTERNAL_ERROR, "authentication backend unavailable");
+                session.output.close(close::INTERNAL_ERROR, "authentication backend unavailable");
             }
             Err(FirstAuthFailure::TooMany) => {
                 session.deps.metrics.upgrades_refused.with_label_values(&["too_many_connections"]).inc();
-                session.close(ctx, close::RATE_LIMITED, "too many connections for this user");
+                session.output.close(close::RATE_LIMITED, "too many connections for this user");
             }
             Err(FirstAuthFailure::Gone) => ctx.stop(),
         }));
     }
 
-    fn refuse_auth(&mut self, error: AuthError, ctx: &mut Context<Self>) {
+    fn refuse_auth(&mut self, error: AuthError) {
         self.deps.metrics.upgrades_refused.with_label_values(&[error.code()]).inc();
         let code = match error {
             AuthError::TokenExpired => close::TOKEN_EXPIRED,
             AuthError::TokenRevoked => close::REVOKED,
             _ => close::AUTH_REQUIRED,
         };
-        self.close(ctx, code, error.code());
+        self.output.close(code, error.code());
     }
 
     /// In-band renewal: a valid token for the same user moves the expiry; anything else
@@ -412,7 +394,7 @@ impl WsSession {
     fn reauthenticate(&mut self, token: SecretString, ctx: &mut Context<Self>) {
         let AuthState::Ready { principal: current, method } = &self.auth else { return };
         if *method == AuthMethod::Session {
-            return self.send_error(ctx, ErrorCode::ReauthFailed, registry::RenewRefusal::SessionBound.to_string());
+            return self.send_error(ErrorCode::ReauthFailed, registry::RenewRefusal::SessionBound.to_string());
         }
         let user = current.user.clone();
         let deps = self.deps.clone();
@@ -439,15 +421,15 @@ impl WsSession {
                 _ => Err("the connection is closing".to_owned()),
             }
         };
-        ctx.wait(actix::fut::wrap_future(work).map(|result, session: &mut Self, ctx| match result {
+        ctx.wait(actix::fut::wrap_future(work).map(|result, session: &mut Self, _| match result {
             Ok(principal) => {
                 let expires_at = principal.expires_at;
                 if let AuthState::Ready { principal: current, .. } = &mut session.auth {
                     *current = principal;
                 }
-                session.send(ctx, &ServerMessage::Reauthed { expires_at });
+                session.output.send(&ServerMessage::Reauthed { expires_at });
             }
-            Err(message) => session.send_error(ctx, ErrorCode::ReauthFailed, message),
+            Err(message) => session.send_error(ErrorCode::ReauthFailed, message),
         }));
     }
 
@@ -469,35 +451,31 @@ impl WsSession {
 
     /// Echo mode: a complete text or binary message goes back as it came. Over the rate limits it
     /// is dropped, as in [`Self::on_other`].
-    fn on_echo(&mut self, message: Message, ctx: &mut Context<Self>) {
+    fn on_echo(&mut self, message: Message) {
         match self.admit() {
             Verdict::Allow => {}
             Verdict::Refuse => return,
-            Verdict::Disconnect => return self.close(ctx, close::RATE_LIMITED, "rate limited"),
+            Verdict::Disconnect => return self.output.close(close::RATE_LIMITED, "rate limited"),
         }
         self.deps.metrics.messages_in.inc();
         self.deps.metrics.messages_out.inc();
-        self.push(ctx, message);
+        self.output.push(message);
     }
 
     /// A frame other than text: it counts against the rate limits like any other; over them it
     /// is dropped without an answer (answering would amplify the flood).
-    fn on_other(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+    fn on_other(&mut self, incoming: Incoming) {
         match self.admit() {
             Verdict::Allow => {}
             Verdict::Refuse => return,
-            Verdict::Disconnect => return self.close(ctx, close::RATE_LIMITED, "rate limited"),
+            Verdict::Disconnect => return self.output.close(close::RATE_LIMITED, "rate limited"),
         }
         match incoming {
             Incoming::Binary(_) => {
                 self.deps.metrics.messages_in.inc();
-                self.send_error(
-                    ctx,
-                    ErrorCode::BinaryNotSupported,
-                    "binary messages are not supported; send JSON text",
-                );
+                self.send_error(ErrorCode::BinaryNotSupported, "binary messages are not supported; send JSON text");
             }
-            Incoming::Ping(payload) => self.push(ctx, Message::Pong(payload)),
+            Incoming::Ping(payload) => self.output.push(Message::Pong(payload)),
             Incoming::Pong | Incoming::Fragment | Incoming::Text(_) | Incoming::Close(_) => {}
         }
     }
@@ -544,13 +522,13 @@ impl Actor for WsSession {
         self.heartbeat(ctx);
         match self.auth {
             AuthState::Ready { .. } if self.mode == SocketMode::Echo || self.welcomed => {}
-            AuthState::Ready { .. } => self.welcome(ctx),
+            AuthState::Ready { .. } => self.welcome(),
             AuthState::Pending(_) => {
                 let timeout: Duration = self.deps.config.auth_timeout;
-                ctx.run_later(timeout, |session, ctx| {
+                ctx.run_later(timeout, |session, _| {
                     if matches!(session.auth, AuthState::Pending(_)) {
                         session.deps.metrics.upgrades_refused.with_label_values(&["auth_timeout"]).inc();
-                        session.close(ctx, close::AUTH_REQUIRED, "authentication required: no auth message in time");
+                        session.output.close(close::AUTH_REQUIRED, "authentication required: no auth message in time");
                     }
                 });
             }
@@ -577,11 +555,11 @@ impl StreamHandler<Result<Incoming, WireError>> for WsSession {
                 tracing::debug!(conn_id = %self.conn_id, error = %e, "WebSocket error while closing");
                 return ctx.stop();
             }
-            Err(WireError::TooBig) => return self.close(ctx, close::MESSAGE_TOO_BIG, "message too big"),
-            Err(WireError::InvalidUtf8) => return self.close(ctx, close::INVALID_UTF8, "invalid UTF-8"),
+            Err(WireError::TooBig) => return self.output.close(close::MESSAGE_TOO_BIG, "message too big"),
+            Err(WireError::InvalidUtf8) => return self.output.close(close::INVALID_UTF8, "invalid UTF-8"),
             Err(e @ WireError::Protocol(_)) => {
                 tracing::debug!(conn_id = %self.conn_id, error = %e, "WebSocket protocol error");
-                return self.close(ctx, close::PROTOCOL_ERROR, "protocol error");
+                return self.output.close(close::PROTOCOL_ERROR, "protocol error");
             }
         };
         if let Incoming::Close(reason) = incoming {
@@ -601,9 +579,9 @@ impl StreamHandler<Result<Incoming, WireError>> for WsSession {
         self.last_heard = Instant::now();
         match (self.mode, incoming) {
             (SocketMode::Chat, Incoming::Text(text)) => self.on_text(&text, ctx),
-            (SocketMode::Echo, Incoming::Text(text)) => self.on_echo(Message::Text(text), ctx),
-            (SocketMode::Echo, Incoming::Binary(data)) => self.on_echo(Message::Binary(data), ctx),
-            (_, other) => self.on_other(other, ctx),
+            (SocketMode::Echo, Incoming::Text(text)) => self.on_echo(Message::Text(text)),
+            (SocketMode::Echo, Incoming::Binary(data)) => self.on_echo(Message::Binary(data)),
+            (_, other) => self.on_other(other),
         }
     }
 
